@@ -1,0 +1,34 @@
+"""Aggregator: a small transformer over the [CLS_original, CLS_crop] sequence, then LayerNorm."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from timm.models.vision_transformer import Block
+from torch import Tensor, nn
+
+__all__ = ["Aggregator"]
+
+
+class Aggregator(nn.Module):
+    """``layers`` pre-norm transformer blocks (heads of width 64, MLP ratio 4) followed by LayerNorm.
+
+    Args:
+        dim: token width (the encoder's).
+        layers: number of blocks (the paper uses 1).
+        drop_path: stochastic-depth rate of every block.
+        eps: LayerNorm epsilon (1e-12 in the official architecture, 1e-6 in timm's).
+    """
+
+    def __init__(self, dim: int, layers: int = 1, drop_path: float = 0.0, eps: float = 1e-6) -> None:
+        super().__init__()
+        norm = partial(nn.LayerNorm, eps=eps)
+        heads = max(1, dim // 64)
+        self.blocks = nn.Sequential(
+            *[Block(dim, heads, mlp_ratio=4.0, qkv_bias=True, drop_path=drop_path, norm_layer=norm) for _ in range(layers)]
+        )
+        self.norm = norm(dim)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """(B, T, D) -> (B, T, D)."""
+        return self.norm(self.blocks(tokens))

@@ -1,0 +1,88 @@
+"""The ViT encoder: any timm ViT with a CLS token, built headless, with local or hub weights."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import timm
+from timm.layers import DropPath
+from torch import nn
+
+from ..errors import UserError
+
+__all__ = ["create_encoder"]
+
+_NETWORK_ERROR_MODULES = ("huggingface_hub", "httpx", "httpcore", "requests", "urllib", "socket")
+
+
+def _is_network_error(exc: BaseException) -> bool:
+    while exc is not None:
+        if isinstance(exc, OSError | ConnectionError) or type(exc).__module__.split(".")[0] in _NETWORK_ERROR_MODULES:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def create_encoder(
+    backbone: str,
+    img_size: int = 224,
+    pretrained: bool = False,
+    pretrained_file: str | None = None,
+    drop_path_rate: float = 0.0,
+    drop_path_uniform: bool = False,
+    layer_norm_eps: float | None = None,
+    backbone_kwargs: dict[str, Any] | None = None,
+) -> nn.Module:
+    """Headless timm ViT (``num_classes=0``) whose ``forward_features`` returns normed tokens (B, P + N, D).
+
+    Args:
+        backbone: timm model name, optionally with a weight tag (``vit_base_patch16_224.orig_in21k``).
+        img_size: input side in pixels; timm resamples position embeddings of pretrained weights.
+        pretrained: load the tag's weights (from the hub, or from ``pretrained_file`` when given).
+        pretrained_file: local weights file (.safetensors/.pth/.bin) loaded through timm's pretrained path
+            (classifier dropped, position embeddings resampled).
+        drop_path_rate: stochastic depth; timm ramps it linearly over the blocks unless ``drop_path_uniform``.
+        drop_path_uniform: the same rate in every block, as the official GLSim architecture.
+        layer_norm_eps: LayerNorm epsilon override (official architecture: 1e-12); None keeps timm's.
+        backbone_kwargs: extra timm constructor keywords (e.g. ``patch_size``, ``embed_dim``, ``depth``).
+    """
+    kwargs: dict[str, Any] = dict(backbone_kwargs or {})
+    if layer_norm_eps is not None:
+        kwargs["norm_layer"] = partial(nn.LayerNorm, eps=layer_norm_eps)
+    if pretrained_file is not None:
+        path = Path(pretrained_file).expanduser()
+        if not path.is_file():
+            raise UserError(f"model.pretrained_file={pretrained_file!r}: no such file")
+        kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
+        pretrained = True
+    try:
+        encoder = timm.create_model(
+            backbone, pretrained=pretrained, num_classes=0, img_size=img_size, drop_path_rate=drop_path_rate, **kwargs
+        )
+    except RuntimeError as exc:
+        if "Unknown model" in str(exc):
+            raise UserError(f"model.backbone={backbone!r} is not a timm model name") from exc
+        if pretrained and _is_network_error(exc):
+            raise _offline_error(backbone) from exc
+        raise
+    except Exception as exc:
+        if pretrained and pretrained_file is None and _is_network_error(exc):
+            raise _offline_error(backbone) from exc
+        raise
+    if getattr(encoder, "cls_token", None) is None:
+        raise UserError(f"model.backbone={backbone!r} has no CLS token; GLSim needs a ViT with one")
+    if drop_path_uniform and drop_path_rate > 0:
+        for block in encoder.blocks:
+            block.drop_path1 = DropPath(drop_path_rate)
+            block.drop_path2 = DropPath(drop_path_rate)
+    return encoder
+
+
+def _offline_error(backbone: str) -> UserError:
+    return UserError(
+        f"could not fetch pretrained weights for {backbone!r} (no network, or the hub is unreachable). "
+        "Download them once and set model.pretrained_file=/path/to/model.safetensors, "
+        "or train from scratch with model.pretrained=false."
+    )

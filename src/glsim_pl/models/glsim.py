@@ -1,0 +1,181 @@
+"""GLSim: Global-Local Similarity for efficient fine-grained image recognition with vision transformers.
+
+Rios, Hu, Lai, "Global-Local Similarity for Efficient Fine-Grained Image Recognition with Vision Transformers",
+arXiv:2407.12891 (ISCAS 2025). https://arxiv.org/abs/2407.12891
+
+The method, as this file implements it:
+1. A ViT encodes the image; the final CLS token is the global representation, patch tokens the local ones.
+2. GLS = cosine(CLS, patch_i) ranks the patches; the smallest patch-grid box around the top-O is cropped
+   from the input and resized back to the input size.
+3. The crop goes through the *same* encoder.
+4. [CLS_original, CLS_crop] go through a 1-layer transformer aggregator + LayerNorm; token 0 goes to the head.
+
+Acknowledgments: timm (ViT blocks, weights), the original GLSim code (github.com/arkel23/GLSim).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .aggregator import Aggregator
+from .crop import crop_and_resize
+from .encoder import create_encoder
+from .selector import BoxRule, SimMetric, gls_scores, metric_prefers_largest, select_boxes
+
+__all__ = ["GLSim", "GLSimFeatures", "GLSimOutput", "ViTClassifier", "build_classifier"]
+
+
+class GLSimOutput(NamedTuple):
+    """What a classifier returns: logits (B, K); boxes (B, 4) pixel xyxy of the crop; scores (B, N) GLS."""
+
+    logits: Tensor
+    boxes: Tensor | None
+    scores: Tensor | None
+
+
+class GLSimFeatures(NamedTuple):
+    """``forward_features`` output: aggregated tokens (B, 2, D), boxes (B, 4), GLS scores (B, N)."""
+
+    tokens: Tensor
+    boxes: Tensor | None
+    scores: Tensor | None
+
+
+class GLSim(nn.Module):
+    """GLSim classifier on a timm ViT.
+
+    Args:
+        backbone: timm ViT name (any ViT with a CLS token; register tokens are skipped).
+        num_classes: number of classes K.
+        img_size: input side in pixels.
+        top_o: number of patches whose bounding box is cropped.
+        sim_metric: ``cos`` (paper), ``l1`` or ``l2``.
+        box_rule: ``official`` (last selected patch row/column excluded, quirk Q2) or ``inclusive`` (the fix).
+        aggregator_layers: transformer blocks in the aggregator (paper: 1).
+        pretrained: load the backbone weights named by the tag.
+        pretrained_file: local backbone weights file.
+        drop_path_rate: stochastic depth of encoder and aggregator blocks.
+        drop_path_uniform: same rate in every encoder block, as the official architecture (timm ramps it).
+        layer_norm_eps: LayerNorm epsilon of encoder and aggregator (official architecture: 1e-12).
+        backbone_kwargs: extra timm constructor keywords (plain values).
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        num_classes: int,
+        img_size: int = 224,
+        top_o: int = 8,
+        sim_metric: SimMetric = "cos",
+        box_rule: BoxRule = "official",
+        aggregator_layers: int = 1,
+        pretrained: bool = False,
+        pretrained_file: str | None = None,
+        drop_path_rate: float = 0.0,
+        drop_path_uniform: bool = False,
+        layer_norm_eps: float | None = None,
+        backbone_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.largest = metric_prefers_largest(sim_metric)
+        self.sim_metric, self.box_rule, self.top_o = sim_metric, box_rule, top_o
+        self.encoder = create_encoder(
+            backbone, img_size, pretrained, pretrained_file, drop_path_rate, drop_path_uniform, layer_norm_eps,
+            backbone_kwargs,
+        )  # fmt: skip
+        dim = self.encoder.num_features
+        self.num_prefix_tokens = self.encoder.num_prefix_tokens
+        self.patch_px = self.encoder.patch_embed.patch_size[0]
+        self.aggregator = Aggregator(dim, aggregator_layers, drop_path_rate, layer_norm_eps or 1e-6)
+        self.head = nn.Linear(dim, num_classes)
+        nn.init.zeros_(self.head.weight)  # as the official init: start from uniform logits
+        nn.init.zeros_(self.head.bias)
+
+    def forward_features(self, images: Tensor) -> GLSimFeatures:
+        """Encode, select, crop, encode the crop, aggregate. images (B, 3, H, W)."""
+        h, w = images.shape[-2:]
+        grid_hw = (h // self.patch_px, w // self.patch_px)
+        tokens = self.encoder.forward_features(images)  # (B, P + N, D), after the final norm
+        cls_global, patches = tokens[:, 0], tokens[:, self.num_prefix_tokens :]  # (B, D), (B, N, D)
+        with torch.no_grad():
+            scores = gls_scores(cls_global, patches, self.sim_metric)  # (B, N)
+            boxes = select_boxes(scores, grid_hw, self.patch_px, self.top_o, self.box_rule, self.largest)  # (B, 4)
+            crops = crop_and_resize(images, boxes, (h, w))  # (B, 3, H, W)
+        cls_local = self.encoder.forward_features(crops)[:, 0]  # (B, D), same encoder
+        agg = self.aggregator(torch.stack([cls_global, cls_local], dim=1))  # (B, 2, D)
+        return GLSimFeatures(agg, boxes, scores)
+
+    def forward_head(self, feats: GLSimFeatures, pre_logits: bool = False) -> Tensor:
+        """Token 0 (the original image's aggregated CLS) -> logits (B, K), or the token itself."""
+        x = feats.tokens[:, 0]  # (B, D)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, images: Tensor) -> GLSimOutput:
+        """images (B, 3, H, W) -> GLSimOutput(logits (B, K), boxes (B, 4), scores (B, N))."""
+        feats = self.forward_features(images)
+        return GLSimOutput(self.forward_head(feats), feats.boxes, feats.scores)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names exempt from weight decay (timm convention)."""
+        return {f"encoder.{name}" for name in self.encoder.no_weight_decay()}
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Trade compute for memory in the encoder (448 px on one GPU)."""
+        self.encoder.set_grad_checkpointing(enable)
+
+
+class ViTClassifier(nn.Module):
+    """The plain ViT baseline of the paper's comparison: final CLS token -> linear head; no crop, no aggregator."""
+
+    def __init__(
+        self,
+        backbone: str,
+        num_classes: int,
+        img_size: int = 224,
+        pretrained: bool = False,
+        pretrained_file: str | None = None,
+        drop_path_rate: float = 0.0,
+        drop_path_uniform: bool = False,
+        layer_norm_eps: float | None = None,
+        backbone_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.encoder = create_encoder(
+            backbone, img_size, pretrained, pretrained_file, drop_path_rate, drop_path_uniform, layer_norm_eps,
+            backbone_kwargs,
+        )  # fmt: skip
+        self.num_prefix_tokens = self.encoder.num_prefix_tokens
+        self.patch_px = self.encoder.patch_embed.patch_size[0]
+        self.head = nn.Linear(self.encoder.num_features, num_classes)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward_features(self, images: Tensor) -> GLSimFeatures:
+        """images (B, 3, H, W) -> tokens (B, 1, D): the final CLS token."""
+        return GLSimFeatures(self.encoder.forward_features(images)[:, :1], None, None)
+
+    def forward_head(self, feats: GLSimFeatures, pre_logits: bool = False) -> Tensor:
+        """CLS (B, D) -> logits (B, K), or the token itself."""
+        x = feats.tokens[:, 0]
+        return x if pre_logits else self.head(x)
+
+    def forward(self, images: Tensor) -> GLSimOutput:
+        """images (B, 3, H, W) -> GLSimOutput(logits (B, K), None, None)."""
+        return GLSimOutput(self.forward_head(self.forward_features(images)), None, None)
+
+    no_weight_decay = GLSim.no_weight_decay
+    set_grad_checkpointing = GLSim.set_grad_checkpointing
+
+
+def build_classifier(method: str, **kwargs: Any) -> GLSim | ViTClassifier:
+    """``method='glsim'`` -> GLSim; ``method='vit'`` -> the plain ViT (GLSim-only keywords are ignored)."""
+    if method == "glsim":
+        return GLSim(**kwargs)
+    if method == "vit":
+        for key in ("top_o", "sim_metric", "box_rule", "aggregator_layers"):
+            kwargs.pop(key, None)
+        return ViTClassifier(**kwargs)
+    raise ValueError(f"method must be 'glsim' or 'vit', got {method!r}")
