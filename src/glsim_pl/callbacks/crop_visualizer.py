@@ -1,0 +1,81 @@
+"""Every N validation epochs: a grid of [image with crop box | GLS heatmap | crop] for a few validation images.
+
+Saved as PNG under ``<dirpath>/epoch_XXX.png`` and, with a TensorBoard logger, as the ``val/crops`` image.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor
+from torchvision.utils import draw_bounding_boxes, make_grid, save_image
+
+from ..models import crop_and_resize
+
+__all__ = ["CropVisualizer", "render_crop_panels"]
+
+
+def _to_unit(images: Tensor) -> Tensor:
+    """Per-image min-max to [0, 1] (inputs are normalised tensors). (B, C, H, W) -> same."""
+    lo = images.amin(dim=(1, 2, 3), keepdim=True)
+    hi = images.amax(dim=(1, 2, 3), keepdim=True)
+    return (images - lo) / (hi - lo).clamp_min(1e-6)
+
+
+def render_crop_panels(images: Tensor, boxes: Tensor, scores: Tensor | None, grid_hw: tuple[int, int]) -> Tensor:
+    """Three panels per image, one image per row. images (B, 3, H, W), boxes (B, 4), scores (B, N) -> (3, H', W')."""
+    b, _, h, w = images.shape
+    unit = _to_unit(images.float().cpu())
+    boxes = boxes.float().cpu()
+    panels = []
+    for i in range(b):
+        boxed = draw_bounding_boxes((unit[i] * 255).to(torch.uint8), boxes[i : i + 1], colors="red", width=2)
+        if scores is not None:
+            heat = scores[i].float().cpu().reshape(1, 1, *grid_hw)
+            heat = F.interpolate(heat, size=(h, w), mode="nearest")[0]
+            heat = (heat - heat.min()) / (heat.max() - heat.min()).clamp_min(1e-6)  # (1, H, W)
+            overlay = 0.5 * unit[i] + 0.5 * torch.cat([heat, torch.zeros_like(heat), 1 - heat])
+        else:
+            overlay = unit[i]
+        crop = crop_and_resize(unit[i : i + 1], boxes[i : i + 1], (h, w))[0]
+        panels += [boxed.float() / 255, overlay, crop]
+    return make_grid(torch.stack(panels), nrow=3, padding=2)
+
+
+class CropVisualizer(L.Callback):
+    """Log crop panels of the first validation batch.
+
+    Args:
+        dirpath: folder for the PNG files.
+        every_n_epochs: render on validation epochs divisible by this.
+        num_images: images per grid (at most 8 recommended).
+    """
+
+    def __init__(self, dirpath: str, every_n_epochs: int = 1, num_images: int = 8) -> None:
+        self.dirpath = Path(dirpath)
+        self.every_n_epochs, self.num_images = every_n_epochs, num_images
+
+    def on_validation_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:  # fmt: skip
+        """Render from batch 0 on rank 0, outside the sanity check."""
+        if batch_idx != 0 or trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        if trainer.current_epoch % self.every_n_epochs or not isinstance(outputs, dict) or outputs.get("boxes") is None:
+            return
+        images = batch[0][: self.num_images]
+        patch = pl_module.net.patch_px
+        grid_hw = (images.shape[-2] // patch, images.shape[-1] // patch)
+        scores = outputs["scores"][: self.num_images] if outputs.get("scores") is not None else None
+        grid = render_crop_panels(images, outputs["boxes"][: self.num_images], scores, grid_hw)
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        save_image(grid, self.dirpath / f"epoch_{trainer.current_epoch:03d}.png")
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image("val/crops", grid, trainer.global_step)

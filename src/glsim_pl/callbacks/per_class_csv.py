@@ -1,0 +1,46 @@
+"""Write the test per-class top-1 accuracy to a CSV (class_id, class_name, acc1, support)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from ..utils.logging import RankedLogger
+
+__all__ = ["PerClassAccuracyCSV"]
+
+log = RankedLogger(__name__)
+
+
+class PerClassAccuracyCSV(L.Callback):
+    """After each test run, ``<dirpath>/<filename>`` gets one row per class; rank 0 writes it.
+
+    Args:
+        dirpath: output folder (the run's output dir).
+        filename: CSV file name.
+    """
+
+    def __init__(self, dirpath: str, filename: str = "test_per_class_acc.csv") -> None:
+        self.path = Path(dirpath) / filename
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Compute on every rank (it syncs), write on rank 0."""
+        metric = getattr(pl_module, "test_per_class", None)
+        if metric is None or not metric.update_count:
+            return
+        acc = metric.compute().float().cpu()
+        support = (metric.tp + metric.fn).cpu() if hasattr(metric, "tp") else torch.full_like(acc, float("nan"))
+        metric.reset()
+        if not trainer.is_global_zero:
+            return
+        names = pl_module.hparams.get("class_names") or [str(i) for i in range(len(acc))]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["class_id", "class_name", "acc1", "support"])
+            for k, (name, a, n) in enumerate(zip(names, acc.tolist(), support.tolist(), strict=True)):
+                writer.writerow([k, name, f"{a:.6f}", int(n)])
+        log.info(f"per-class test accuracy -> {self.path}")

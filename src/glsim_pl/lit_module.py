@@ -1,0 +1,185 @@
+"""GLSimLitModule: the training system around a GLSim (or plain ViT) classifier.
+
+Owns the loss, metrics, logging keys, optimizer and schedule. Hyperparameters are plain values only, so
+checkpoints load with ``torch.load(weights_only=True)`` and ``load_from_checkpoint(path)`` needs no arguments.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchvision.ops import box_iou
+
+from .metrics import build_metrics, per_class_accuracy
+from .models import GLSimOutput, build_classifier
+
+__all__ = ["GLSimLitModule", "warmup_cosine"]
+
+
+def warmup_cosine(step: int, total: int, lr: float, warmup_steps: int, warmup_lr: float, min_lr: float) -> float:
+    """Per-step LR of the paper: linear warmup from ``warmup_lr``, then cosine to ``min_lr`` on the raw step count.
+
+    As timm's ``CosineLRScheduler(warmup_prefix=False)``: the cosine is not shifted by the warmup.
+    """
+    if step < warmup_steps:
+        return warmup_lr + (lr - warmup_lr) * step / warmup_steps
+    progress = min(step / max(total, 1), 1.0)
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
+
+
+class GLSimLitModule(L.LightningModule):
+    """Lightning system for GLSim / ViT classification.
+
+    Args:
+        num_classes: classes K (from the dataset config).
+        backbone: timm ViT name.
+        method: ``glsim`` or ``vit`` (the plain-ViT baseline under the same recipe).
+        img_size, top_o, sim_metric, box_rule, aggregator_layers, pretrained, pretrained_file, drop_path_rate,
+            drop_path_uniform, layer_norm_eps, backbone_kwargs: see :class:`glsim_pl.models.GLSim`.
+        grad_checkpointing: recompute encoder activations in backward (saves memory).
+        optimizer: ``sgd`` (Nesterov, the paper) or ``adamw``.
+        lr: peak learning rate.
+        momentum: SGD momentum.
+        weight_decay: decoupled for AdamW; no decay on biases, norms and timm's ``no_weight_decay`` names.
+        warmup_steps: optimizer steps of linear warmup.
+        warmup_lr: LR at step 0.
+        min_lr: LR at the end of the cosine.
+        label_smoothing: cross-entropy label smoothing.
+        class_names: names written to the per-class CSV.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str = "vit_base_patch16_224.orig_in21k",
+        method: Literal["glsim", "vit"] = "glsim",
+        img_size: int = 224,
+        top_o: int = 8,
+        sim_metric: str = "cos",
+        box_rule: str = "official",
+        aggregator_layers: int = 1,
+        pretrained: bool = False,
+        pretrained_file: str | None = None,
+        drop_path_rate: float = 0.0,
+        drop_path_uniform: bool = False,
+        layer_norm_eps: float | None = None,
+        backbone_kwargs: dict[str, Any] | None = None,
+        grad_checkpointing: bool = False,
+        optimizer: Literal["sgd", "adamw"] = "sgd",
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 500,
+        warmup_lr: float = 1e-6,
+        min_lr: float = 1e-5,
+        label_smoothing: float = 0.1,
+        class_names: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = build_classifier(
+            method, backbone=backbone, num_classes=num_classes, img_size=img_size, top_o=top_o,
+            sim_metric=sim_metric, box_rule=box_rule, aggregator_layers=aggregator_layers, pretrained=pretrained,
+            pretrained_file=pretrained_file, drop_path_rate=drop_path_rate, drop_path_uniform=drop_path_uniform,
+            layer_norm_eps=layer_norm_eps, backbone_kwargs=backbone_kwargs,
+        )  # fmt: skip
+        if grad_checkpointing:
+            self.net.set_grad_checkpointing(True)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.train_metrics = build_metrics(num_classes, "train/")
+        self.val_metrics = build_metrics(num_classes, "val/")
+        self.test_metrics = build_metrics(num_classes, "test/")
+        self.test_per_class = per_class_accuracy(num_classes)
+        self.val_acc1_best = MaxMetric()
+        self.val_box_iou, self.test_box_iou = MeanMetric(), MeanMetric()
+
+    def forward(self, images: Tensor) -> GLSimOutput:
+        """images (B, 3, H, W) -> GLSimOutput."""
+        return self.net(images)
+
+    def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        """Cross-entropy on the final logits only (no loss on the crop branch, as the paper)."""
+        images, labels = batch[0], batch[1]
+        logits = self.net(images).logits
+        loss = self.criterion(logits, labels)
+        self.train_metrics.update(logits.detach(), labels)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        """Epoch-level training accuracy."""
+        self.log_dict(self.train_metrics.compute(), sync_dist=False)
+        self.train_metrics.reset()
+
+    def on_train_start(self) -> None:
+        """The sanity-check validation must not count towards the best accuracy."""
+        self.val_metrics.reset()
+        self.val_acc1_best.reset()
+
+    def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> dict[str, Tensor]:
+        """Validation metrics; returns boxes and scores for the crop-visualisation callback."""
+        return self._shared_eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        """Log val metrics and the best val/acc1 so far."""
+        metrics = self.val_metrics.compute()
+        self.val_acc1_best.update(metrics["val/acc1"])
+        self.log_dict(metrics, prog_bar=True)
+        self.log("val/acc1_best", self.val_acc1_best.compute())
+        if self.val_box_iou.update_count:
+            self.log("val/box_iou", self.val_box_iou.compute())
+        self.val_metrics.reset()
+        self.val_box_iou.reset()
+
+    def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> dict[str, Tensor]:
+        """Test metrics, per-class accuracy and (with ground-truth boxes) crop-box IoU."""
+        out = self._shared_eval_step(batch, "test")
+        self.test_per_class.update(out["logits"], batch[1])
+        return out
+
+    def on_test_epoch_end(self) -> None:
+        """Log test metrics; the per-class vector stays in ``self.test_per_class`` for the CSV."""
+        self.log_dict(self.test_metrics.compute())
+        if self.test_box_iou.update_count:
+            self.log("test/box_iou", self.test_box_iou.compute())
+        self.test_metrics.reset()
+        self.test_box_iou.reset()
+
+    def _shared_eval_step(self, batch: tuple[Tensor, ...], stage: str) -> dict[str, Tensor]:
+        images, labels = batch[0], batch[1]
+        out = self.net(images)
+        loss = nn.functional.cross_entropy(out.logits, labels)
+        getattr(self, f"{stage}_metrics").update(out.logits, labels)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=len(labels), sync_dist=True)
+        if len(batch) > 2 and out.boxes is not None:
+            iou = box_iou(out.boxes.float(), batch[2].float()).diagonal()  # (B,) crop box vs object box
+            getattr(self, f"{stage}_box_iou").update(iou)
+        return {"logits": out.logits.detach(), "boxes": out.boxes, "scores": out.scores}
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """SGD-Nesterov (or AdamW) with per-step warmup + cosine; no weight decay on 1-D and excluded params."""
+        hp = self.hparams
+        skip = self.net.no_weight_decay()
+        decay, no_decay = [], []
+        for name, param in self.net.named_parameters():
+            if param.requires_grad:
+                (no_decay if param.ndim <= 1 or name in skip else decay).append(param)
+        groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if hp.optimizer == "sgd":
+            optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.momentum > 0)
+        elif hp.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(groups, lr=hp.lr)
+        else:
+            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {hp.optimizer!r}")
+        total = int(self.trainer.estimated_stepping_batches)
+
+        def factor(step: int) -> float:
+            return warmup_cosine(step, total, hp.lr, hp.warmup_steps, hp.warmup_lr, hp.min_lr) / hp.lr
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,97 @@
+"""Train GLSim (or the plain-ViT baseline), select on validation, test the best checkpoint once.
+
+    python -m glsim_pl.train                                   # embedded default: synthetic set, CPU, minutes
+    python -m glsim_pl.train dataset=nabirds model=vit_b16     # the paper's main setting
+    python -m glsim_pl.train -m seed=1,10,100                  # a Hydra multirun
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from lightning.pytorch.callbacks import LearningRateMonitor
+from omegaconf import DictConfig
+
+from .errors import UserError
+from .lit_module import GLSimLitModule
+from .utils.config import module_kwargs, resolve_trainer_precision, transform_augs
+from .utils.instantiate import instantiate, instantiate_collection
+from .utils.logging import RankedLogger
+
+__all__ = ["main", "train"]
+
+log = RankedLogger(__name__)
+
+
+def _resume_path(cfg: DictConfig) -> str | None:
+    """``ckpt_path=last`` -> this run's ``checkpoints/last.ckpt``; a path must exist."""
+    ckpt = cfg.get("ckpt_path")
+    if ckpt is None:
+        return None
+    path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt" if ckpt == "last" else Path(ckpt)
+    if not path.is_file():
+        hint = " (resume in the same folder with hydra.run.dir=outputs/<date>/<time>)" if ckpt == "last" else ""
+        raise UserError(f"ckpt_path={ckpt!r}: no checkpoint at {path}{hint}")
+    return str(path)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit on train, select on val, test the best checkpoint; returns the logged metrics (never the model)."""
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.dataset, augs=transform_augs(cfg))
+    datamodule.check()
+    module = GLSimLitModule(**module_kwargs(cfg, datamodule.class_names))
+    resolve_trainer_precision(cfg)
+    loggers = instantiate_collection(cfg.get("logger"))
+    callbacks = [  # an LR monitor needs a logger to write to
+        c for c in instantiate_collection(cfg.get("callbacks")) if loggers or not isinstance(c, LearningRateMonitor)
+    ]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    resume = _resume_path(cfg)
+
+    if cfg.get("train", True):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+    if cfg.get("test", True):
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if not best:
+            log.warning("no best-on-validation checkpoint (no validation or no checkpointing): testing current weights")
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+        metrics["best_ckpt"] = best
+    _summary(cfg, trainer, metrics)
+    return metrics
+
+
+def _summary(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, Any]) -> None:
+    out = Path(cfg.paths.output_dir)
+    lines = [f"{k}: {v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("test/") and isinstance(v, float)]
+    if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path:
+        lines.append(f"best checkpoint: {trainer.checkpoint_callback.best_model_path}")
+    if trainer.logger is not None:
+        lines.append(f"tensorboard: tensorboard --logdir {trainer.logger.log_dir}")
+    if (out / "crops").is_dir():
+        lines.append(f"crop images: {out / 'crops'}")
+    if (out / "test_per_class_acc.csv").is_file():
+        lines.append(f"per-class accuracy: {out / 'test_per_class_acc.csv'}")
+    log.info("summary\n  " + "\n  ".join(lines))
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns ``cfg.optimized_metric`` for sweepers. Bad input ends with one clear message."""
+    try:
+        metrics = train(cfg)
+    except UserError as exc:
+        log.error(str(exc))
+        raise SystemExit(f"error: {exc}") from None
+    value = metrics.get(cfg.get("optimized_metric"))
+    return float(value) if value is not None else None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""End-to-end runs through train(cfg) on the synthetic set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from glsim_pl.lit_module import GLSimLitModule
+from glsim_pl.train import train
+
+
+def test_train_then_test_best_checkpoint(make_cfg, tmp_path: Path) -> None:
+    cfg = make_cfg("logger=csv", "callbacks.crop_visualizer.every_n_epochs=1")
+    metrics = train(cfg)
+    out = Path(cfg.paths.output_dir)
+    assert 0.0 <= metrics["test/acc1"] <= 1.0
+    assert "val/acc1_best" in metrics
+    best = Path(metrics["best_ckpt"])
+    assert best.is_file() and best.name.startswith("epoch_000-acc1_")
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    assert (out / "test_per_class_acc.csv").read_text().splitlines()[0] == "class_id,class_name,acc1,support"
+    assert len((out / "test_per_class_acc.csv").read_text().splitlines()) == 1 + 10
+    assert list((out / "crops").glob("epoch_*.png"))
+    ckpt = torch.load(best, weights_only=True)  # primitives-only hyperparameters
+    assert ckpt["hyper_parameters"]["method"] == "glsim"
+    model = GLSimLitModule.load_from_checkpoint(best)
+    assert model.hparams.num_classes == 10
+
+
+def test_plain_vit_baseline(make_cfg) -> None:
+    cfg = make_cfg("method=vit", "logger=none", "callbacks=none", "test=false")
+    train(cfg)
+
+
+def test_resume_from_last(make_cfg, tmp_path: Path) -> None:
+    out = tmp_path / "resumed"
+    first = train(make_cfg("logger=none", output_dir=out))
+    assert first["best_ckpt"]
+    cfg = make_cfg("logger=none", "trainer.max_epochs=2", "ckpt_path=last", output_dir=out)
+    train(cfg)
+    last = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] == 2  # resumed after epoch 1 instead of starting over
+
+
+def test_resume_missing_checkpoint_is_clear(make_cfg) -> None:
+    from glsim_pl.errors import UserError
+
+    with pytest.raises(UserError, match="no checkpoint at"):
+        train(make_cfg("logger=none", "callbacks=none", "ckpt_path=last"))
