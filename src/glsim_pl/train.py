@@ -87,7 +87,6 @@ def main(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg)
     except UserError as exc:
-        log.error(str(exc))
         raise SystemExit(f"error: {exc}") from None
     value = metrics.get(cfg.get("optimized_metric"))
     return float(value) if value is not None else None
