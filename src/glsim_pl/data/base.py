@@ -1,0 +1,245 @@
+"""Shared DataModule of every fine-grained benchmark: official splits -> train / val / test loaders.
+
+Protocols:
+- ``val`` (default): model selection on a validation split carved from the official train split, test once at the end.
+  Rule: per class, the first ``train_fraction`` of its train rows in official order -> train, the rest -> val
+  (at least one image per class stays in train).
+- ``paper``: fit on the whole official train split, no validation, test once (the official GLSim protocol).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any, ClassVar, Literal, NamedTuple
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision import tv_tensors
+
+from ..errors import UserError
+from ..utils.logging import RankedLogger
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, AugConfig, build_eval_transform, build_train_transform
+
+__all__ = ["FGVCDataModule", "Splits", "TransformedView", "split_train_val"]
+
+log = RankedLogger(__name__)
+
+
+class Splits(NamedTuple):
+    """What a dataset module reads from its files: the official train and test sources and the class names."""
+
+    train: Dataset
+    test: Dataset
+    class_names: list[str]
+
+
+def split_train_val(targets: Sequence[int], train_fraction: float) -> tuple[list[int], list[int]]:
+    """Per class, the first ``int(n * train_fraction)`` indices (at least one) -> train, the rest -> val."""
+    by_class: dict[int, list[int]] = defaultdict(list)
+    for index, label in enumerate(targets):
+        by_class[label].append(index)
+    train, val = [], []
+    for indices in by_class.values():
+        cut = max(1, int(len(indices) * train_fraction))
+        train += indices[:cut]
+        val += indices[cut:]
+    return sorted(train), sorted(val)
+
+
+class TransformedView(Dataset):
+    """A subset of a source with a transform; yields (image, label) or (image, label, box (4,)) tensors."""
+
+    def __init__(
+        self, source: Dataset, indices: Sequence[int], transform: Any, return_boxes: bool = False,
+        skip_corrupt: bool = False,
+    ) -> None:  # fmt: skip
+        self.source, self.indices, self.transform = source, list(indices), transform
+        self.return_boxes, self.skip_corrupt = return_boxes, skip_corrupt
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _raw(self, i: int) -> tuple[Any, int, Any]:
+        for attempt in range(len(self.indices)):
+            try:
+                return self.source[self.indices[(i + attempt) % len(self.indices)]]
+            except UserError as exc:
+                if not self.skip_corrupt:
+                    raise
+                log.warning(f"skipped unreadable image: {exc}")
+        raise UserError("dataset.skip_corrupt=true but no image of this split could be read")
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | tuple[torch.Tensor, int, torch.Tensor]:
+        image, label, box = self._raw(i)
+        if not self.return_boxes:
+            return self.transform(image), label
+        size = (image.height, image.width)
+        boxes = tv_tensors.BoundingBoxes([box], format="XYXY", canvas_size=size)  # (1, 4)
+        image, boxes = self.transform(image, boxes)
+        return image, label, boxes[0].as_subclass(torch.Tensor).float()
+
+
+class FGVCDataModule(L.LightningDataModule):
+    """Base of every dataset module. Subclasses implement :meth:`read_splits` (and declare their files).
+
+    Args:
+        root: dataset folder, as the official archive extracts.
+        num_classes: expected number of classes; checked against the files.
+        image_size: crop side S fed to the model.
+        batch_size: per device (the paper: 8 on one GPU).
+        num_workers: data-loading processes per device.
+        pin_memory: page-locked host memory (faster host-to-GPU copies).
+        persistent_workers: keep workers alive across epochs.
+        resize_factor: resize side R = int(resize_factor * S) before cropping (paper: 1.34).
+        protocol: ``val`` (select on val, test at the end) or ``paper`` (fit on train+val, test at the end).
+        train_fraction: share of each class's train rows kept for training under ``val``.
+        augs: train augmentation switches (see :class:`AugConfig`).
+        normalize: ``imagenet`` (mean/std of the official runs) or ``custom`` (``mean``/``std`` given).
+        mean: normalisation mean when ``normalize=custom``.
+        std: normalisation std when ``normalize=custom``.
+        skip_corrupt: skip unreadable images (each one is logged) instead of stopping.
+        fast_decode: decode JPEGs at reduced scale (PIL draft) when they are much larger than needed.
+    """
+
+    name: ClassVar[str] = "dataset"
+    source_url: ClassVar[str] = ""  # where the official files come from, for error messages
+    required_files: ClassVar[tuple[str, ...]] = ()  # relative to root; checked before parsing
+    hflip_preserves_label: ClassVar[bool] = True
+    color_preserves_label: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        root: str | None = None,
+        num_classes: int = 0,
+        image_size: int = 224,
+        batch_size: int = 8,
+        num_workers: int = 4,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+        resize_factor: float = 1.34,
+        protocol: Literal["val", "paper"] = "val",
+        train_fraction: float = 0.8,
+        augs: dict[str, Any] | None = None,
+        normalize: Literal["imagenet", "custom"] = "imagenet",
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        skip_corrupt: bool = False,
+        fast_decode: bool = False,
+    ) -> None:
+        super().__init__()
+        if protocol not in ("val", "paper"):
+            raise UserError(f"dataset.protocol={protocol!r}: expected 'val' or 'paper'")
+        self.root = Path(root).expanduser().absolute() if root else None
+        self.num_classes, self.image_size, self.batch_size = num_classes, image_size, batch_size
+        self.num_workers, self.pin_memory, self.persistent_workers = num_workers, pin_memory, persistent_workers
+        self.resize_size = int(resize_factor * image_size)
+        self.protocol, self.train_fraction = protocol, train_fraction
+        known = {f.name for f in dataclasses.fields(AugConfig)}
+        unknown = set(augs or {}) - known
+        if unknown:
+            raise UserError(f"augs: unknown keys {sorted(unknown)}; expected some of {sorted(known)}")
+        self.augs = AugConfig(**(augs or {}))
+        if normalize == "custom" and (mean is None or std is None):
+            raise UserError("dataset.normalize=custom needs dataset.mean and dataset.std")
+        self.mean = tuple(mean) if normalize == "custom" else IMAGENET_MEAN
+        self.std = tuple(std) if normalize == "custom" else IMAGENET_STD
+        self.skip_corrupt, self.fast_decode = skip_corrupt, fast_decode
+        self.data_train = self.data_val = self.data_test = None
+
+    # -- what a subclass provides -------------------------------------------------------------------------------
+    def read_splits(self) -> Splits:
+        """Parse the official files into train/test sources and class names."""
+        raise NotImplementedError
+
+    # -- checks ---------------------------------------------------------------------------------------------------
+    def missing_files_error(self, missing: Sequence[str]) -> UserError:
+        """The one message a user sees when the dataset is not where the config says."""
+        return UserError(
+            f"dataset '{self.name}': not found at {self.root} (missing: {', '.join(missing)}). "
+            f"Expected the official layout with {', '.join(self.required_files)}. "
+            f"Get it from {self.source_url} and extract it there, or point to it with dataset.root=/path/to/it "
+            "(or set paths.data_dir to the folder that holds it)."
+        )
+
+    @cached_property
+    def splits(self) -> Splits:
+        """Official splits, parsed once after the required files are checked."""
+        if self.required_files:
+            if self.root is None:
+                raise UserError(f"dataset '{self.name}': dataset.root is not set")
+            missing = [f for f in self.required_files if not (self.root / f).exists()]
+            if missing:
+                raise self.missing_files_error(missing)
+        return self.read_splits()
+
+    def check(self) -> None:
+        """Fail early, with one clear message, on missing files or a wrong ``num_classes``."""
+        found = len(self.splits.class_names)
+        if found != self.num_classes:
+            raise UserError(
+                f"dataset '{self.name}': dataset.num_classes={self.num_classes} but the files at {self.root} "
+                f"define {found} classes. Set dataset.num_classes={found} if that is intended."
+            )
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names, index = label."""
+        return self.splits.class_names
+
+    def effective_augs(self) -> AugConfig:
+        """The preset minus the augmentations that would change this dataset's labels."""
+        augs = self.augs
+        if augs.hflip and not self.hflip_preserves_label:
+            log.info(f"dataset '{self.name}': horizontal flip changes labels here; disabled")
+            augs = dataclasses.replace(augs, hflip=False)
+        if (augs.trivial_aug or augs.rand_aug) and not self.color_preserves_label:
+            log.info(f"dataset '{self.name}': colour augmentations change labels here; disabled")
+            augs = dataclasses.replace(augs, trivial_aug=False, rand_aug=False)
+        return augs
+
+    # -- Lightning hooks ------------------------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Only checks files; never downloads."""
+        self.check()
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the three splits once."""
+        if self.data_train is not None:
+            return
+        self.check()
+        train_src, test_src, _ = self.splits
+        train_idx, val_idx = split_train_val(train_src.targets, self.train_fraction)
+        if self.protocol == "paper":
+            train_idx, val_idx = list(range(len(train_src))), []
+        train_tf = build_train_transform(self.image_size, self.resize_size, self.effective_augs(), self.mean, self.std)
+        eval_tf = build_eval_transform(self.image_size, self.resize_size, self.mean, self.std)
+        has_boxes = getattr(test_src, "boxes", None) is not None
+        self.data_train = TransformedView(train_src, train_idx, train_tf, skip_corrupt=self.skip_corrupt)
+        self.data_val = TransformedView(train_src, val_idx, eval_tf, has_boxes, self.skip_corrupt)
+        self.data_test = TransformedView(test_src, range(len(test_src)), eval_tf, has_boxes, self.skip_corrupt)
+        log.info(f"dataset '{self.name}': train {len(train_idx)}, val {len(val_idx)}, test {len(test_src)} images, "
+                 f"{self.num_classes} classes, protocol={self.protocol}")  # fmt: skip
+
+    def _loader(self, data: Dataset, train: bool) -> DataLoader:
+        return DataLoader(
+            data, batch_size=self.batch_size, shuffle=train, drop_last=train, num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+        )  # fmt: skip
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled, last incomplete batch dropped (as the official runs)."""
+        return self._loader(self.data_train, train=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """The validation split; none under the paper protocol."""
+        return self._loader(self.data_val, train=False) if len(self.data_val) else []
+
+    def test_dataloader(self) -> DataLoader:
+        """The official test split."""
+        return self._loader(self.data_test, train=False)

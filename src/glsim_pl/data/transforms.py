@@ -1,0 +1,71 @@
+"""Train / eval transforms of the paper (torchvision.transforms.v2), boxes carried along where a split has them.
+
+Train: Resize((R, R), bicubic) -> RandomCrop(S) -> HFlip -> TrivialAugmentWide -> tensor -> Normalize -> RandomErasing.
+Eval: Resize((R, R), bicubic) -> CenterCrop(S) -> tensor -> Normalize. R = int(resize_factor * S) (300 at 224).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import v2 as T
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "AugConfig", "build_eval_transform", "build_train_transform"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class AugConfig:
+    """Train-time augmentation switches (the ``augs`` config group sets them).
+
+    Attributes:
+        hflip: random horizontal flip, p 0.5.
+        trivial_aug: TrivialAugmentWide.
+        rand_aug: RandAugment (the strong preset).
+        random_resized_crop: RandomResizedCrop(S) instead of resize + random crop (the strong preset).
+        random_erasing: RandomErasing probability (0 = off), after Normalize, value 0.
+    """
+
+    hflip: bool = True
+    trivial_aug: bool = True
+    rand_aug: bool = False
+    random_resized_crop: bool = False
+    random_erasing: float = 0.3
+
+
+def _to_normalised_tensor(mean: Sequence[float], std: Sequence[float]) -> list[T.Transform]:
+    return [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(mean=list(mean), std=list(std))]
+
+
+def build_train_transform(
+    image_size: int, resize_size: int, augs: AugConfig, mean: Sequence[float], std: Sequence[float]
+) -> T.Compose:
+    """The training pipeline for one preset; works on a PIL image (and a ``BoundingBoxes`` if given)."""
+    bicubic = InterpolationMode.BICUBIC
+    if augs.random_resized_crop:
+        ops: list[T.Transform] = [T.RandomResizedCrop(image_size, interpolation=bicubic, antialias=True)]
+    else:
+        ops = [T.Resize((resize_size, resize_size), interpolation=bicubic, antialias=True), T.RandomCrop(image_size)]
+    if augs.hflip:
+        ops.append(T.RandomHorizontalFlip())
+    if augs.trivial_aug:
+        ops.append(T.TrivialAugmentWide(interpolation=bicubic))
+    if augs.rand_aug:
+        ops.append(T.RandAugment(interpolation=bicubic))
+    ops += _to_normalised_tensor(mean, std)
+    if augs.random_erasing > 0:
+        ops.append(T.RandomErasing(p=augs.random_erasing, scale=(0.02, 0.4), ratio=(0.3, 3.3), value=0))
+    return T.Compose(ops)
+
+
+def build_eval_transform(
+    image_size: int, resize_size: int, mean: Sequence[float], std: Sequence[float]
+) -> T.Compose:
+    """The evaluation pipeline: square bicubic resize, center crop, normalise."""
+    resize = T.Resize((resize_size, resize_size), interpolation=InterpolationMode.BICUBIC, antialias=True)
+    return T.Compose([resize, T.CenterCrop(image_size), *_to_normalised_tensor(mean, std)])
