@@ -51,6 +51,7 @@ class GLSimLitModule(L.LightningModule):
         min_lr: LR at the end of the cosine.
         label_smoothing: cross-entropy label smoothing.
         class_names: names written to the per-class CSV.
+        selector: patch scoring for the crop (``gls``, the paper; see :mod:`glsim_pl.models.selectors`).
     """
 
     def __init__(
@@ -79,6 +80,7 @@ class GLSimLitModule(L.LightningModule):
         min_lr: float = 1e-5,
         label_smoothing: float = 0.1,
         class_names: list[str] | None = None,
+        selector: str = "gls",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -86,7 +88,7 @@ class GLSimLitModule(L.LightningModule):
             method, backbone=backbone, num_classes=num_classes, img_size=img_size, top_o=top_o,
             sim_metric=sim_metric, box_rule=box_rule, aggregator_layers=aggregator_layers, pretrained=pretrained,
             pretrained_file=pretrained_file, drop_path_rate=drop_path_rate, drop_path_uniform=drop_path_uniform,
-            layer_norm_eps=layer_norm_eps, backbone_kwargs=backbone_kwargs,
+            layer_norm_eps=layer_norm_eps, backbone_kwargs=backbone_kwargs, selector=selector,
         )  # fmt: skip
         if grad_checkpointing:
             self.net.set_grad_checkpointing(True)

@@ -6,8 +6,10 @@ from .encoder import create_encoder
 from .glsim import GLSim, GLSimFeatures, GLSimOutput, ViTClassifier, build_classifier
 from .official import is_official_checkpoint, load_official_checkpoint, read_official_checkpoint
 from .selector import gls_scores, select_boxes
+from .selectors import SELECTORS
 
 __all__ = [
+    "SELECTORS",
     "Aggregator",
     "GLSim",
     "GLSimFeatures",

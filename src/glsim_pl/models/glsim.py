@@ -21,9 +21,11 @@ import torch
 from torch import Tensor, nn
 
 from .aggregator import Aggregator
+from .attention import capture_attention
 from .crop import crop_and_resize
 from .encoder import create_encoder
 from .selector import BoxRule, SimMetric, gls_scores, metric_prefers_largest, select_boxes
+from .selectors import capture_plan, check_selector, head_mean, zoo_scores
 
 __all__ = ["GLSim", "GLSimFeatures", "GLSimOutput", "ViTClassifier", "build_classifier"]
 
@@ -61,6 +63,9 @@ class GLSim(nn.Module):
         drop_path_uniform: same rate in every encoder block, as the official architecture (timm ramps it).
         layer_norm_eps: LayerNorm epsilon of encoder and aggregator (official architecture: 1e-12).
         backbone_kwargs: extra timm constructor keywords (plain values).
+        selector: what scores the patches for the crop: ``gls`` (the paper) or one of the zoo in
+            :mod:`glsim_pl.models.selectors` (``rollout``, ``attn_last``, ``psm``, ``maws``, ``random``, ``center``,
+            ``full``); attention is recorded during the first pass only when the selector needs it.
     """
 
     def __init__(
@@ -78,8 +83,10 @@ class GLSim(nn.Module):
         drop_path_uniform: bool = False,
         layer_norm_eps: float | None = None,
         backbone_kwargs: dict[str, Any] | None = None,
+        selector: str = "gls",
     ) -> None:
         super().__init__()
+        self.selector = check_selector(selector)
         self.largest = metric_prefers_largest(sim_metric)
         self.sim_metric, self.box_rule, self.top_o = sim_metric, box_rule, top_o
         self.encoder = create_encoder(
@@ -98,15 +105,30 @@ class GLSim(nn.Module):
         """Encode, select, crop, encode the crop, aggregate. images (B, 3, H, W)."""
         h, w = images.shape[-2:]
         grid_hw = (h // self.patch_px, w // self.patch_px)
-        tokens = self.encoder.forward_features(images)  # (B, P + N, D), after the final norm
+        layers, mean_only = capture_plan(self.selector, len(self.encoder.blocks))
+        if layers is None:
+            tokens = self.encoder.forward_features(images)  # (B, P + N, D), after the final norm
+        else:  # the same pass, with attention probabilities recorded
+            with capture_attention(self.encoder, layers, head_mean if mean_only else None) as maps:
+                tokens = self.encoder.forward_features(images)
         cls_global, patches = tokens[:, 0], tokens[:, self.num_prefix_tokens :]  # (B, D), (B, N, D)
         with torch.no_grad():
-            scores = gls_scores(cls_global, patches, self.sim_metric)  # (B, N)
-            boxes = select_boxes(scores, grid_hw, self.patch_px, self.top_o, self.box_rule, self.largest)  # (B, 4)
+            if self.selector == "gls":
+                scores = gls_scores(cls_global, patches, self.sim_metric)  # (B, N)
+                boxes = select_boxes(scores, grid_hw, self.patch_px, self.top_o, self.box_rule, self.largest)  # (B, 4)
+            else:
+                scores, boxes = self._zoo_boxes(maps if layers is not None else [], images.shape[0], grid_hw)
             crops = crop_and_resize(images, boxes, (h, w))  # (B, 3, H, W)
         cls_local = self.encoder.forward_features(crops)[:, 0]  # (B, D), same encoder
         agg = self.aggregator(torch.stack([cls_global, cls_local], dim=1))  # (B, 2, D)
         return GLSimFeatures(agg, boxes, scores)
+
+    def _zoo_boxes(self, maps: list[Tensor], batch: int, grid_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """Scores (B, N) and boxes (B, 4) of a non-GLS selector; ``full`` boxes every patch (the whole image)."""
+        scores = zoo_scores(self.selector, maps, batch, grid_hw, self.num_prefix_tokens, self.head.weight.device)
+        if self.selector == "full":
+            return scores, select_boxes(scores, grid_hw, self.patch_px, scores.shape[-1], "inclusive")
+        return scores, select_boxes(scores, grid_hw, self.patch_px, self.top_o, self.box_rule, largest=True)
 
     def forward_head(self, feats: GLSimFeatures, pre_logits: bool = False) -> Tensor:
         """Token 0 (the original image's aggregated CLS) -> logits (B, K), or the token itself."""
@@ -175,7 +197,7 @@ def build_classifier(method: str, **kwargs: Any) -> GLSim | ViTClassifier:
     if method == "glsim":
         return GLSim(**kwargs)
     if method == "vit":
-        for key in ("top_o", "sim_metric", "box_rule", "aggregator_layers"):
+        for key in ("top_o", "sim_metric", "box_rule", "aggregator_layers", "selector"):
             kwargs.pop(key, None)
         return ViTClassifier(**kwargs)
     raise ValueError(f"method must be 'glsim' or 'vit', got {method!r}")

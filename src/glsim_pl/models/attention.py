@@ -1,0 +1,84 @@
+"""Record the attention probabilities of timm ViT blocks during an ordinary forward pass (no second pass).
+
+timm's ``Attention`` uses fused SDPA, which never materialises the probabilities. Inside
+:func:`capture_attention` the chosen attention modules run a forward that computes ``softmax(q k^T * scale)``
+explicitly, keeps (a reduction of) it, and multiplies it with v, so the block output is the same computation.
+Outside the context nothing is patched: selectors that do not need attention (gls, random, center, full) pay
+nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from types import MethodType
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import UserError
+
+__all__ = ["attention_modules", "capture_attention"]
+
+Reduce = Callable[[Tensor], Tensor]
+
+
+def attention_modules(encoder: nn.Module) -> list[nn.Module]:
+    """The self-attention module of every encoder block, in depth order (timm ``blocks[i].attn``)."""
+    blocks = getattr(encoder, "blocks", None)
+    mods = [getattr(b, "attn", None) for b in blocks] if blocks is not None else []
+    if not mods or any(m is None or not all(hasattr(m, a) for a in ("qkv", "num_heads", "scale")) for m in mods):
+        raise UserError(
+            f"{type(encoder).__name__}: attention-based selectors need timm ViT blocks with a fused qkv attention "
+            "(blocks[i].attn.qkv); use method.selector=gls with this backbone"
+        )
+    return mods
+
+
+def _capturing_forward(self: nn.Module, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
+    """timm ``Attention.forward`` with explicit probabilities. x (B, T, C) -> (B, T, C)."""
+    b, t, _ = x.shape
+    gate = self.gate(x).sigmoid() if getattr(self, "gate", None) is not None else None
+    qkv = self.qkv(x).reshape(b, t, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)  # (3, B, H, T, hd)
+    q, k, v = qkv.unbind(0)
+    q, k = self.q_norm(q), self.k_norm(k)
+    logits = (q * self.scale) @ k.transpose(-2, -1)  # (B, H, T, T)
+    if is_causal:
+        raise UserError("attention capture does not support causal attention")
+    if attn_mask is not None:
+        logits = logits.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else logits + attn_mask
+    probs = logits.softmax(dim=-1)  # (B, H, T, T), rows sum to 1
+    self._glsim_sink(self._glsim_reduce(probs.detach()))
+    out = (self.attn_drop(probs) @ v).transpose(1, 2).reshape(b, t, -1)  # (B, T, H * hd)
+    out = self.norm(out) if hasattr(self, "norm") else out
+    if gate is not None:
+        out = out * gate
+    return self.proj_drop(self.proj(out))
+
+
+@contextmanager
+def capture_attention(
+    encoder: nn.Module, layers: Sequence[int] | None = None, reduce: Reduce | None = None
+) -> Iterator[list[Tensor]]:
+    """Collect attention probabilities of ``layers`` (default: all) while the context is open.
+
+    Args:
+        encoder: timm ViT (``blocks[i].attn``).
+        layers: block indices to record, negative allowed; each forward appends one map per recorded layer.
+        reduce: applied to each (B, H, T, T) map before it is kept (e.g. a head mean, to save memory).
+
+    Yields:
+        The list the maps are appended to, in depth order: (B, H, T, T) each, or ``reduce``'s output.
+    """
+    mods = attention_modules(encoder)
+    chosen = [mods[i] for i in (range(len(mods)) if layers is None else layers)]
+    maps: list[Tensor] = []
+    for mod in chosen:
+        mod._glsim_sink, mod._glsim_reduce = maps.append, reduce or (lambda a: a)
+        mod.forward = MethodType(_capturing_forward, mod)
+    try:
+        yield maps
+    finally:
+        for mod in chosen:
+            for name in ("forward", "_glsim_sink", "_glsim_reduce"):
+                mod.__dict__.pop(name, None)
