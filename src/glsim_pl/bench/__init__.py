@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): ``python -m glsim_pl.bench <what> [options]``; each prints what it measured."""
