@@ -38,4 +38,29 @@ format: $(STAMP) ## ruff autofix + format
 bench: $(STAMP) ## batched crop vs loop, GLSim vs ViT forward time
 	$(PY) -m glsim_pl.bench crop && $(PY) -m glsim_pl.bench forward
 
+# -- paper reproduction (conf/experiment/{glsim,vit}_<row>_vit_b16.yaml) --------------------------------------------
+SEEDS ?= 1,10,100
+RESULTS ?= results
+ARGS ?=
+RUN_ID := $(shell date +%Y-%m-%d_%H-%M-%S)
+REPRO_DIR ?= multirun/reproduce/$(RUN_ID)
+REPRO_ROWS := cub nabirds inat17 dogs pets flowers food vegfru cub448
+REPRO_TARGETS := $(addprefix reproduce-,$(REPRO_ROWS))
+# one experiment: a seeds multirun into $(REPRO_DIR)/<experiment>, then results/<experiment>.{md,csv}
+reproduce_one = $(PY) -m glsim_pl.train -m experiment=$(1) seed=$(SEEDS) hydra.sweep.dir=$(REPRO_DIR)/$(1) $(ARGS) \
+	&& $(PY) -m glsim_pl.aggregate $(REPRO_DIR)/$(1) --out $(RESULTS)
+
+reproduce-cub: ## a Table 4 row: GLSim + ViT-B/16 baseline, seeds 1,10,100 -> results/ (also reproduce-<nabirds|inat17|dogs|pets|flowers|food|vegfru|cub448>; ARGS="..." adds overrides)
+
+$(REPRO_TARGETS): reproduce-%: $(STAMP)
+	$(call reproduce_one,glsim_$*_vit_b16)
+	$(call reproduce_one,vit_$*_vit_b16)
+
+reproduce-table: $(REPRO_TARGETS) ## every Table 4 row plus CUB 448 (18 experiments x 3 seeds; days on one GPU)
+
+smoke-reproduce: $(STAMP) ## the reproduction path on the synthetic set with a tiny model (CPU, about a minute)
+	$(call reproduce_one,smoke_reproduce)
+
+.PHONY: reproduce-table smoke-reproduce $(REPRO_TARGETS)
+
 .PHONY: help install train test test-full smoke lint format bench

@@ -1,12 +1,13 @@
 """Train GLSim (or the plain-ViT baseline), select on validation, test the best checkpoint once.
 
-    python -m glsim_pl.train                                   # embedded default: synthetic set, CPU, minutes
-    python -m glsim_pl.train dataset=nabirds model=vit_b16     # the paper's main setting
-    python -m glsim_pl.train -m seed=1,10,100                  # a Hydra multirun
+python -m glsim_pl.train                                   # embedded default: synthetic set, CPU, minutes
+python -m glsim_pl.train dataset=nabirds model=vit_b16     # the paper's main setting
+python -m glsim_pl.train -m seed=1,10,100                  # a Hydra multirun
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig
 
+from .aggregate import write_run_record
 from .errors import UserError
 from .lit_module import GLSimLitModule
 from .utils.config import module_kwargs, resolve_trainer_precision, transform_augs
@@ -40,6 +42,7 @@ def _resume_path(cfg: DictConfig) -> str | None:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit on train, select on val, test the best checkpoint; returns the logged metrics (never the model)."""
+    start = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.dataset, augs=transform_augs(cfg))
     datamodule.check()
@@ -63,6 +66,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         metrics["best_ckpt"] = best
+    write_run_record(cfg, trainer, metrics, time.perf_counter() - start)  # metrics.json, for glsim_pl.aggregate
     _summary(cfg, trainer, metrics)
     return metrics
 
