@@ -1,0 +1,73 @@
+"""Your own data as an ImageFolder tree: ``<root>/<class>/<image>`` (torchvision's class and file discovery).
+
+Either one tree, split per class by a deterministic rule (sorted file order: the first ``1 - test_fraction`` of
+each class -> train, the rest -> test), or separate ``train_root`` and ``test_root`` trees with the same classes.
+Labels are the class folders in sorted order, as ``torchvision.datasets.ImageFolder`` numbers them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+from ..errors import UserError
+from .base import FGVCDataModule, Splits, split_train_val
+from .sources import ImageFileList, Sample
+
+__all__ = ["ImageFolderDataModule"]
+
+
+def _scan(root: Path, class_to_idx: dict[str, int] | None = None) -> tuple[list[Sample], list[str]]:
+    """Samples of one tree, in ImageFolder order, and its class names; errors name the folder."""
+    if not root.is_dir():
+        raise UserError(f"dataset 'folder': {root} is not a folder (expected <root>/<class>/<image> subfolders)")
+    try:
+        classes, found_idx = find_classes(str(root))
+        unknown = set(classes) - set(class_to_idx) if class_to_idx is not None else set()
+        if unknown:
+            raise UserError(f"dataset 'folder': {root} has class folders {sorted(unknown)[:5]} that the train tree "
+                            "does not have; train and test trees need the same class folders")  # fmt: skip
+        pairs = make_dataset(str(root), class_to_idx or found_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+    except FileNotFoundError as exc:
+        raise UserError(f"dataset 'folder': {root}: {exc} (expected <root>/<class>/<image> subfolders)") from None
+    if not pairs:
+        raise UserError(f"dataset 'folder': no images ({', '.join(IMG_EXTENSIONS)}) under {root}/<class>/")
+    return [Sample(Path(path), label) for path, label in pairs], classes
+
+
+class ImageFolderDataModule(FGVCDataModule):
+    """ImageFolder trees; ``dataset.num_classes`` must match the number of class folders.
+
+    Args:
+        train_root: tree of the train split (default: ``root``).
+        test_root: tree of the test split; none: the test split is carved from the train tree.
+        test_fraction: per class, the last share of sorted files that becomes the test split (no ``test_root``).
+        **kwargs: :class:`FGVCDataModule` arguments.
+    """
+
+    name = "folder"
+    source_url = "your own images, one subfolder per class"
+
+    def __init__(self, train_root: str | None = None, test_root: str | None = None, test_fraction: float = 0.2,
+                 **kwargs) -> None:  # fmt: skip
+        super().__init__(**kwargs)
+        self.train_root = Path(train_root).expanduser() if train_root else self.root
+        self.test_root = Path(test_root).expanduser() if test_root else None
+        if not 0 < test_fraction < 1:
+            raise UserError(f"dataset.test_fraction={test_fraction}: expected a share between 0 and 1")
+        self.test_fraction = test_fraction
+
+    def read_splits(self) -> Splits:
+        """Scan the tree(s); split one tree per class when there is no separate test tree."""
+        if self.train_root is None:
+            raise UserError("dataset 'folder': set dataset.root (or dataset.train_root) to <root>/<class>/<image>")
+        samples, classes = _scan(self.train_root)
+        if self.test_root is not None:
+            test, _ = _scan(self.test_root, {c: i for i, c in enumerate(classes)})
+            train = samples
+        else:
+            train_idx, test_idx = split_train_val([s.label for s in samples], 1 - self.test_fraction)
+            train, test = [samples[i] for i in train_idx], [samples[i] for i in test_idx]
+        draft = self.resize_size if self.fast_decode else None
+        return Splits(ImageFileList(train, draft), ImageFileList(test, draft), classes)
