@@ -1,0 +1,81 @@
+"""Open any model file the tools accept: our Lightning checkpoints and the official GLSim ``.pth`` files.
+
+Both come back as a :class:`GLSimLitModule` in eval mode, so eval / predict / export / visualize share one path.
+Class names: the checkpoint's (Lightning), else a ``class_id,class_name`` CSV, else ``0..K-1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import UserError
+from .lit_module import GLSimLitModule
+from .models import is_official_checkpoint, load_official_checkpoint
+from .models.official import official_model_kwargs
+
+__all__ = ["load_module", "read_class_names"]
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling / zip errors: not a file we can use
+        raise UserError(
+            f"ckpt_path={str(path)!r}: cannot be read as a checkpoint ({type(exc).__name__}: {exc})"
+        ) from exc
+    if not isinstance(ckpt, dict):
+        raise UserError(f"ckpt_path={str(path)!r}: expected a checkpoint dict, got {type(ckpt).__name__}")
+    return ckpt
+
+
+def load_module(ckpt_path: str | Path, class_names_file: str | None = None) -> tuple[GLSimLitModule, str]:
+    """Checkpoint -> (module in eval mode on CPU, ``"lightning"`` or ``"official"``).
+
+    Args:
+        ckpt_path: a Lightning ``.ckpt`` of this project or an official GLSim ``.pth``.
+        class_names_file: optional ``class_id,class_name`` CSV that replaces the stored names.
+    """
+    path = Path(ckpt_path).expanduser()
+    if not path.is_file():
+        raise UserError(f"ckpt_path={str(ckpt_path)!r}: no such file")
+    ckpt = _read(path)
+    if is_official_checkpoint(ckpt):
+        kwargs = official_model_kwargs(ckpt["config"])
+        module = GLSimLitModule(method="glsim", warmup_steps=0, **kwargs)
+        module.net = load_official_checkpoint(ckpt)
+        kind = "official"
+    elif "state_dict" in ckpt and "hyper_parameters" in ckpt:
+        module = GLSimLitModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+        kind = "lightning"
+    else:
+        raise UserError(
+            f"ckpt_path={str(ckpt_path)!r}: neither a glsim_pl Lightning checkpoint (state_dict + hyper_parameters) "
+            f"nor an official GLSim checkpoint (argparse config + model); found keys {sorted(ckpt)[:8]}"
+        )
+    if class_names_file:
+        module.hparams.class_names = read_class_names(class_names_file, int(module.hparams.num_classes))
+    return module.eval(), kind
+
+
+def read_class_names(path: str | Path, num_classes: int) -> list[str]:
+    """``class_id,class_name`` rows (header optional, ids 0..K-1 or 1..K) -> K names."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise UserError(f"class_names_file={str(path)!r}: no such file")
+    rows = [r for r in csv.reader(file.read_text().splitlines()) if r]
+    if rows and not rows[0][0].strip().lstrip("-").isdigit():
+        rows = rows[1:]  # header
+    try:
+        pairs = {int(r[0]): r[1].strip() for r in rows}
+    except (ValueError, IndexError) as exc:
+        raise UserError(f"class_names_file={str(path)!r}: expected rows 'class_id,class_name' ({exc})") from exc
+    ids = sorted(pairs)
+    if len(ids) != num_classes or ids[-1] - ids[0] + 1 != num_classes:
+        raise UserError(f"class_names_file={str(path)!r}: {len(ids)} distinct ids, the model has {num_classes} classes")
+    return [pairs[i] for i in ids]

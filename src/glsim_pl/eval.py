@@ -1,0 +1,147 @@
+"""Evaluate a checkpoint (ours or an official GLSim ``.pth``) on a dataset's test split.
+
+    python -m glsim_pl.eval dataset=cub ckpt_path=outputs/.../checkpoints/epoch_049-acc1_0.9090.ckpt
+    python -m glsim_pl.eval dataset=cub ckpt_path=cub_vit_b16_16_2.pth             # official checkpoint
+    python -m glsim_pl.eval dataset=cub ckpt_path=... eval.localization=true        # crop box vs object box
+
+Writes to the run folder: ``eval_metrics.json`` (test top-1/top-5, cost figures, localisation per selector),
+``test_per_class_acc.csv``, ``confusion_matrix.png`` (<= ``eval.confusion_max_classes`` classes),
+``error_gallery.png`` (most confident mistakes with their crops) and ``localization.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig
+
+from .bench.model import measure_cost
+from .callbacks import PerClassAccuracyCSV
+from .callbacks.eval_collector import EvalCollector
+from .callbacks.eval_report import save_confusion_png, save_error_gallery
+from .checkpoint_io import load_module
+from .errors import UserError
+from .lit_module import GLSimLitModule
+from .models import GLSim
+from .models.selectors import check_selector
+from .utils.config import resolve_trainer_precision, transform_augs
+from .utils.instantiate import instantiate
+from .utils.logging import RankedLogger
+
+__all__ = ["evaluate", "main"]
+
+log = RankedLogger(__name__)
+
+
+def _check_compatible(module: GLSimLitModule, datamodule: Any, ckpt: str) -> None:
+    hp = module.hparams
+    if int(hp.num_classes) != int(datamodule.num_classes):
+        raise UserError(f"ckpt_path={ckpt!r} has {hp.num_classes} classes but dataset.num_classes="
+                        f"{datamodule.num_classes}; evaluate it on the dataset it was trained for")  # fmt: skip
+    if int(hp.img_size) != int(datamodule.image_size):
+        raise UserError(f"ckpt_path={ckpt!r} was built for {hp.img_size} px but dataset.image_size="
+                        f"{datamodule.image_size}; set dataset.image_size={hp.img_size}")  # fmt: skip
+
+
+def _test(cfg: DictConfig, module: GLSimLitModule, datamodule: Any, callbacks: list[L.Callback]) -> dict[str, float]:
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False)
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Test the checkpoint and write the reports; returns the metrics written to ``eval_metrics.json``."""
+    if cfg.get("ckpt_path") is None:
+        raise UserError("ckpt_path is required: python -m glsim_pl.eval dataset=<name> ckpt_path=/path/to/ckpt")
+    L.seed_everything(cfg.seed, workers=True)
+    out = Path(cfg.paths.output_dir)
+    module, kind = load_module(cfg.ckpt_path, cfg.eval.get("class_names_file"))
+    datamodule = instantiate(cfg.dataset, augs=transform_augs(cfg))
+    datamodule.check()
+    _check_compatible(module, datamodule, cfg.ckpt_path)
+    names = list(module.hparams.get("class_names") or datamodule.class_names)
+    module.hparams.class_names = names
+    is_glsim = isinstance(module.net, GLSim)
+    if cfg.method.get("selector") and is_glsim:
+        module.net.selector = check_selector(cfg.method.selector)
+    resolve_trainer_precision(cfg)
+    k = int(module.hparams.num_classes)
+    collector = EvalCollector(k, int(cfg.eval.gallery_size))
+    metrics = _test(cfg, module, datamodule, [PerClassAccuracyCSV(str(out)), collector])
+    result: dict[str, Any] = {"checkpoint": str(cfg.ckpt_path), "format": kind, "method": module.hparams.method,
+                              "selector": getattr(module.net, "selector", None), **metrics}  # fmt: skip
+    if k <= int(cfg.eval.confusion_max_classes):
+        save_confusion_png(collector.confusion, out / "confusion_matrix.png", names)
+    save_error_gallery(collector.mistakes, out / "error_gallery.png", names, getattr(module.net, "patch_px", None))
+    if cfg.eval.localization:
+        result["localization"] = _localization(cfg, module, datamodule, collector, out)
+    if cfg.eval.cost:
+        device = (
+            "cuda" if cfg.trainer.get("accelerator") in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
+        )
+        result["cost"] = measure_cost(module.net, int(datamodule.batch_size), int(datamodule.image_size), device,
+                                      int(cfg.eval.cost_repeats))  # fmt: skip
+    (out / "eval_metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    _summary(result, out)
+    return result
+
+
+def _localization(
+    cfg: DictConfig, module: GLSimLitModule, datamodule: Any, first: EvalCollector, out: Path
+) -> dict[str, dict[str, float]]:
+    """Crop box vs object box for every selector in ``eval.selectors`` (the checkpoint's own selector first)."""
+    if not isinstance(module.net, GLSim):
+        log.warning("eval.localization: method=vit has no crop box; skipped")
+        return {}
+    if first.localization() is None:
+        log.warning(f"eval.localization: dataset '{datamodule.name}' has no object boxes in its test split; skipped")
+        return {}
+    own = module.net.selector
+    per = {own: {"acc1": first.accuracy(), **first.localization()}}
+    for selector in cfg.eval.selectors:
+        if check_selector(selector) in per:
+            continue
+        module.net.selector = selector
+        collector = EvalCollector(int(module.hparams.num_classes), gallery_size=0)
+        _test(cfg, module, datamodule, [collector])
+        per[selector] = {"acc1": collector.accuracy(), **collector.localization()}
+    module.net.selector = own
+    with (out / "localization.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["selector", "acc1", "mean_iou", "iou50", "n"])
+        for name, v in per.items():
+            writer.writerow([name, f"{v['acc1']:.6f}", f"{v['mean_iou']:.6f}", f"{v['iou50']:.6f}", v["n"]])
+    return per
+
+
+def _summary(result: dict[str, Any], out: Path) -> None:
+    lines = [f"{k}: {v:.4f}" for k, v in sorted(result.items()) if k.startswith("test/") and isinstance(v, float)]
+    for name, v in (result.get("localization") or {}).items():
+        lines.append(f"{name:>9}: acc1 {v['acc1']:.4f}  mean IoU {v['mean_iou']:.4f}  IoU>=0.5 {v['iou50']:.4f}")
+    if "cost" in result:
+        c = result["cost"]
+        lines.append(f"cost ({c['device']}): {c['throughput_img_s']:.1f} img/s at batch {c['batch_size']}, "
+                     f"bs-1 latency {c['latency_bs1_ms']:.1f} ms, peak memory {c['peak_memory_mb']:.0f} MiB, "
+                     f"{c['params_m']:.2f} M parameters")  # fmt: skip
+    lines.append(f"reports: {out}")
+    log.info("eval\n  " + "\n  ".join(lines))
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point; bad input ends with one clear message."""
+    try:
+        evaluate(cfg)
+    except UserError as exc:
+        log.error(str(exc))
+        raise SystemExit(f"error: {exc}") from None
+
+
+if __name__ == "__main__":
+    main()

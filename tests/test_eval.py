@@ -1,0 +1,120 @@
+"""python -m glsim_pl.eval: our checkpoints and official ones, reports, localisation per selector."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import lightning
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from glsim_pl.errors import UserError
+from glsim_pl.lit_module import GLSimLitModule
+
+from .conftest import CONF_DIR
+
+TINY_KW = {"backbone": "vit_tiny_patch16_224", "img_size": 32, "top_o": 2, "pretrained": False,
+           "backbone_kwargs": {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}}  # fmt: skip
+TINY_DATA = ["dataset=synthetic", "dataset.train_size=40", "dataset.test_size=16", "dataset.image_size=32",
+             "dataset.num_workers=0", "dataset.batch_size=8", "trainer.accelerator=cpu",
+             "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]  # fmt: skip
+
+
+def compose_tool(name: str, overrides: list[str], output_dir: Path) -> DictConfig:
+    """Compose ``conf/<name>.yaml`` as Hydra would run it, outputs in ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+        cfg = compose(name, overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.job.num = 0
+        cfg.hydra.job.id = "test"
+    HydraConfig.instance().set_config(cfg)
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+def save_lightning_ckpt(path: Path, num_classes: int = 10, **kwargs) -> GLSimLitModule:
+    """A fresh tiny module saved in Lightning's checkpoint format (what training writes)."""
+    torch.manual_seed(0)
+    module = GLSimLitModule(num_classes=num_classes, class_names=[f"c{i}" for i in range(num_classes)],
+                            **{**TINY_KW, **kwargs})  # fmt: skip
+    torch.nn.init.normal_(module.net.head.weight, std=0.5)  # confident, partly wrong predictions
+    ckpt = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+            "pytorch-lightning_version": lightning.__version__}  # fmt: skip
+    torch.save(ckpt, path)
+    return module
+
+
+@pytest.fixture
+def tiny_ckpt(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.ckpt"
+    save_lightning_ckpt(path)
+    return path
+
+
+def test_eval_lightning_checkpoint_writes_every_report(tiny_ckpt: Path, tmp_path: Path) -> None:
+    from glsim_pl.eval import evaluate
+
+    out = tmp_path / "eval"
+    cfg = compose_tool("eval", [*TINY_DATA, f"ckpt_path={tiny_ckpt}", "eval.cost_repeats=1"], out)
+    result = evaluate(cfg)
+    assert 0.0 <= result["test/acc1"] <= 1.0
+    assert result["format"] == "lightning"
+    assert result["selector"] == "gls"
+    assert set(result["cost"]) >= {"throughput_img_s", "latency_bs1_ms", "peak_memory_mb", "params_m"}
+    rows = list(csv.DictReader((out / "test_per_class_acc.csv").open()))
+    assert len(rows) == 10
+    assert rows[3]["class_name"] == "c3"
+    assert (out / "confusion_matrix.png").stat().st_size > 0
+    assert (out / "error_gallery.png").stat().st_size > 0
+    assert json.loads((out / "eval_metrics.json").read_text())["test/acc1"] == result["test/acc1"]
+
+
+def test_eval_localization_per_selector(tiny_ckpt: Path, tmp_path: Path) -> None:
+    from glsim_pl.eval import evaluate
+
+    out = tmp_path / "loc"
+    overrides = [*TINY_DATA, f"ckpt_path={tiny_ckpt}", "eval.localization=true", "eval.cost=false",
+                 "eval.selectors=[gls,full,center]", "eval.gallery_size=0"]  # fmt: skip
+    loc = evaluate(compose_tool("eval", overrides, out))["localization"]
+    assert list(loc) == ["gls", "full", "center"]
+    for v in loc.values():
+        assert 0.0 <= v["mean_iou"] <= 1.0
+        assert v["n"] == 16
+    # the full-image box contains every object box: its IoU is the object's area share, never above center's best
+    assert loc["full"]["mean_iou"] > 0
+    assert (out / "localization.csv").read_text().splitlines()[0] == "selector,acc1,mean_iou,iou50,n"
+
+
+def test_eval_official_checkpoint(official_fixture: dict, tmp_path: Path) -> None:
+    from glsim_pl.eval import evaluate
+
+    path = tmp_path / "cub_vit_t16.pth"
+    torch.save(official_fixture["checkpoint"], path)
+    names = tmp_path / "classes.csv"
+    names.write_text("class_id,class_name\n" + "".join(f"{i + 1},bird_{i}\n" for i in range(5)))
+    overrides = [*TINY_DATA, "dataset.num_classes=5", "dataset.image_size=224", "dataset.test_size=4",
+                 f"ckpt_path={path}", f"eval.class_names_file={names}", "eval.cost=false"]  # fmt: skip
+    result = evaluate(compose_tool("eval", overrides, tmp_path / "off"))
+    assert result["format"] == "official"
+    assert 0.0 <= result["test/acc1"] <= 1.0
+    assert "bird_4" in (tmp_path / "off" / "test_per_class_acc.csv").read_text()
+
+
+def test_eval_rejects_mismatched_dataset_and_bad_files(tiny_ckpt: Path, tmp_path: Path) -> None:
+    from glsim_pl.eval import evaluate
+
+    with pytest.raises(UserError, match="dataset.num_classes=7"):
+        evaluate(compose_tool("eval", [*TINY_DATA, "dataset.num_classes=7", f"ckpt_path={tiny_ckpt}"], tmp_path))
+    junk = tmp_path / "junk.ckpt"
+    junk.write_text("not a checkpoint")
+    with pytest.raises(UserError, match="junk.ckpt"):
+        evaluate(compose_tool("eval", [*TINY_DATA, f"ckpt_path={junk}"], tmp_path))
