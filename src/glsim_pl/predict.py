@@ -1,0 +1,152 @@
+"""Predict classes for an image, a folder or a CSV of paths with any checkpoint (ours or official GLSim).
+
+    python -m glsim_pl.predict ckpt_path=best.ckpt input=photos/ [output=preds/] [save_vis=true] [topk=5]
+    python -m glsim_pl.predict ckpt_path=cub_vit_b16_16_2.pth input=list.csv class_names_file=classes.csv
+
+``<output>/predictions.csv``: file, error, box (x1, y1, x2, y2 in model-input pixels), then top-k class names
+and probabilities. Unreadable files get a row with the error and no prediction. ``save_vis=true`` writes
+``<output>/vis/<n>_<name>.png``: original with the box | selector heat map | crop.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from .callbacks.crop_visualizer import render_crop_panels
+from .callbacks.eval_report import tensor_to_pil, upscaled
+from .checkpoint_io import load_module
+from .data.transforms import build_eval_transform
+from .errors import UserError
+from .models.selectors import check_selector
+from .utils.instantiate import instantiate
+from .utils.logging import RankedLogger
+
+__all__ = ["list_inputs", "main", "predict"]
+
+log = RankedLogger(__name__)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+def list_inputs(spec: str) -> list[Path]:
+    """An image file, a folder (searched recursively, sorted) or a CSV whose ``file``/``path`` column (or first
+    column) lists images, relative to the CSV's folder."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise UserError(f"input={spec!r}: the folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        return files
+    if path.suffix.lower() == ".csv" and path.is_file():
+        rows = list(csv.reader(path.read_text().splitlines()))
+        header = [c.strip().lower() for c in rows[0]] if rows else []
+        col = next((header.index(c) for c in ("file", "path", "image", "filename") if c in header), None)
+        body = rows[1:] if col is not None else rows
+        files = [path.parent / r[col or 0].strip() for r in body if r and r[col or 0].strip()]
+        if not files:
+            raise UserError(f"input={spec!r}: the CSV lists no files (expected a 'file' or 'path' column)")
+        return files
+    if path.is_file():
+        return [path]
+    raise UserError(f"input={spec!r}: expected an image file, a folder of images or a CSV of paths")
+
+
+class _Images(Dataset):
+    """(image tensor or zeros, index, error message or '')."""
+
+    def __init__(self, files: list[Path], transform: Any, size: int) -> None:
+        self.files, self.transform, self.size = files, transform, size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, str]:
+        try:
+            with Image.open(self.files[i]) as im:
+                return self.transform(im.convert("RGB")), i, ""
+        except Exception as exc:  # any unreadable file becomes a row in the CSV, not a crash
+            return torch.zeros(3, self.size, self.size), i, f"{type(exc).__name__}: {exc}".replace("\n", " ")
+
+
+def _class_names_and_norm(cfg: DictConfig, module: Any) -> tuple[list[str], list[float], list[float]]:
+    names, mean, std = module.hparams.get("class_names"), list(cfg.mean), list(cfg.std)
+    if cfg.get("dataset") is not None:
+        datamodule = instantiate(cfg.dataset)
+        mean, std = list(datamodule.mean), list(datamodule.std)
+        if not names:
+            datamodule.check()
+            names = datamodule.class_names
+    return list(names or [str(i) for i in range(int(module.hparams.num_classes))]), mean, std
+
+
+def predict(cfg: DictConfig) -> Path:
+    """Run the model over ``cfg.input`` and write ``predictions.csv`` (and visualisations); returns the CSV path."""
+    if not cfg.get("ckpt_path") or not cfg.get("input"):
+        raise UserError("ckpt_path and input are required: python -m glsim_pl.predict ckpt_path=... input=...")
+    module, _ = load_module(cfg.ckpt_path, cfg.get("class_names_file"))
+    net = module.net
+    if cfg.get("selector") and hasattr(net, "selector"):
+        net.selector = check_selector(cfg.selector)
+    names, mean, std = _class_names_and_norm(cfg, module)
+    size = int(module.hparams.img_size)
+    files = list_inputs(str(cfg.input))
+    transform = build_eval_transform(size, int(float(cfg.resize_factor) * size), mean, std)
+    loader = DataLoader(
+        _Images(files, transform, size), batch_size=int(cfg.batch_size), num_workers=int(cfg.num_workers)
+    )
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if cfg.device == "auto" else cfg.device))  # fmt: skip
+    net.to(device).eval()
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    k = min(int(cfg.topk), len(names))
+    header = ["file", "error", "x1", "y1", "x2", "y2"] + [
+        f"{c}_{j}" for j in range(1, k + 1) for c in ("class", "prob")
+    ]
+    patch = getattr(net, "patch_px", None)
+    n_ok = 0
+    with (out / "predictions.csv").open("w", newline="") as f, torch.inference_mode():
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for images, index, errors in loader:
+            ok = [j for j, e in enumerate(errors) if not e]
+            result = net(images[ok].to(device)) if ok else None
+            for j, i in enumerate(index.tolist()):
+                if errors[j]:
+                    writer.writerow([files[i], errors[j]] + [""] * (len(header) - 2))
+                    continue
+                r = ok.index(j)
+                prob, cls = result.logits[r].float().softmax(-1).topk(k)
+                box = result.boxes[r].tolist() if result.boxes is not None else [0, 0, size, size]
+                top = [v for c, p in zip(cls.tolist(), prob.tolist(), strict=True) for v in (names[c], f"{p:.6f}")]
+                writer.writerow([files[i], "", *[int(v) for v in box], *top])
+                n_ok += 1
+                if cfg.save_vis:
+                    scores = result.scores[r : r + 1] if result.scores is not None else None
+                    grid_hw = (size // patch, size // patch) if scores is not None else (1, 1)
+                    panel = render_crop_panels(images[ok][r : r + 1], torch.tensor([box]).float(), scores, grid_hw)
+                    (out / "vis").mkdir(exist_ok=True)
+                    upscaled(tensor_to_pil(panel)).save(out / "vis" / f"{i:05d}_{files[i].stem}.png")
+    log.info(f"predicted {n_ok}/{len(files)} images ({len(files) - n_ok} unreadable) -> {out / 'predictions.csv'}")
+    return out / "predictions.csv"
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="predict")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point; bad input ends with one clear message."""
+    try:
+        predict(cfg)
+    except UserError as exc:
+        log.error(str(exc))
+        raise SystemExit(f"error: {exc}") from None
+
+
+if __name__ == "__main__":
+    main()
