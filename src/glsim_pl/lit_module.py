@@ -108,8 +108,9 @@ class GLSimLitModule(L.LightningModule):
         """Cross-entropy on the final logits only (no loss on the crop branch, as the paper)."""
         images, labels = batch[0], batch[1]
         logits = self.net(images).logits
-        loss = self.criterion(logits, labels)
-        self.train_metrics.update(logits.detach(), labels)
+        loss = self.criterion(logits, labels)  # labels: (B,) class ids, or (B, K) soft targets from MixUp/CutMix
+        hard = labels.argmax(dim=1) if labels.ndim == 2 else labels  # metrics count the dominant class of a mix
+        self.train_metrics.update(logits.detach(), hard)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(labels))
         return loss
 

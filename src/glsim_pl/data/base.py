@@ -23,7 +23,14 @@ from torchvision import tv_tensors
 
 from ..errors import UserError
 from ..utils.logging import RankedLogger
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, AugConfig, build_eval_transform, build_train_transform
+from .transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    AugConfig,
+    MixUpCutMixCollate,
+    build_eval_transform,
+    build_train_transform,
+)  # fmt: skip
 
 __all__ = ["FGVCDataModule", "Splits", "TransformedView", "split_train_val"]
 
@@ -49,6 +56,27 @@ def split_train_val(targets: Sequence[int], train_fraction: float) -> tuple[list
         train += indices[:cut]
         val += indices[cut:]
     return sorted(train), sorted(val)
+
+
+def _normalisation(
+    normalize: str, mean: Sequence[float] | None, std: Sequence[float] | None, backbone: str | None
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) for ``dataset.normalize``; ImageNet's by default, as the official runs used with every backbone."""
+    if normalize == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD
+    if normalize == "custom":
+        if mean is None or std is None:
+            raise UserError("dataset.normalize=custom needs dataset.mean and dataset.std")
+        return tuple(mean), tuple(std)
+    if normalize == "timm":
+        from timm.models import get_pretrained_cfg
+
+        pretrained = get_pretrained_cfg(backbone) if backbone else None
+        if pretrained is None:
+            raise UserError(f"dataset.normalize=timm: no timm pretrained config for dataset.backbone={backbone!r} "
+                            "(expected a timm model name such as vit_base_patch16_224.orig_in21k)")  # fmt: skip
+        return tuple(pretrained.mean), tuple(pretrained.std)
+    raise UserError(f"dataset.normalize={normalize!r}: expected 'imagenet', 'timm' or 'custom'")
 
 
 class TransformedView(Dataset):
@@ -99,7 +127,9 @@ class FGVCDataModule(L.LightningDataModule):
         protocol: ``val`` (select on val, test at the end) or ``paper`` (fit on train+val, test at the end).
         train_fraction: share of each class's train rows kept for training under ``val``.
         augs: train augmentation switches (see :class:`AugConfig`).
-        normalize: ``imagenet`` (mean/std of the official runs) or ``custom`` (``mean``/``std`` given).
+        normalize: ``imagenet`` (mean/std of the official runs), ``timm`` (mean/std of ``backbone``'s timm
+            pretrained config) or ``custom`` (``mean``/``std`` given).
+        backbone: timm model name (with weight tag) whose data config ``normalize=timm`` reads.
         mean: normalisation mean when ``normalize=custom``.
         std: normalisation std when ``normalize=custom``.
         skip_corrupt: skip unreadable images (each one is logged) instead of stopping.
@@ -125,7 +155,8 @@ class FGVCDataModule(L.LightningDataModule):
         protocol: Literal["val", "paper"] = "val",
         train_fraction: float = 0.8,
         augs: dict[str, Any] | None = None,
-        normalize: Literal["imagenet", "custom"] = "imagenet",
+        normalize: Literal["imagenet", "timm", "custom"] = "imagenet",
+        backbone: str | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         skip_corrupt: bool = False,
@@ -144,10 +175,7 @@ class FGVCDataModule(L.LightningDataModule):
         if unknown:
             raise UserError(f"augs: unknown keys {sorted(unknown)}; expected some of {sorted(known)}")
         self.augs = AugConfig(**(augs or {}))
-        if normalize == "custom" and (mean is None or std is None):
-            raise UserError("dataset.normalize=custom needs dataset.mean and dataset.std")
-        self.mean = tuple(mean) if normalize == "custom" else IMAGENET_MEAN
-        self.std = tuple(std) if normalize == "custom" else IMAGENET_STD
+        self._normalize_args = (normalize, mean, std, backbone)  # resolved in check(): errors there print cleanly
         self.skip_corrupt, self.fast_decode = skip_corrupt, fast_decode
         self.data_train = self.data_val = self.data_test = None
 
@@ -178,13 +206,29 @@ class FGVCDataModule(L.LightningDataModule):
         return self.read_splits()
 
     def check(self) -> None:
-        """Fail early, with one clear message, on missing files or a wrong ``num_classes``."""
+        """Fail early, with one clear message, on missing files, a wrong ``num_classes`` or normalisation."""
+        _ = self.normalisation
         found = len(self.splits.class_names)
         if found != self.num_classes:
             raise UserError(
                 f"dataset '{self.name}': dataset.num_classes={self.num_classes} but the files at {self.root} "
                 f"define {found} classes. Set dataset.num_classes={found} if that is intended."
             )
+
+    @cached_property
+    def normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) the transforms normalise with."""
+        return _normalisation(*self._normalize_args)
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        """Normalisation mean per RGB channel."""
+        return self.normalisation[0]
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        """Normalisation std per RGB channel."""
+        return self.normalisation[1]
 
     @property
     def class_names(self) -> list[str]:
@@ -226,8 +270,12 @@ class FGVCDataModule(L.LightningDataModule):
                  f"{self.num_classes} classes, protocol={self.protocol}")  # fmt: skip
 
     def _loader(self, data: Dataset, train: bool) -> DataLoader:
+        augs = self.augs
+        mixing = train and (augs.mixup_alpha > 0 or augs.cutmix_alpha > 0)
+        collate = MixUpCutMixCollate(self.num_classes, augs.mixup_alpha, augs.cutmix_alpha) if mixing else None
         return DataLoader(
             data, batch_size=self.batch_size, shuffle=train, drop_last=train, num_workers=self.num_workers,
+            collate_fn=collate,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.persistent_workers and self.num_workers > 0,
         )  # fmt: skip

@@ -54,14 +54,14 @@ class ImageFolderDataModule(FGVCDataModule):
         super().__init__(**kwargs)
         self.train_root = Path(train_root).expanduser() if train_root else self.root
         self.test_root = Path(test_root).expanduser() if test_root else None
-        if not 0 < test_fraction < 1:
-            raise UserError(f"dataset.test_fraction={test_fraction}: expected a share between 0 and 1")
         self.test_fraction = test_fraction
 
     def read_splits(self) -> Splits:
         """Scan the tree(s); split one tree per class when there is no separate test tree."""
         if self.train_root is None:
             raise UserError("dataset 'folder': set dataset.root (or dataset.train_root) to <root>/<class>/<image>")
+        if not 0 < self.test_fraction < 1:
+            raise UserError(f"dataset.test_fraction={self.test_fraction}: expected a share between 0 and 1")
         samples, classes = _scan(self.train_root)
         if self.test_root is not None:
             test, _ = _scan(self.test_root, {c: i for i, c in enumerate(classes)})

@@ -10,10 +10,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch.utils.data import default_collate
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "AugConfig", "build_eval_transform", "build_train_transform"]
+__all__ = [
+    "IMAGENET_MEAN", "IMAGENET_STD", "AugConfig", "MixUpCutMixCollate", "build_eval_transform", "build_train_transform",
+]  # fmt: skip
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -29,6 +32,8 @@ class AugConfig:
         rand_aug: RandAugment (the strong preset).
         random_resized_crop: RandomResizedCrop(S) instead of resize + random crop (the strong preset).
         random_erasing: RandomErasing probability (0 = off), after Normalize, value 0.
+        mixup_alpha: MixUp Beta(alpha, alpha) parameter per train batch (0 = off; the strong preset).
+        cutmix_alpha: CutMix Beta(alpha, alpha) parameter per train batch (0 = off; the strong preset).
     """
 
     hflip: bool = True
@@ -36,6 +41,8 @@ class AugConfig:
     rand_aug: bool = False
     random_resized_crop: bool = False
     random_erasing: float = 0.3
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
 
 
 def _to_normalised_tensor(mean: Sequence[float], std: Sequence[float]) -> list[T.Transform]:
@@ -69,3 +76,25 @@ def build_eval_transform(
     """The evaluation pipeline: square bicubic resize, center crop, normalise."""
     resize = T.Resize((resize_size, resize_size), interpolation=InterpolationMode.BICUBIC, antialias=True)
     return T.Compose([resize, T.CenterCrop(image_size), *_to_normalised_tensor(mean, std)])
+
+
+class MixUpCutMixCollate:
+    """Train-loader collate that mixes each batch with MixUp or CutMix (one picked at random per batch).
+
+    Labels become soft (B, K) targets that hold both mixed classes with their area / blend weights, so the loss
+    sees the mix (the official code mixed the images but kept hard labels, spec quirk Q9).
+    """
+
+    def __init__(self, num_classes: int, mixup_alpha: float, cutmix_alpha: float) -> None:
+        mixers = []
+        if mixup_alpha > 0:
+            mixers.append(T.MixUp(alpha=mixup_alpha, num_classes=num_classes))
+        if cutmix_alpha > 0:
+            mixers.append(T.CutMix(alpha=cutmix_alpha, num_classes=num_classes))
+        if not mixers:
+            raise ValueError("MixUpCutMixCollate needs mixup_alpha > 0 or cutmix_alpha > 0")
+        self.mix = mixers[0] if len(mixers) == 1 else T.RandomChoice(mixers)
+
+    def __call__(self, batch: list) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = default_collate(batch)  # (B, 3, S, S), (B,)
+        return self.mix(images, labels)  # (B, 3, S, S), (B, K)
