@@ -1,0 +1,123 @@
+"""Compare selectors on the same validation images (the paper's Figure 1 style), as one PNG.
+
+    python -m glsim_pl.visualize ckpt_path=best.ckpt dataset=cub selectors=[gls,rollout,attn_last]
+
+One row per image: the image (object box in green where the dataset has boxes), then for each selector its score
+heat map over the image with the selected crop box in red. Written to ``<run dir>/selectors.png`` (or ``out=``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from PIL import Image
+from torch import Tensor
+from torchvision.utils import draw_bounding_boxes
+
+from .callbacks.eval_report import captioned, tensor_to_pil
+from .checkpoint_io import load_module
+from .errors import UserError
+from .eval import _check_compatible
+from .models import GLSim
+from .models.selectors import check_selector
+from .utils.config import transform_augs
+from .utils.instantiate import instantiate
+from .utils.logging import RankedLogger
+
+__all__ = ["main", "selector_panel", "visualize"]
+
+log = RankedLogger(__name__)
+
+
+def _unit(image: Tensor) -> Tensor:
+    """Min-max to [0, 1]. (3, H, W) -> (3, H, W)."""
+    return (image - image.min()) / (image.max() - image.min()).clamp_min(1e-6)
+
+
+def selector_panel(image: Tensor, scores: Tensor | None, box: Tensor | None, grid_hw: tuple[int, int],
+                   color: str = "red") -> Tensor:  # fmt: skip
+    """Image blended 50/50 with a blue->red score map, box drawn.
+
+    Shape:
+        image (3, H, W) in [0, 1], scores (N,), box (4,) -> (3, H, W)
+    """
+    h, w = image.shape[-2:]
+    out = image
+    if scores is not None:
+        heat = F.interpolate(scores.float().reshape(1, 1, *grid_hw), size=(h, w), mode="nearest")[0]  # (1, H, W)
+        heat = (heat - heat.min()) / (heat.max() - heat.min()).clamp_min(1e-6)
+        out = 0.5 * image + 0.5 * torch.cat([heat, torch.zeros_like(heat), 1 - heat])
+    if box is not None:
+        out = draw_bounding_boxes((out * 255).to(torch.uint8), box[None].float(), colors=color, width=2).float() / 255
+    return out
+
+
+def visualize(cfg: DictConfig) -> Path:
+    """Render the comparison grid; returns the PNG path."""
+    if not cfg.get("ckpt_path"):
+        raise UserError("ckpt_path is required: python -m glsim_pl.visualize ckpt_path=... dataset=...")
+    module, _ = load_module(cfg.ckpt_path)
+    net = module.net
+    if not isinstance(net, GLSim):
+        raise UserError(f"ckpt_path={cfg.ckpt_path!r} is a plain ViT (method=vit): it has no selector to visualise")
+    selectors = [check_selector(s) for s in cfg.selectors]
+    datamodule = instantiate(cfg.dataset, augs=transform_augs(cfg))
+    datamodule.check()
+    _check_compatible(module, datamodule, cfg.ckpt_path)
+    datamodule.setup("fit")
+    data = datamodule.data_val if len(datamodule.data_val) else datamodule.data_test
+    items = [data[i] for i in range(min(int(cfg.num_images), len(data)))]
+    images = torch.stack([it[0] for it in items])  # (B, 3, H, W), normalised
+    gt = [it[2] if len(it) > 2 else None for it in items]
+    grid_hw = (images.shape[-2] // net.patch_px, images.shape[-1] // net.patch_px)
+    own = net.selector
+    first = [selector_panel(_unit(im), None, b, grid_hw, "lime") for im, b in zip(images, gt, strict=True)]
+    columns: list[list[Tensor]] = [first]
+    with torch.inference_mode():
+        for sel in selectors:
+            net.selector = sel
+            out = net(images)
+            columns.append(
+                [
+                    selector_panel(_unit(im), s, b, grid_hw)
+                    for im, s, b in zip(images, out.scores, out.boxes, strict=True)
+                ]
+            )
+    net.selector = own
+    sheet = _sheet(columns, ["image", *selectors], scale=max(1, 160 // images.shape[-1]))
+    path = Path(cfg.out) if cfg.get("out") else Path(cfg.paths.output_dir) / "selectors.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    log.info(f"selector comparison ({', '.join(selectors)}) on {len(items)} images -> {path}")
+    return path
+
+
+def _sheet(columns: list[list[Tensor]], titles: list[str], scale: int, pad: int = 4) -> Image.Image:
+    cells = [[tensor_to_pil(c) for c in col] for col in columns]
+    w, h = cells[0][0].width * scale, cells[0][0].height * scale
+    heads = [captioned(Image.new("RGB", (w, 0), "white"), t) for t in titles]
+    top = heads[0].height
+    sheet = Image.new("RGB", (len(cells) * (w + pad), top + len(cells[0]) * (h + pad)), "white")
+    for j, col in enumerate(cells):
+        sheet.paste(heads[j], (j * (w + pad), 0))
+        for i, cell in enumerate(col):
+            sheet.paste(cell.resize((w, h), Image.NEAREST), (j * (w + pad), top + i * (h + pad)))
+    return sheet
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="visualize")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point; bad input ends with one clear message."""
+    try:
+        visualize(cfg)
+    except UserError as exc:
+        log.error(str(exc))
+        raise SystemExit(f"error: {exc}") from None
+
+
+if __name__ == "__main__":
+    main()
