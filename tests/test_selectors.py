@@ -117,3 +117,27 @@ def test_every_selector_gives_boxes_and_trains(selector: str) -> None:
     assert model.encoder.blocks[0].attn.qkv.weight.grad is not None
     if selector == "full":
         assert out.boxes.tolist() == [[0.0, 0.0, 32.0, 32.0]] * 2
+
+
+def test_analytic_flops_reproduce_table_1() -> None:
+    from glsim_pl.bench.model import selector_flops, vit_flops
+
+    assert vit_flops(224) / 1e9 == pytest.approx(17.68, abs=0.01)  # backbone reference of Table 1
+    assert selector_flops("gls", 224) / 1e6 == pytest.approx(0.45, abs=0.01)
+    assert selector_flops("rollout", 224) / 1e6 == pytest.approx(1.7e2, rel=0.03)
+    assert selector_flops("psm_transfg", 224) / 1e6 == pytest.approx(8.2e3, rel=0.01)
+    assert selector_flops("rollout", 448) / 1e6 == pytest.approx(1.1e4, rel=0.05)
+    assert selector_flops("rollout", 448) / selector_flops("gls", 448) >= 100  # the goal
+
+
+def test_bench_model_writes_tables(tmp_path) -> None:
+    from glsim_pl.bench.model import main
+
+    tiny = '{"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}'
+    main(["--backbone", "vit_tiny_patch16_224", "--backbone-kwargs", tiny, "--img-size", "32", "--batch-size", "2",
+          "--repeats", "1", "--num-classes", "3", "--selectors", "gls,rollout", "--out", str(tmp_path)])  # fmt: skip
+    table = (tmp_path / "model_cost.md").read_text()
+    assert "| glsim[gls] |" in table
+    assert "| glsim[rollout] |" in table
+    assert "rollout / gls FLOPs at 448 px" in table
+    assert (tmp_path / "model_cost.csv").read_text().startswith("model,throughput_img_s")
