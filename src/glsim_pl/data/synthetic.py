@@ -35,11 +35,13 @@ class SyntheticFGVC(Dataset):
         image_px: side of the generated image.
         seed: dataset seed.
         split: ``train`` or ``test`` (different images for the same seed).
+        marking_frac: marking radius as a fraction of the body width.
     """
 
     def __init__(self, size: int, num_classes: int = 10, hue_step: float = 0.04, image_px: int = 96, seed: int = 0,
-                 split: str = "train") -> None:  # fmt: skip
+                 split: str = "train", marking_frac: float = 0.11) -> None:  # fmt: skip
         self.size, self.num_classes, self.hue_step, self.image_px = size, num_classes, hue_step, image_px
+        self.marking_frac = marking_frac
         self.seed, self.split_id = seed, _SPLIT_IDS[split]
         self.targets = [i % self.num_classes for i in range(size)]
         self.boxes = [self._layout(np.random.default_rng(self._key(i)))[0] for i in range(size)]
@@ -67,7 +69,8 @@ class SyntheticFGVC(Dataset):
         box, tilt = self._layout(rng)
         label = self.targets[index]
         s = self.image_px
-        noise = rng.normal(0.0, 12.0, (s, s, 1)) + rng.uniform(90, 170, 3)
+        tint = rng.uniform(90, 170) + rng.normal(0, 8, 3)  # low saturation: the marking is the colourful part
+        noise = rng.normal(0.0, 12.0, (s, s, 1)) + tint
         image = Image.fromarray(np.clip(noise, 0, 255).astype(np.uint8))
         draw = ImageDraw.Draw(image)
         for _ in range(int(rng.integers(6, 12))):  # clutter: low-saturation shapes, some body-coloured
@@ -88,7 +91,7 @@ class SyntheticFGVC(Dataset):
         marking = tuple(int(255 * c) for c in colorsys.hsv_to_rgb(hue % 1.0, 0.85, 0.9))
         side = 0.3 if rng.random() < 0.5 else 0.7
         mx, my = x1 + side * w + tilt * w, y1 + 0.6 * h
-        mr = 0.11 * w
+        mr = self.marking_frac * w
         draw.ellipse([mx - mr, my - mr, mx + mr, my + mr], fill=marking)
         return image, label, box
 
@@ -103,6 +106,7 @@ class SyntheticDataModule(FGVCDataModule):
         hue_step: hue distance between neighbouring classes.
         image_px: side of the generated images (resized to ``resize_factor * image_size`` by the transforms).
         seed: dataset seed (independent of the run's seed, so every run sees the same images).
+        marking_frac: marking radius as a fraction of the body width.
         **kwargs: :class:`FGVCDataModule` arguments.
     """
 
@@ -110,9 +114,10 @@ class SyntheticDataModule(FGVCDataModule):
     color_preserves_label = False  # the marking's hue is the class
 
     def __init__(self, train_size: int = 3000, test_size: int = 1000, hue_step: float = 0.04, image_px: int = 96,
-                 seed: int = 0, **kwargs) -> None:  # fmt: skip
+                 seed: int = 0, marking_frac: float = 0.11, **kwargs) -> None:  # fmt: skip
         super().__init__(**kwargs)
-        self.options = dict(num_classes=self.num_classes, hue_step=hue_step, image_px=image_px, seed=seed)
+        self.options = dict(num_classes=self.num_classes, hue_step=hue_step, image_px=image_px, seed=seed,
+                            marking_frac=marking_frac)  # fmt: skip
         self.train_size, self.test_size = train_size, test_size
 
     def read_splits(self) -> Splits:

@@ -5,14 +5,26 @@ from __future__ import annotations
 from typing import Any
 
 import hydra
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig
+
+from ..errors import UserError
 
 __all__ = ["instantiate", "instantiate_collection"]
 
 
 def instantiate(node: DictConfig, **kwargs: Any) -> Any:
-    """Instantiate one ``_target_`` node with plain Python containers."""
-    return hydra.utils.instantiate(node, _convert_="all", **kwargs)
+    """Instantiate one ``_target_`` node with plain Python containers; a :class:`UserError` comes out unwrapped."""
+    try:
+        return hydra.utils.instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        if isinstance(cause, UserError):
+            raise cause from None
+        if isinstance(cause, TypeError) and "unexpected keyword argument" in str(cause):
+            target = node.get("_target_", "?")
+            raise UserError(f"config for {target}: {cause} (check the spelling of that key)") from None
+        raise
 
 
 def instantiate_collection(node: DictConfig | None) -> list[Any]:
