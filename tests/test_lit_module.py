@@ -12,7 +12,7 @@ from glsim_pl.metrics import build_metrics
 
 
 def test_warmup_then_cosine_on_the_raw_step() -> None:
-    lr = lambda s: warmup_cosine(s, total=1000, lr=0.01, warmup_steps=100, warmup_lr=1e-6, min_lr=1e-5)  # noqa: E731
+    lr = lambda s: warmup_cosine(s, total=1000, lr=0.01, warmup_steps=100, warmup_lr=1e-6, min_lr=1e-5)
     assert lr(0) == pytest.approx(1e-6)
     assert lr(50) == pytest.approx(1e-6 + (0.01 - 1e-6) * 0.5)
     # after warmup the cosine is not shifted: at step 500 it is halfway through its period

@@ -1,4 +1,4 @@
-"""Classification metrics, built explicitly: FGVC papers report micro (overall) top-1, torchmetrics defaults to macro."""
+"""Metrics, built explicitly: FGVC papers report micro (overall) top-1; torchmetrics defaults to macro."""
 
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ class ImageFileList(Dataset):
         return len(self.samples)
 
     def load(self, index: int) -> tuple[Image.Image, float]:
-        """Decode one image as RGB -> (image, decoded size / stored size), or raise :class:`UserError` naming the file."""
+        """Decode as RGB -> (image, decoded width / stored width); a decode failure is a UserError naming the file."""
         path = self.samples[index].path
         try:
             with Image.open(path) as image:

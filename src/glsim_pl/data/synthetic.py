@@ -38,8 +38,8 @@ class SyntheticFGVC(Dataset):
         marking_frac: marking radius as a fraction of the body width.
     """
 
-    def __init__(self, size: int, num_classes: int = 10, hue_step: float = 0.04, image_px: int = 96, seed: int = 0,
-                 split: str = "train", marking_frac: float = 0.11) -> None:  # fmt: skip
+    def __init__(self, size: int, num_classes: int = 10, hue_step: float = 0.07, image_px: int = 96, seed: int = 0,
+                 split: str = "train", marking_frac: float = 0.16) -> None:  # fmt: skip
         self.size, self.num_classes, self.hue_step, self.image_px = size, num_classes, hue_step, image_px
         self.marking_frac = marking_frac
         self.seed, self.split_id = seed, _SPLIT_IDS[split]
@@ -113,8 +113,8 @@ class SyntheticDataModule(FGVCDataModule):
     name = "synthetic"
     color_preserves_label = False  # the marking's hue is the class
 
-    def __init__(self, train_size: int = 3000, test_size: int = 1000, hue_step: float = 0.04, image_px: int = 96,
-                 seed: int = 0, marking_frac: float = 0.11, **kwargs) -> None:  # fmt: skip
+    def __init__(self, train_size: int = 3000, test_size: int = 1000, hue_step: float = 0.07, image_px: int = 96,
+                 seed: int = 0, marking_frac: float = 0.16, **kwargs) -> None:  # fmt: skip
         super().__init__(**kwargs)
         self.options = dict(num_classes=self.num_classes, hue_step=hue_step, image_px=image_px, seed=seed,
                             marking_frac=marking_frac)  # fmt: skip

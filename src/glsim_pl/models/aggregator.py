@@ -24,9 +24,8 @@ class Aggregator(nn.Module):
         super().__init__()
         norm = partial(nn.LayerNorm, eps=eps)
         heads = max(1, dim // 64)
-        self.blocks = nn.Sequential(
-            *[Block(dim, heads, mlp_ratio=4.0, qkv_bias=True, drop_path=drop_path, norm_layer=norm) for _ in range(layers)]
-        )
+        block = lambda: Block(dim, heads, mlp_ratio=4.0, qkv_bias=True, drop_path=drop_path, norm_layer=norm)
+        self.blocks = nn.Sequential(*[block() for _ in range(layers)])
         self.norm = norm(dim)
 
     def forward(self, tokens: Tensor) -> Tensor:

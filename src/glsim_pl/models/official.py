@@ -50,7 +50,8 @@ def official_model_kwargs(config: argparse.Namespace) -> dict[str, Any]:
     cfg = vars(config)
     match = re.fullmatch(r"vit_([tsblh])(\d+)", str(cfg.get("model_name", "")))
     if match is None:
-        raise UserError(f"official checkpoint: model_name={cfg.get('model_name')!r} is not an official ViT (vit_b16 ...)")
+        name = cfg.get("model_name")
+        raise UserError(f"official checkpoint: model_name={name!r} is not an official ViT (vit_b16, vit_s16 ...)")
     if not cfg.get("dynamic_anchor", True) or cfg.get("classifier", "cls") != "cls":
         raise UserError("official checkpoint: only the GLSim method (dynamic_anchor, classifier=cls) can be imported")
     size, patch = match.groups()
@@ -108,8 +109,11 @@ def load_official_checkpoint(path_or_dict: str | Path | dict[str, Any]) -> GLSim
     """Build a :class:`GLSim` from an official GLSim checkpoint; eval outputs equal the official model's."""
     ckpt = path_or_dict if isinstance(path_or_dict, dict) else read_official_checkpoint(path_or_dict)
     if not is_official_checkpoint(ckpt):
-        raise UserError(f"{path_or_dict if not isinstance(path_or_dict, dict) else 'checkpoint'}: not an official "
-                        "GLSim checkpoint (expected a dict with an argparse 'config' and a 'model' state dict)")  # fmt: skip
+        where = "checkpoint" if isinstance(path_or_dict, dict) else str(path_or_dict)
+        raise UserError(
+            f"{where}: not an official GLSim checkpoint "
+            "(expected a dict with an argparse 'config' and a 'model' state dict)"
+        )
     model = GLSim(**official_model_kwargs(ckpt["config"]))
     try:
         model.load_state_dict(convert_official_state_dict(ckpt["model"]), strict=True)

@@ -22,7 +22,7 @@ def transform_augs(cfg: DictConfig) -> dict[str, Any]:
 
 def module_kwargs(cfg: DictConfig, class_names: list[str]) -> dict[str, Any]:
     """GLSimLitModule keywords from the model, method, optim and augs groups (plain values only)."""
-    plain = lambda key: OmegaConf.to_container(cfg[key], resolve=True) if cfg.get(key) else {}  # noqa: E731
+    plain = lambda key: OmegaConf.to_container(cfg[key], resolve=True) if cfg.get(key) else {}
     method = plain("method")
     augs = plain("augs")
     return dict(
