@@ -70,9 +70,7 @@ def build_train_transform(
     return T.Compose(ops)
 
 
-def build_eval_transform(
-    image_size: int, resize_size: int, mean: Sequence[float], std: Sequence[float]
-) -> T.Compose:
+def build_eval_transform(image_size: int, resize_size: int, mean: Sequence[float], std: Sequence[float]) -> T.Compose:
     """The evaluation pipeline: square bicubic resize, center crop, normalise."""
     resize = T.Resize((resize_size, resize_size), interpolation=InterpolationMode.BICUBIC, antialias=True)
     return T.Compose([resize, T.CenterCrop(image_size), *_to_normalised_tensor(mean, std)])
