@@ -38,6 +38,18 @@ format: $(STAMP) ## ruff autofix + format
 bench: $(STAMP) ## batched crop vs loop, GLSim vs ViT forward time
 	$(PY) -m glsim_pl.bench crop && $(PY) -m glsim_pl.bench forward
 
+bench-model: $(STAMP) ## cost table (throughput, latency, memory, selector FLOPs) -> bench_results/model
+	$(PY) -m glsim_pl.bench model --out bench_results/model
+
+eval: $(STAMP) ## test a checkpoint (ours or official): make eval CKPT=path DATASET=cub
+	$(PY) -m glsim_pl.eval dataset=$(or $(DATASET),synthetic) ckpt_path=$(CKPT)
+
+export: $(STAMP) ## checkpoint -> model.safetensors + config.json: make export CKPT=path OUT=dir
+	$(PY) -m glsim_pl.export ckpt_path=$(CKPT) out=$(or $(OUT),exported)
+
+predict: $(STAMP) ## predict on an image, folder or CSV: make predict CKPT=path INPUT=folder
+	$(PY) -m glsim_pl.predict ckpt_path=$(CKPT) input=$(INPUT)
+
 # -- paper reproduction (conf/experiment/{glsim,vit}_<row>_vit_b16.yaml) --------------------------------------------
 SEEDS ?= 1,10,100
 RESULTS ?= results
@@ -63,4 +75,4 @@ smoke-reproduce: $(STAMP) ## the reproduction path on the synthetic set with a t
 
 .PHONY: reproduce-table smoke-reproduce $(REPRO_TARGETS)
 
-.PHONY: help install train test test-full smoke lint format bench
+.PHONY: help install train test test-full smoke lint format bench bench-model eval export predict

@@ -35,11 +35,11 @@ TINY = [
 TINY_SYNTHETIC = ["dataset=synthetic", "dataset.train_size=80", "dataset.test_size=20", *TINY]
 
 
-def compose_cfg(overrides: list[str], output_dir: Path) -> DictConfig:
-    """Compose ``train.yaml`` with overrides; outputs go to ``output_dir`` (set up as Hydra would)."""
+def compose_cfg(overrides: list[str], output_dir: Path, config_name: str = "train") -> DictConfig:
+    """Compose ``conf/<config_name>.yaml`` with overrides; outputs go to ``output_dir`` (set up as Hydra would)."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
         cfg.hydra.runtime.output_dir = str(output_dir)

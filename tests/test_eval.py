@@ -9,15 +9,12 @@ from pathlib import Path
 import lightning
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from glsim_pl.errors import UserError
 from glsim_pl.lit_module import GLSimLitModule
 
-from .conftest import CONF_DIR
+from .conftest import compose_cfg
 
 TINY_KW = {"backbone": "vit_tiny_patch16_224", "img_size": 32, "top_o": 2, "pretrained": False,
            "backbone_kwargs": {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}}  # fmt: skip
@@ -28,17 +25,7 @@ TINY_DATA = ["dataset=synthetic", "dataset.train_size=40", "dataset.test_size=16
 
 def compose_tool(name: str, overrides: list[str], output_dir: Path) -> DictConfig:
     """Compose ``conf/<name>.yaml`` as Hydra would run it, outputs in ``output_dir``."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
-        cfg = compose(name, overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.job.num = 0
-        cfg.hydra.job.id = "test"
-    HydraConfig.instance().set_config(cfg)
-    GlobalHydra.instance().clear()
-    return cfg
+    return compose_cfg(overrides, output_dir, config_name=name)
 
 
 def save_lightning_ckpt(path: Path, num_classes: int = 10, **kwargs) -> GLSimLitModule:

@@ -26,7 +26,7 @@ from .callbacks import PerClassAccuracyCSV
 from .callbacks.eval_collector import EvalCollector
 from .callbacks.eval_report import save_confusion_png, save_error_gallery
 from .checkpoint_io import load_module
-from .errors import UserError
+from .errors import UserError, exit_on_user_error
 from .lit_module import GLSimLitModule
 from .models import GLSim
 from .models.selectors import check_selector
@@ -134,13 +134,10 @@ def _summary(result: dict[str, Any], out: Path) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="eval")
+@exit_on_user_error
 def main(cfg: DictConfig) -> None:
     """Hydra entry point; bad input ends with one clear message."""
-    try:
-        evaluate(cfg)
-    except UserError as exc:
-        log.error(str(exc))
-        raise SystemExit(f"error: {exc}") from None
+    evaluate(cfg)
 
 
 if __name__ == "__main__":

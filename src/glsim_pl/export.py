@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .errors import UserError
+from .errors import UserError, exit_on_user_error
 from .models import GLSim, ViTClassifier, build_classifier
 from .utils.logging import RankedLogger
 
@@ -106,13 +106,10 @@ def export(cfg: DictConfig) -> Path:
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="export")
+@exit_on_user_error
 def main(cfg: DictConfig) -> None:
     """Hydra entry point; bad input ends with one clear message."""
-    try:
-        export(cfg)
-    except UserError as exc:
-        log.error(str(exc))
-        raise SystemExit(f"error: {exc}") from None
+    export(cfg)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from .callbacks.crop_visualizer import render_crop_panels
 from .callbacks.eval_report import tensor_to_pil, upscaled
 from .checkpoint_io import load_module
 from .data.transforms import build_eval_transform
-from .errors import UserError
+from .errors import UserError, exit_on_user_error
 from .models.selectors import check_selector
 from .utils.instantiate import instantiate
 from .utils.logging import RankedLogger
@@ -139,13 +139,10 @@ def predict(cfg: DictConfig) -> Path:
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="predict")
+@exit_on_user_error
 def main(cfg: DictConfig) -> None:
     """Hydra entry point; bad input ends with one clear message."""
-    try:
-        predict(cfg)
-    except UserError as exc:
-        log.error(str(exc))
-        raise SystemExit(f"error: {exc}") from None
+    predict(cfg)
 
 
 if __name__ == "__main__":

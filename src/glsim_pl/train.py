@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig
 
 from .aggregate import write_run_record
-from .errors import UserError
+from .errors import UserError, exit_on_user_error
 from .lit_module import GLSimLitModule
 from .utils.config import module_kwargs, resolve_trainer_precision, transform_augs
 from .utils.instantiate import instantiate, instantiate_collection
@@ -86,12 +86,10 @@ def _summary(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, Any]) -> No
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
+@exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns ``cfg.optimized_metric`` for sweepers. Bad input ends with one clear message."""
-    try:
-        metrics = train(cfg)
-    except UserError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    metrics = train(cfg)
     value = metrics.get(cfg.get("optimized_metric"))
     return float(value) if value is not None else None
 

@@ -20,7 +20,7 @@ from torchvision.utils import draw_bounding_boxes
 
 from .callbacks.eval_report import captioned, tensor_to_pil
 from .checkpoint_io import load_module
-from .errors import UserError
+from .errors import UserError, exit_on_user_error
 from .eval import _check_compatible
 from .models import GLSim
 from .models.selectors import check_selector
@@ -110,13 +110,10 @@ def _sheet(columns: list[list[Tensor]], titles: list[str], scale: int, pad: int 
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="visualize")
+@exit_on_user_error
 def main(cfg: DictConfig) -> None:
     """Hydra entry point; bad input ends with one clear message."""
-    try:
-        visualize(cfg)
-    except UserError as exc:
-        log.error(str(exc))
-        raise SystemExit(f"error: {exc}") from None
+    visualize(cfg)
 
 
 if __name__ == "__main__":
