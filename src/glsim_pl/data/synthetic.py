@@ -45,6 +45,7 @@ class SyntheticFGVC(Dataset):
         self.seed, self.split_id = seed, _SPLIT_IDS[split]
         self.targets = [i % self.num_classes for i in range(size)]
         self.boxes = [self._layout(np.random.default_rng(self._key(i)))[0] for i in range(size)]
+        self._cache: dict[int, Image.Image] = {}
 
     def _key(self, index: int) -> list[int]:
         return [self.seed, self.split_id, index]
@@ -65,6 +66,11 @@ class SyntheticFGVC(Dataset):
         return self.size
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int, Box]:
+        if index not in self._cache:  # drawing costs ~2 ms; a loader worker keeps what it drew (~28 KB an image)
+            self._cache[index] = self._draw(index)
+        return self._cache[index].copy(), self.targets[index], self.boxes[index]
+
+    def _draw(self, index: int) -> Image.Image:
         rng = np.random.default_rng(self._key(index))
         box, tilt = self._layout(rng)
         label = self.targets[index]
@@ -93,7 +99,7 @@ class SyntheticFGVC(Dataset):
         mx, my = x1 + side * w + tilt * w, y1 + 0.6 * h
         mr = self.marking_frac * w
         draw.ellipse([mx - mr, my - mr, mx + mr, my + mr], fill=marking)
-        return image, label, box
+        return image
 
 
 class SyntheticDataModule(FGVCDataModule):
