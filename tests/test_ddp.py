@@ -57,3 +57,21 @@ def test_two_process_ddp_matches_single_process(make_cfg, tmp_path: Path) -> Non
     assert two["val/acc1"] == pytest.approx(single["val/acc1"], abs=1e-6)
     assert two["val/acc1_macro"] == pytest.approx(single["val/acc1_macro"], abs=1e-6)
     assert two["val/loss"] == pytest.approx(single["val/loss"], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_ddp_popen_inside_a_hydra_multirun(tmp_path: Path) -> None:
+    """The Hydra+DDP pitfall: each sweep job must start its own rank 1 in its own folder, not re-run the sweep."""
+    import subprocess
+    import sys
+
+    sweep = tmp_path / "multirun"
+    cmd = [sys.executable, "-m", "glsim_pl.train", "-m", "experiment=smoke_reproduce", "trainer=ddp",
+           "trainer.accelerator=cpu", "trainer.devices=2", "seed=1,2", "trainer.max_epochs=1",
+           "dataset.train_size=40", "dataset.test_size=20", f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.parent.name for p in sweep.glob("*/train_rank1.log")) == ["0", "1"]
+    records = [json.loads((sweep / job / "metrics.json").read_text()) for job in ("0", "1")]
+    assert [(r["seed"], r["device"]) for r in records] == [(1, "cpu x2"), (2, "cpu x2")]
+    assert not (tmp_path / "outputs").exists()  # no child ran in run mode

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from unittest import mock
 
+import torch
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies.launchers import subprocess_script
 
@@ -49,16 +50,39 @@ def hydra_job_command(local_rank: int) -> tuple[list[str], str]:
     return command, get_original_cwd()
 
 
+_JOB_MARK = "GLSIM_DDP_JOB"  # set in rank 0 after it started its children: which job the DDP env belongs to
+_DDP_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", _JOB_MARK)
+
+
+def _current_job() -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else ""
+
+
 class _HydraJobLauncher(subprocess_script._SubprocessScriptLauncher):
     def _call_children_scripts(self) -> None:
         with mock.patch.object(subprocess_script, "_hydra_subprocess_cmd", hydra_job_command):
             super()._call_children_scripts()
+        os.environ[_JOB_MARK] = _current_job()  # after the launch: the children do not inherit it
+
+
+def _forget_previous_job() -> None:
+    """Rank 0 of an earlier sweep job in this process left its DDP env and process group: drop them, so that
+    this job starts (and rendezvous with) its own children instead of waiting for the old, finished ones."""
+    if os.environ.get(_JOB_MARK) in (None, _current_job()):
+        return
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    for key in _DDP_ENV:
+        os.environ.pop(key, None)
 
 
 class HydraDDPStrategy(DDPStrategy):
     """``DDPStrategy`` whose popen launcher re-runs the current Hydra job (see the module docstring)."""
 
     def _configure_launcher(self) -> None:
+        _forget_previous_job()
         super()._configure_launcher()
         if isinstance(self._launcher, subprocess_script._SubprocessScriptLauncher):
             self._launcher = _HydraJobLauncher(self.cluster_environment, self.num_processes, self.num_nodes)
