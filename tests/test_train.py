@@ -19,7 +19,7 @@ def test_train_then_test_best_checkpoint(make_cfg, tmp_path: Path) -> None:
     assert "val/acc1_best" in metrics
     best = Path(metrics["best_ckpt"])
     assert best.is_file() and best.name.startswith("epoch_000-acc1_")
-    assert (out / "checkpoints" / "last.ckpt").is_file()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == sorted([best.name, "last.ckpt"])
     assert (out / "test_per_class_acc.csv").read_text().splitlines()[0] == "class_id,class_name,acc1,support"
     assert len((out / "test_per_class_acc.csv").read_text().splitlines()) == 1 + 10
     assert list((out / "crops").glob("epoch_*.png"))

@@ -40,6 +40,12 @@ def _resume_path(cfg: DictConfig) -> str | None:
     return str(path)
 
 
+def _inactive_callbacks(cfg: DictConfig) -> set[str]:
+    """The step checkpoint is off without a step interval (built anyway, it would write a second last.ckpt)."""
+    step = (cfg.get("callbacks") or {}).get("step_checkpoint")
+    return {"step_checkpoint"} if step is not None and not step.get("every_n_train_steps") else set()
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit on train, select on val, test the best checkpoint; returns the logged metrics (never the model)."""
     start = time.perf_counter()
@@ -49,9 +55,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module = GLSimLitModule(**module_kwargs(cfg, datamodule.class_names))
     resolve_trainer_precision(cfg)
     loggers = instantiate_collection(cfg.get("logger"))
-    callbacks = [  # an LR monitor needs a logger to write to
-        c for c in instantiate_collection(cfg.get("callbacks")) if loggers or not isinstance(c, LearningRateMonitor)
-    ]
+    callbacks = instantiate_collection(cfg.get("callbacks"), skip=_inactive_callbacks(cfg))
+    callbacks = [c for c in callbacks if loggers or not isinstance(c, LearningRateMonitor)]  # it needs a logger
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     resume = _resume_path(cfg)
 

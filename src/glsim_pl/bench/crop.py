@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     gen = torch.Generator().manual_seed(0)
-    images = torch.randn(args.batch, 3, args.size, args.size, generator=gen).to(args.device)
+    images = torch.rand(args.batch, 3, args.size, args.size, generator=gen).to(args.device)  # [0, 1] pixels
     boxes = random_patch_boxes(args.batch, args.size, 16, gen).to(args.device)
     out = (args.size, args.size)
     diff = (crop_and_resize(images, boxes, out) - crop_and_resize_loop(images, boxes, out)).abs().max().item()

@@ -5,6 +5,7 @@ Saved as PNG under ``<dirpath>/epoch_XXX.png`` and, with a TensorBoard logger, a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +21,30 @@ from ..models import crop_and_resize
 __all__ = ["CropVisualizer", "render_crop_panels"]
 
 
-def _to_unit(images: Tensor) -> Tensor:
-    """Per-image min-max to [0, 1] (inputs are normalised tensors). (B, C, H, W) -> same."""
+def _to_unit(images: Tensor, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> Tensor:
+    """Undo the normalisation (or, without mean/std, min-max each image) into [0, 1]. (B, C, H, W) -> same."""
+    if mean is not None and std is not None:
+        mean_t, std_t = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+        return (images * std_t + mean_t).clamp(0, 1)
     lo = images.amin(dim=(1, 2, 3), keepdim=True)
     hi = images.amax(dim=(1, 2, 3), keepdim=True)
     return (images - lo) / (hi - lo).clamp_min(1e-6)
 
 
-def render_crop_panels(images: Tensor, boxes: Tensor, scores: Tensor | None, grid_hw: tuple[int, int]) -> Tensor:
-    """Three panels per image, one image per row. images (B, 3, H, W), boxes (B, 4), scores (B, N) -> (3, H', W')."""
+def render_crop_panels(
+    images: Tensor,
+    boxes: Tensor,
+    scores: Tensor | None,
+    grid_hw: tuple[int, int],
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> Tensor:
+    """Three panels per image, one image per row. images (B, 3, H, W), boxes (B, 4), scores (B, N) -> (3, H', W').
+
+    ``mean``/``std`` undo the input normalisation; without them each image is min-max scaled.
+    """
     b, _, h, w = images.shape
-    unit = _to_unit(images.float().cpu())
+    unit = _to_unit(images.float().cpu(), mean, std)
     boxes = boxes.float().cpu()
     panels = []
     for i in range(b):
@@ -73,7 +87,9 @@ class CropVisualizer(L.Callback):
         patch = pl_module.net.patch_px
         grid_hw = (images.shape[-2] // patch, images.shape[-1] // patch)
         scores = outputs["scores"][: self.num_images] if outputs.get("scores") is not None else None
-        grid = render_crop_panels(images, outputs["boxes"][: self.num_images], scores, grid_hw)
+        dm = trainer.datamodule
+        mean, std = getattr(dm, "mean", None), getattr(dm, "std", None)
+        grid = render_crop_panels(images, outputs["boxes"][: self.num_images], scores, grid_hw, mean, std)
         self.dirpath.mkdir(parents=True, exist_ok=True)
         save_image(grid, self.dirpath / f"epoch_{trainer.current_epoch:03d}.png")
         for logger in trainer.loggers:

@@ -27,8 +27,9 @@ def instantiate(node: DictConfig, **kwargs: Any) -> Any:
         raise
 
 
-def instantiate_collection(node: DictConfig | None) -> list[Any]:
-    """Instantiate every ``_target_`` entry of a mapping (callbacks, loggers); ``None`` gives none."""
+def instantiate_collection(node: DictConfig | None, skip: set[str] | frozenset[str] = frozenset()) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a mapping (callbacks, loggers) except the ``skip`` keys."""
     if not node:
         return []
-    return [instantiate(entry) for entry in node.values() if isinstance(entry, DictConfig) and "_target_" in entry]
+    entries = [entry for key, entry in node.items() if key not in skip]
+    return [instantiate(entry) for entry in entries if isinstance(entry, DictConfig) and "_target_" in entry]
