@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -42,3 +44,18 @@ def test_submitit_local_runs_a_two_point_sweep(tmp_path: Path) -> None:
     seeds = sorted(json.loads(p.read_text())["seed"] for p in sweep.glob("*/metrics.json"))
     assert seeds == [1, 2]
     assert list(sweep.glob(".submitit/*"))  # really went through submitit
+
+
+def test_slurm_pre_timeout_signal_is_the_one_lightning_requeues_on() -> None:
+    code = (
+        "import glsim_pl.train\n"
+        "from submitit.slurm.slurm import _make_sbatch_string\n"
+        "print(_make_sbatch_string(command='x', folder='/tmp/f', signal_delay_s=120))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SUBMITIT_PREEMPT_SIGNAL"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "--signal=USR1@120" in out.stdout
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    assert SLURMEnvironment().requeue_signal == signal.SIGUSR1

@@ -7,6 +7,7 @@ python -m glsim_pl.train -m seed=1,10,100                  # a Hydra multirun
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,11 @@ from .utils.logging import RankedLogger
 __all__ = ["main", "train"]
 
 log = RankedLogger(__name__)
+
+# SLURM sweeps (hydra/launcher=slurm): submitit asks SLURM for its pre-timeout signal as USR2 unless told otherwise;
+# Lightning's SLURMEnvironment saves an hpc checkpoint and requeues on USR1. Read by submitit when the launcher
+# imports it, after this module.
+os.environ.setdefault("SUBMITIT_PREEMPT_SIGNAL", "USR1")
 
 
 def _resume_path(cfg: DictConfig) -> str | None:
