@@ -26,7 +26,7 @@ def test_strong_preset_transform_ops(make_cfg, tmp_path) -> None:
     dm = datamodule(cfg)
     dm.setup("fit")
     kinds = [type(op) for op in dm.data_train.transform.transforms]
-    assert kinds[0] is T.RandomResizedCrop
+    assert kinds[:2] == [T.ToImage, T.RandomResizedCrop]  # uint8 tensor first, then the crop
     assert T.RandomHorizontalFlip in kinds
     assert T.RandAugment in kinds
     assert T.TrivialAugmentWide not in kinds

@@ -59,8 +59,8 @@ def _fast_decode_effect(files: list[Path], image_size: int) -> tuple[float, floa
     """Mean |pixel change| (0..255) of the eval input from fast_decode, and from bilinear instead of bicubic."""
     resize = int(1.34 * image_size)
     plain = build_eval_transform(image_size, resize, (0, 0, 0), (1, 1, 1))
-    bilinear = T.Compose([T.Resize((resize, resize), interpolation=InterpolationMode.BILINEAR, antialias=True),
-                          *plain.transforms[1:]])  # fmt: skip
+    bilinear_resize = T.Resize((resize, resize), interpolation=InterpolationMode.BILINEAR, antialias=True)
+    bilinear = T.Compose([plain.transforms[0], bilinear_resize, *plain.transforms[2:]])  # ToImage, resize, rest
     full, drafted = ImageFileList([Sample(f, 0) for f in files]), ImageFileList([Sample(f, 0) for f in files], resize)
     fast, interp = [], []
     for i in range(len(files)):

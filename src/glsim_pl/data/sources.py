@@ -55,7 +55,9 @@ class ImageFileList(Dataset):
                 full_width = image.size[0]
                 if self.draft is not None:
                     image.draft("RGB", (self.draft, self.draft))
-                return image.convert("RGB"), image.size[0] / full_width
+                image.load()
+                rgb = image if image.mode == "RGB" else image.convert("RGB")  # no copy for the usual RGB JPEG
+                return rgb, image.size[0] / full_width
         except (OSError, SyntaxError, ValueError) as exc:
             raise UserError(f"{path}: cannot read image ({exc}). Replace the file, or set dataset.skip_corrupt=true "
                             "to skip unreadable images") from exc  # fmt: skip
