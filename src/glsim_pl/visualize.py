@@ -12,12 +12,11 @@ from pathlib import Path
 
 import hydra
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 from PIL import Image
 from torch import Tensor
-from torchvision.utils import draw_bounding_boxes
 
+from .callbacks.crop_visualizer import selector_panel, to_unit
 from .callbacks.eval_report import captioned, tensor_to_pil
 from .checkpoint_io import load_module
 from .errors import UserError, exit_on_user_error
@@ -28,32 +27,9 @@ from .utils.config import transform_augs
 from .utils.instantiate import instantiate
 from .utils.logging import RankedLogger
 
-__all__ = ["main", "selector_panel", "visualize"]
+__all__ = ["main", "visualize"]
 
 log = RankedLogger(__name__)
-
-
-def _unit(image: Tensor) -> Tensor:
-    """Min-max to [0, 1]. (3, H, W) -> (3, H, W)."""
-    return (image - image.min()) / (image.max() - image.min()).clamp_min(1e-6)
-
-
-def selector_panel(image: Tensor, scores: Tensor | None, box: Tensor | None, grid_hw: tuple[int, int],
-                   color: str = "red") -> Tensor:  # fmt: skip
-    """Image blended 50/50 with a blue->red score map, box drawn.
-
-    Shape:
-        image (3, H, W) in [0, 1], scores (N,), box (4,) -> (3, H, W)
-    """
-    h, w = image.shape[-2:]
-    out = image
-    if scores is not None:
-        heat = F.interpolate(scores.float().reshape(1, 1, *grid_hw), size=(h, w), mode="nearest")[0]  # (1, H, W)
-        heat = (heat - heat.min()) / (heat.max() - heat.min()).clamp_min(1e-6)
-        out = 0.5 * image + 0.5 * torch.cat([heat, torch.zeros_like(heat), 1 - heat])
-    if box is not None:
-        out = draw_bounding_boxes((out * 255).to(torch.uint8), box[None].float(), colors=color, width=2).float() / 255
-    return out
 
 
 def visualize(cfg: DictConfig) -> Path:
@@ -75,7 +51,7 @@ def visualize(cfg: DictConfig) -> Path:
     gt = [it[2] if len(it) > 2 else None for it in items]
     grid_hw = (images.shape[-2] // net.patch_px, images.shape[-1] // net.patch_px)
     own = net.selector
-    first = [selector_panel(_unit(im), None, b, grid_hw, "lime") for im, b in zip(images, gt, strict=True)]
+    first = [selector_panel(to_unit(im[None])[0], None, b, grid_hw, "lime") for im, b in zip(images, gt, strict=True)]
     columns: list[list[Tensor]] = [first]
     with torch.inference_mode():
         for sel in selectors:
@@ -83,7 +59,7 @@ def visualize(cfg: DictConfig) -> Path:
             out = net(images)
             columns.append(
                 [
-                    selector_panel(_unit(im), s, b, grid_hw)
+                    selector_panel(to_unit(im[None])[0], s, b, grid_hw)
                     for im, s, b in zip(images, out.scores, out.boxes, strict=True)
                 ]
             )

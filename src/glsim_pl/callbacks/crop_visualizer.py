@@ -18,10 +18,10 @@ from torchvision.utils import draw_bounding_boxes, make_grid, save_image
 
 from ..models import crop_and_resize
 
-__all__ = ["CropVisualizer", "render_crop_panels"]
+__all__ = ["CropVisualizer", "render_crop_panels", "selector_panel", "to_unit"]
 
 
-def _to_unit(images: Tensor, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> Tensor:
+def to_unit(images: Tensor, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> Tensor:
     """Undo the normalisation (or, without mean/std, min-max each image) into [0, 1]. (B, C, H, W) -> same."""
     if mean is not None and std is not None:
         mean_t, std_t = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
@@ -29,6 +29,24 @@ def _to_unit(images: Tensor, mean: Sequence[float] | None = None, std: Sequence[
     lo = images.amin(dim=(1, 2, 3), keepdim=True)
     hi = images.amax(dim=(1, 2, 3), keepdim=True)
     return (images - lo) / (hi - lo).clamp_min(1e-6)
+
+
+def selector_panel(image: Tensor, scores: Tensor | None, box: Tensor | None, grid_hw: tuple[int, int],
+                   color: str = "red") -> Tensor:  # fmt: skip
+    """Image blended 50/50 with a blue->red score map, box drawn.
+
+    Shape:
+        image (3, H, W) in [0, 1], scores (N,), box (4,) -> (3, H, W)
+    """
+    h, w = image.shape[-2:]
+    out = image
+    if scores is not None:
+        heat = F.interpolate(scores.float().reshape(1, 1, *grid_hw), size=(h, w), mode="nearest")[0]  # (1, H, W)
+        heat = (heat - heat.min()) / (heat.max() - heat.min()).clamp_min(1e-6)
+        out = 0.5 * image + 0.5 * torch.cat([heat, torch.zeros_like(heat), 1 - heat])
+    if box is not None:
+        out = draw_bounding_boxes((out * 255).to(torch.uint8), box[None].float(), colors=color, width=2).float() / 255
+    return out
 
 
 def render_crop_panels(
@@ -44,20 +62,13 @@ def render_crop_panels(
     ``mean``/``std`` undo the input normalisation; without them each image is min-max scaled.
     """
     b, _, h, w = images.shape
-    unit = _to_unit(images.float().cpu(), mean, std)
+    unit = to_unit(images.float().cpu(), mean, std)
     boxes = boxes.float().cpu()
     panels = []
     for i in range(b):
-        boxed = draw_bounding_boxes((unit[i] * 255).to(torch.uint8), boxes[i : i + 1], colors="red", width=2)
-        if scores is not None:
-            heat = scores[i].float().cpu().reshape(1, 1, *grid_hw)
-            heat = F.interpolate(heat, size=(h, w), mode="nearest")[0]
-            heat = (heat - heat.min()) / (heat.max() - heat.min()).clamp_min(1e-6)  # (1, H, W)
-            overlay = 0.5 * unit[i] + 0.5 * torch.cat([heat, torch.zeros_like(heat), 1 - heat])
-        else:
-            overlay = unit[i]
+        heat = scores[i].cpu() if scores is not None else None
         crop = crop_and_resize(unit[i : i + 1], boxes[i : i + 1], (h, w))[0]
-        panels += [boxed.float() / 255, overlay, crop]
+        panels += [selector_panel(unit[i], None, boxes[i], grid_hw), selector_panel(unit[i], heat, None, grid_hw), crop]
     return make_grid(torch.stack(panels), nrow=3, padding=2)
 
 
