@@ -52,6 +52,8 @@ class GLSimLitModule(L.LightningModule):
         label_smoothing: cross-entropy label smoothing.
         class_names: names written to the per-class CSV.
         selector: patch scoring for the crop (``gls``, the paper; see :mod:`glsim_pl.models.selectors`).
+        gate, gate_threshold: adaptive GLSim (see :class:`glsim_pl.models.GLSim`); ``none`` is the paper.
+        gate_loss_weight: weight of the first-pass head's cross-entropy in the joint loss (``gate=confidence``).
     """
 
     def __init__(
@@ -81,6 +83,9 @@ class GLSimLitModule(L.LightningModule):
         label_smoothing: float = 0.1,
         class_names: list[str] | None = None,
         selector: str = "gls",
+        gate: str = "none",
+        gate_threshold: float = 0.9,
+        gate_loss_weight: float = 1.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -89,6 +94,7 @@ class GLSimLitModule(L.LightningModule):
             sim_metric=sim_metric, box_rule=box_rule, aggregator_layers=aggregator_layers, pretrained=pretrained,
             pretrained_file=pretrained_file, drop_path_rate=drop_path_rate, drop_path_uniform=drop_path_uniform,
             layer_norm_eps=layer_norm_eps, backbone_kwargs=backbone_kwargs, selector=selector,
+            gate=gate, gate_threshold=gate_threshold,
         )  # fmt: skip
         if grad_checkpointing:
             self.net.set_grad_checkpointing(True)
@@ -105,10 +111,19 @@ class GLSimLitModule(L.LightningModule):
         return self.net(images)
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
-        """Cross-entropy on the final logits only (no loss on the crop branch, as the paper)."""
+        """Cross-entropy on the final logits only (no loss on the crop branch, as the paper).
+
+        ``gate=confidence``: plus ``gate_loss_weight`` x the first-pass head's cross-entropy; in training both
+        passes run on every image, so the GLSim head learns from all of them.
+        """
         images, labels = batch[0], batch[1]
-        logits = self.net(images).logits
+        out = self.net(images)
+        logits = out.logits
         loss = self.criterion(logits, labels)  # labels: (B,) class ids, or (B, K) soft targets from MixUp/CutMix
+        if out.first_logits is not None:
+            first_loss = self.criterion(out.first_logits, labels)
+            loss = loss + self.hparams.gate_loss_weight * first_loss
+            self.log("train/loss_first", first_loss, on_step=False, on_epoch=True, batch_size=len(labels))
         hard = labels.argmax(dim=1) if labels.ndim == 2 else labels  # metrics count the dominant class of a mix
         self.train_metrics.update(logits.detach(), hard)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(labels))
@@ -162,6 +177,9 @@ class GLSimLitModule(L.LightningModule):
         if len(batch) > 2 and out.boxes is not None:
             iou = box_iou(out.boxes.float(), batch[2].float()).diagonal()  # (B,) crop box vs object box
             getattr(self, f"{stage}_box_iou").update(iou)
+        if out.second_pass is not None:  # gate=confidence: how many images paid for the second pass
+            share = out.second_pass.float().mean()
+            self.log(f"{stage}/second_pass_share", share, on_step=False, on_epoch=True, batch_size=len(labels))
         return {"logits": out.logits.detach(), "boxes": out.boxes, "scores": out.scores}
 
     def configure_optimizers(self) -> dict[str, Any]:

@@ -3,14 +3,17 @@
 from .aggregator import Aggregator
 from .crop import crop_and_resize, crop_and_resize_loop
 from .encoder import create_encoder
-from .glsim import GLSim, GLSimFeatures, GLSimOutput, ViTClassifier, build_classifier
+from .gate import GATES
+from .glsim import FirstPass, GLSim, GLSimFeatures, GLSimOutput, ViTClassifier, build_classifier
 from .official import is_official_checkpoint, load_official_checkpoint, read_official_checkpoint
 from .selector import gls_scores, select_boxes
 from .selectors import SELECTORS
 
 __all__ = [
+    "GATES",
     "SELECTORS",
     "Aggregator",
+    "FirstPass",
     "GLSim",
     "GLSimFeatures",
     "GLSimOutput",

@@ -24,18 +24,33 @@ from .aggregator import Aggregator
 from .attention import capture_attention
 from .crop import crop_and_resize
 from .encoder import create_encoder
+from .gate import cascade, check_gate
 from .selector import BoxRule, SimMetric, gls_scores, metric_prefers_largest, select_boxes
 from .selectors import capture_plan, check_selector, head_mean, zoo_scores
 
-__all__ = ["GLSim", "GLSimFeatures", "GLSimOutput", "ViTClassifier", "build_classifier"]
+__all__ = ["FirstPass", "GLSim", "GLSimFeatures", "GLSimOutput", "ViTClassifier", "build_classifier"]
 
 
 class GLSimOutput(NamedTuple):
-    """What a classifier returns: logits (B, K); boxes (B, 4) pixel xyxy of the crop; scores (B, N) GLS."""
+    """What a classifier returns: logits (B, K); boxes (B, 4) pixel xyxy of the crop; scores (B, N) GLS.
+
+    With ``gate=confidence`` also: first_logits (B, K) of the first-pass head and second_pass (B,) bool, the images
+    whose logits came from the crop -> second pass -> aggregator -> head (all of them in training).
+    """
 
     logits: Tensor
     boxes: Tensor | None
     scores: Tensor | None
+    first_logits: Tensor | None = None
+    second_pass: Tensor | None = None
+
+
+class FirstPass(NamedTuple):
+    """``GLSim.first_pass``: global CLS (B, D) after the final norm, crop boxes (B, 4), selector scores (B, N)."""
+
+    cls_global: Tensor
+    boxes: Tensor
+    scores: Tensor
 
 
 class GLSimFeatures(NamedTuple):
@@ -66,6 +81,9 @@ class GLSim(nn.Module):
         selector: what scores the patches for the crop: ``gls`` (the paper) or one of the zoo in
             :mod:`glsim_pl.models.selectors` (``rollout``, ``attn_last``, ``psm``, ``maws``, ``random``, ``center``,
             ``full``); attention is recorded during the first pass only when the selector needs it.
+        gate: ``none`` (the paper) or ``confidence``: a first-pass head on the global CLS; at evaluation images
+            whose first-pass confidence reaches ``gate_threshold`` exit early (:mod:`glsim_pl.models.gate`).
+        gate_threshold: tau of the gate (max softmax probability); 0 = first pass only, > 1 = always two passes.
     """
 
     def __init__(
@@ -84,9 +102,12 @@ class GLSim(nn.Module):
         layer_norm_eps: float | None = None,
         backbone_kwargs: dict[str, Any] | None = None,
         selector: str = "gls",
+        gate: str = "none",
+        gate_threshold: float = 0.9,
     ) -> None:
         super().__init__()
         self.selector = check_selector(selector)
+        self.gate, self.gate_threshold = check_gate(gate), float(gate_threshold)
         self.largest = metric_prefers_largest(sim_metric)
         self.sim_metric, self.box_rule, self.top_o = sim_metric, box_rule, top_o
         self.encoder = create_encoder(
@@ -100,9 +121,18 @@ class GLSim(nn.Module):
         self.head = nn.Linear(dim, num_classes)
         nn.init.zeros_(self.head.weight)  # as the official init: start from uniform logits
         nn.init.zeros_(self.head.bias)
+        if self.gate != "none":  # gate=none registers nothing: the paper's state dict, official parity
+            self.gate_head = nn.Linear(dim, num_classes)
+            nn.init.zeros_(self.gate_head.weight)
+            nn.init.zeros_(self.gate_head.bias)
 
     def forward_features(self, images: Tensor) -> GLSimFeatures:
         """Encode, select, crop, encode the crop, aggregate. images (B, 3, H, W)."""
+        first = self.first_pass(images)
+        return GLSimFeatures(self.second_pass(images, first.boxes, first.cls_global), first.boxes, first.scores)
+
+    def first_pass(self, images: Tensor) -> FirstPass:
+        """Encode images (B, 3, H, W) and select the crop boxes (the selector runs without gradient)."""
         h, w = images.shape[-2:]
         grid_hw = (h // self.patch_px, w // self.patch_px)
         layers, mean_only = capture_plan(self.selector, len(self.encoder.blocks))
@@ -118,10 +148,14 @@ class GLSim(nn.Module):
                 boxes = select_boxes(scores, grid_hw, self.patch_px, self.top_o, self.box_rule, self.largest)  # (B, 4)
             else:
                 scores, boxes = self._zoo_boxes(maps if layers is not None else [], images.shape[0], grid_hw)
-            crops = crop_and_resize(images, boxes, (h, w))  # (B, 3, H, W)
-        cls_local = self.encoder.forward_features(crops)[:, 0]  # (B, D), same encoder
-        agg = self.aggregator(torch.stack([cls_global, cls_local], dim=1))  # (B, 2, D)
-        return GLSimFeatures(agg, boxes, scores)
+        return FirstPass(cls_global, boxes, scores)
+
+    def second_pass(self, images: Tensor, boxes: Tensor, cls_global: Tensor) -> Tensor:
+        """Crop images (M, 3, H, W) to boxes (M, 4), encode the crops, aggregate with cls_global (M, D) -> (M, 2, D)."""
+        with torch.no_grad():
+            crops = crop_and_resize(images, boxes, images.shape[-2:])  # (M, 3, H, W)
+        cls_local = self.encoder.forward_features(crops)[:, 0]  # (M, D), same encoder
+        return self.aggregator(torch.stack([cls_global, cls_local], dim=1))  # (M, 2, D)
 
     def _zoo_boxes(self, maps: list[Tensor], batch: int, grid_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
         """Scores (B, N) and boxes (B, 4) of a non-GLS selector; ``full`` boxes every patch (the whole image)."""
@@ -136,9 +170,31 @@ class GLSim(nn.Module):
         return x if pre_logits else self.head(x)
 
     def forward(self, images: Tensor) -> GLSimOutput:
-        """images (B, 3, H, W) -> GLSimOutput(logits (B, K), boxes (B, 4), scores (B, N))."""
-        feats = self.forward_features(images)
-        return GLSimOutput(self.forward_head(feats), feats.boxes, feats.scores)
+        """images (B, 3, H, W) -> GLSimOutput(logits (B, K), boxes (B, 4), scores (B, N)[, first_logits, mask])."""
+        if self.gate == "none":
+            feats = self.forward_features(images)
+            return GLSimOutput(self.forward_head(feats), feats.boxes, feats.scores)
+        return self.forward_gated(images, None if self.training else self.gate_threshold)
+
+    def forward_gated(self, images: Tensor, threshold: float | None) -> GLSimOutput:
+        """The gate's cascade at ``threshold`` (tau); None runs both passes on every image (training), static shapes.
+
+        With a threshold, the second pass runs on the unsure subset only (gathered, run, scattered back): its batch
+        size is data-dependent, so this part runs eager (or under ``torch.compile(dynamic=True)``), see gate.py.
+        """
+        first = self.first_pass(images)
+        first_logits = self.gate_head(first.cls_global)  # (B, K)
+        if threshold is None:
+            tokens = self.second_pass(images, first.boxes, first.cls_global)  # (B, 2, D)
+            every = torch.ones(images.shape[0], dtype=torch.bool, device=images.device)
+            return GLSimOutput(self.head(tokens[:, 0]), first.boxes, first.scores, first_logits, every)
+
+        def second(index: Tensor) -> Tensor:  # index (M,) -> logits (M, K)
+            sub = self.second_pass(images[index], first.boxes[index], first.cls_global[index])
+            return self.head(sub[:, 0])
+
+        logits, mask = cascade(first_logits, threshold, second)
+        return GLSimOutput(logits, first.boxes, first.scores, first_logits, mask)
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names exempt from weight decay (timm convention)."""
@@ -197,7 +253,9 @@ def build_classifier(method: str, **kwargs: Any) -> GLSim | ViTClassifier:
     if method == "glsim":
         return GLSim(**kwargs)
     if method == "vit":
-        for key in ("top_o", "sim_metric", "box_rule", "aggregator_layers", "selector"):
+        if kwargs.pop("gate", "none") != "none":
+            raise ValueError("method.gate needs method=glsim: the plain ViT is the gate's first pass already")
+        for key in ("top_o", "sim_metric", "box_rule", "aggregator_layers", "selector", "gate_threshold"):
             kwargs.pop(key, None)
         return ViTClassifier(**kwargs)
     raise ValueError(f"method must be 'glsim' or 'vit', got {method!r}")
