@@ -3,8 +3,10 @@
     python -m glsim_pl.predict ckpt_path=best.ckpt input=photos/ [output=preds/] [save_vis=true] [topk=5]
     python -m glsim_pl.predict ckpt_path=cub_vit_b16_16_2.pth input=list.csv class_names_file=classes.csv
 
-``<output>/predictions.csv``: file, error, box (x1, y1, x2, y2 in model-input pixels), then top-k class names
-and probabilities. Unreadable files get a row with the error and no prediction. ``save_vis=true`` writes
+``<output>/predictions.csv``: file, error, box (x1, y1, x2, y2 in model-input pixels), second_pass (1 when the
+prediction came from the crop -> second pass -> aggregator -> head; with a gated checkpoint, 0 when the image exited
+after the first pass at ``gate_threshold``), then top-k class names and probabilities. Unreadable files get a row
+with the error and no prediction. ``save_vis=true`` writes
 ``<output>/vis/<n>_<name>.png``: original with the box | selector heat map | crop.
 """
 
@@ -25,6 +27,7 @@ from .callbacks.eval_report import tensor_to_pil, upscaled
 from .checkpoint_io import load_module
 from .data.transforms import build_eval_transform
 from .errors import UserError, exit_on_user_error
+from .gate_sweep import apply_gate_threshold
 from .models.selectors import check_selector
 from .utils.instantiate import instantiate
 from .utils.logging import RankedLogger
@@ -94,6 +97,7 @@ def predict(cfg: DictConfig) -> Path:
     net = module.net
     if cfg.get("selector") and hasattr(net, "selector"):
         net.selector = check_selector(cfg.selector)
+    apply_gate_threshold(net, cfg.get("gate_threshold"))
     names, mean, std = _class_names_and_norm(cfg, module)
     size = int(module.hparams.img_size)
     files = list_inputs(str(cfg.input))
@@ -107,7 +111,7 @@ def predict(cfg: DictConfig) -> Path:
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     k = min(int(cfg.topk), len(names))
-    header = ["file", "error", "x1", "y1", "x2", "y2"] + [
+    header = ["file", "error", "x1", "y1", "x2", "y2", "second_pass"] + [
         f"{c}_{j}" for j in range(1, k + 1) for c in ("class", "prob")
     ]
     patch = getattr(net, "patch_px", None)
@@ -126,7 +130,8 @@ def predict(cfg: DictConfig) -> Path:
                 prob, cls = result.logits[r].float().softmax(-1).topk(k)
                 box = result.boxes[r].tolist() if result.boxes is not None else [0, 0, size, size]
                 top = [v for c, p in zip(cls.tolist(), prob.tolist(), strict=True) for v in (names[c], f"{p:.6f}")]
-                writer.writerow([files[i], "", *[int(v) for v in box], *top])
+                took = int(result.second_pass[r]) if result.second_pass is not None else int(result.boxes is not None)
+                writer.writerow([files[i], "", *[int(v) for v in box], took, *top])
                 n_ok += 1
                 if cfg.save_vis:
                     scores = result.scores[r : r + 1] if result.scores is not None else None

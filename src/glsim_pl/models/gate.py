@@ -22,6 +22,8 @@ from collections.abc import Callable
 
 from torch import Tensor
 
+from ..errors import UserError
+
 __all__ = ["GATES", "cascade", "check_gate", "confidence", "merge", "second_pass_share", "split"]
 
 GATES = ("none", "confidence")
@@ -30,7 +32,7 @@ GATES = ("none", "confidence")
 def check_gate(gate: str) -> str:
     """Validate a ``method.gate`` value."""
     if gate not in GATES:
-        raise ValueError(f"method.gate={gate!r}: expected one of {', '.join(GATES)}")
+        raise UserError(f"method.gate={gate!r}: expected one of {', '.join(GATES)}")
     return gate
 
 

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from ..errors import UserError
 from .aggregator import Aggregator
 from .attention import capture_attention
 from .crop import crop_and_resize
@@ -254,7 +255,7 @@ def build_classifier(method: str, **kwargs: Any) -> GLSim | ViTClassifier:
         return GLSim(**kwargs)
     if method == "vit":
         if kwargs.pop("gate", "none") != "none":
-            raise ValueError("method.gate needs method=glsim: the plain ViT is the gate's first pass already")
+            raise UserError("method.gate needs method=glsim: the plain ViT is the gate's first pass already")
         for key in ("top_o", "sim_metric", "box_rule", "aggregator_layers", "selector", "gate_threshold"):
             kwargs.pop(key, None)
         return ViTClassifier(**kwargs)
