@@ -100,6 +100,9 @@ class GLSimLitModule(L.LightningModule):
             self.net.set_grad_checkpointing(True)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.train_metrics = build_metrics(num_classes, "train/")
+        for metric in self.train_metrics.values():  # no per-step host read (value checks call torch.unique)
+            metric.validate_args = False
+        self._train_macro_pairs: list[Tensor] = []  # (2, B) argmax + label per step, counted at epoch end
         self.val_metrics = build_metrics(num_classes, "val/")
         self.test_metrics = build_metrics(num_classes, "test/")
         self.test_per_class = per_class_accuracy(num_classes)
@@ -125,19 +128,42 @@ class GLSimLitModule(L.LightningModule):
             loss = loss + self.hparams.gate_loss_weight * first_loss
             self.log("train/loss_first", first_loss, on_step=False, on_epoch=True, batch_size=len(labels))
         hard = labels.argmax(dim=1) if labels.ndim == 2 else labels  # metrics count the dominant class of a mix
-        self.train_metrics.update(logits.detach(), hard)
+        self._update_train_metrics(logits.detach(), hard)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(labels))
         return loss
 
+    def _update_train_metrics(self, logits: Tensor, labels: Tensor) -> None:
+        """Without a host sync: the micro accuracies now; acc1_macro's confusion count (``torch.bincount``, which
+        reads its input's range on the host on CUDA) gets the step's argmax at epoch end, same numbers."""
+        for name, metric in self.train_metrics.items(keep_base=True, copy_state=False):
+            if name == "acc1_macro":
+                self._train_macro_pairs.append(torch.stack([logits.argmax(dim=1), labels]))
+            else:
+                metric.update(logits, labels)
+
     def on_train_epoch_end(self) -> None:
         """Epoch-level training accuracy."""
+        if self._train_macro_pairs:
+            pairs = torch.cat(self._train_macro_pairs, dim=1)  # (2, images this epoch)
+            self.train_metrics["acc1_macro"].update(pairs[0], pairs[1])
+            self._train_macro_pairs.clear()
         self.log_dict(self.train_metrics.compute(), sync_dist=False)
         self.train_metrics.reset()
 
     def on_train_start(self) -> None:
-        """The sanity-check validation must not count towards the best accuracy."""
+        """The sanity-check validation must not count towards the best accuracy; a resumed run keeps its best."""
         self.val_metrics.reset()
         self.val_acc1_best.reset()
+        resumed = getattr(self, "_resumed_acc1_best", None)
+        if resumed is not None and math.isfinite(resumed):
+            self.val_acc1_best.update(torch.tensor(resumed, device=self.device))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The best val/acc1 so far (a metric state, not in the state dict) for an exact ``val/acc1_best`` on resume."""
+        checkpoint["val_acc1_best"] = float(self.val_acc1_best.max_value)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._resumed_acc1_best = checkpoint.get("val_acc1_best")
 
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> dict[str, Tensor]:
         """Validation metrics; returns boxes and scores for the crop-visualisation callback."""
@@ -182,6 +208,13 @@ class GLSimLitModule(L.LightningModule):
             self.log(f"{stage}/second_pass_share", share, on_step=False, on_epoch=True, batch_size=len(labels))
         return {"logits": out.logits.detach(), "boxes": out.boxes, "scores": out.scores}
 
+    def _optimizer_kernel(self) -> dict[str, bool]:
+        """One fused kernel per step on CUDA; multi-tensor (foreach) kernels elsewhere and under 16-mixed, where
+        Lightning cannot clip the gradients of an optimizer that unscales them itself."""
+        cuda = next(self.net.parameters()).is_cuda
+        fp16 = str(getattr(self._trainer, "precision", "")).startswith("16")
+        return {"fused": True} if cuda and not fp16 else {"foreach": True}
+
     def configure_optimizers(self) -> dict[str, Any]:
         """SGD-Nesterov (or AdamW) with per-step warmup + cosine; no weight decay on 1-D and excluded params."""
         hp = self.hparams
@@ -191,16 +224,22 @@ class GLSimLitModule(L.LightningModule):
             if param.requires_grad:
                 (no_decay if param.ndim <= 1 or name in skip else decay).append(param)
         groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        kernel = self._optimizer_kernel()
         if hp.optimizer == "sgd":
-            optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.momentum > 0)
+            optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.momentum > 0, **kernel)
         elif hp.optimizer == "adamw":
-            optimizer = torch.optim.AdamW(groups, lr=hp.lr)
+            optimizer = torch.optim.AdamW(groups, lr=hp.lr, **kernel)
         else:
             raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {hp.optimizer!r}")
-        total = int(self.trainer.estimated_stepping_batches)
+        total: list[int] = []  # read at the first step: reading it here would build the train loader before
+        # Lightning restores the loader's mid-epoch position from a checkpoint (the position would be lost)
 
         def factor(step: int) -> float:
-            return warmup_cosine(step, total, hp.lr, hp.warmup_steps, hp.warmup_lr, hp.min_lr) / hp.lr
+            if step == 0:  # the schedule at step 0 does not depend on the total
+                return warmup_cosine(0, 1, hp.lr, hp.warmup_steps, hp.warmup_lr, hp.min_lr) / hp.lr
+            if not total:
+                total.append(int(self.trainer.estimated_stepping_batches))
+            return warmup_cosine(step, total[0], hp.lr, hp.warmup_steps, hp.warmup_lr, hp.min_lr) / hp.lr
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

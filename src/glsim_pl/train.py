@@ -17,12 +17,17 @@ import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig
 
-from .aggregate import write_run_record
+from .aggregate import protocol, resolved_config, write_run_record
+from .callbacks.divergence_guard import DivergenceGuard
+from .callbacks.rng_state import RNGStateCheckpoint
 from .errors import UserError, exit_on_user_error
 from .lit_module import GLSimLitModule
+from .utils.atomic_io import AtomicCheckpointIO, check_checkpoint_readable
+from .utils.compile import prepare_classifier, progress_bar_callbacks, uses_cuda
 from .utils.config import module_kwargs, resolve_trainer_precision, transform_augs
 from .utils.instantiate import instantiate, instantiate_collection
-from .utils.logging import RankedLogger
+from .utils.logging import RankedLogger, describe_loggers, log_run_config
+from .utils.validate import validate_config
 
 __all__ = ["main", "train"]
 
@@ -43,6 +48,7 @@ def _resume_path(cfg: DictConfig) -> str | None:
     if not path.is_file():
         hint = " (resume in the same folder with hydra.run.dir=outputs/<date>/<time>)" if ckpt == "last" else ""
         raise UserError(f"ckpt_path={ckpt!r}: no checkpoint at {path}{hint}")
+    check_checkpoint_readable(path)  # e.g. truncated by a copy: name the newest loadable one instead
     return str(path)
 
 
@@ -55,15 +61,24 @@ def _inactive_callbacks(cfg: DictConfig) -> set[str]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit on train, select on val, test the best checkpoint; returns the logged metrics (never the model)."""
     start = time.perf_counter()
-    L.seed_everything(cfg.seed, workers=True)
+    validate_config(cfg)  # model arguments, before any data or weights are read
+    seed = L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.dataset, augs=transform_augs(cfg))
+    datamodule.run_seed = seed  # training order and augmentations: functions of (seed, epoch, sample)
     datamodule.check()
     module = GLSimLitModule(**module_kwargs(cfg, datamodule.class_names))
     resolve_trainer_precision(cfg)
+    cuda = uses_cuda(cfg.trainer.get("accelerator"))
+    prepare_classifier(module.net, cfg.get("compile"), cfg.get("compile_mode"), cuda, int(datamodule.batch_size))
     loggers = instantiate_collection(cfg.get("logger"))
     callbacks = instantiate_collection(cfg.get("callbacks"), skip=_inactive_callbacks(cfg))
     callbacks = [c for c in callbacks if loggers or not isinstance(c, LearningRateMonitor)]  # it needs a logger
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    callbacks += progress_bar_callbacks(cfg.trainer, cuda, callbacks)  # no per-step host read of the loss on CUDA
+    callbacks += [RNGStateCheckpoint(), DivergenceGuard(**(cfg.get("guard") or {}))]  # exact resume; no NaN saves
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+    )
+    log_run_config(loggers, resolved_config(cfg), protocol(cfg))  # every tracker gets the config and protocol
     resume = _resume_path(cfg)
 
     if cfg.get("train", True):
@@ -87,8 +102,7 @@ def _summary(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, Any]) -> No
     lines = [f"{k}: {v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("test/") and isinstance(v, float)]
     if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path:
         lines.append(f"best checkpoint: {trainer.checkpoint_callback.best_model_path}")
-    if trainer.logger is not None:
-        lines.append(f"tensorboard: tensorboard --logdir {trainer.logger.log_dir}")
+    lines += describe_loggers(trainer.loggers)
     if (out / "crops").is_dir():
         lines.append(f"crop images: {out / 'crops'}")
     if (out / "test_per_class_acc.csv").is_file():
@@ -101,8 +115,22 @@ def _summary(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, Any]) -> No
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns ``cfg.optimized_metric`` for sweepers. Bad input ends with one clear message."""
     metrics = train(cfg)
-    value = metrics.get(cfg.get("optimized_metric"))
+    name = cfg.get("optimized_metric")
+    value = metrics.get(name)
+    if name and value is None and _sweeper_needs_a_value():
+        raise UserError(f"optimized_metric={name!r} was not logged by this run (logged: {', '.join(sorted(metrics))}); "
+                        "the sweeper needs it: pick one of those, or keep validation on")  # fmt: skip
     return float(value) if value is not None else None
+
+
+def _sweeper_needs_a_value() -> bool:
+    """True under a sweeper that optimises the returned value (Optuna); Hydra's basic sweeper ignores it."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return "optuna" in str(HydraConfig.get().sweeper.get("_target_", "")).lower()
+    except ValueError:  # not under Hydra
+        return False
 
 
 if __name__ == "__main__":

@@ -19,10 +19,12 @@ from typing import Any, ClassVar, Literal, NamedTuple
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
+from torchdata.stateful_dataloader import StatefulDataLoader
 from torchvision import tv_tensors
 
 from ..errors import UserError
 from ..utils.logging import RankedLogger
+from .sampling import EpochSampler, SeededCollate, SeededView
 from .transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -31,6 +33,7 @@ from .transforms import (
     build_eval_transform,
     build_train_transform,
 )  # fmt: skip
+from .workers import resolve_num_workers
 
 __all__ = ["FGVCDataModule", "Splits", "TransformedView", "split_train_val"]
 
@@ -120,7 +123,7 @@ class FGVCDataModule(L.LightningDataModule):
         num_classes: expected number of classes; checked against the files.
         image_size: crop side S fed to the model.
         batch_size: per device (the paper: 8 on one GPU).
-        num_workers: data-loading processes per device.
+        num_workers: data-loading processes per device, or ``auto`` (the CPUs available per device, minus one).
         pin_memory: page-locked host memory (faster host-to-GPU copies).
         persistent_workers: keep workers alive across epochs.
         resize_factor: resize side R = int(resize_factor * S) before cropping (paper: 1.34).
@@ -148,7 +151,7 @@ class FGVCDataModule(L.LightningDataModule):
         num_classes: int = 0,
         image_size: int = 224,
         batch_size: int = 8,
-        num_workers: int = 4,
+        num_workers: int | str = "auto",
         pin_memory: bool = True,
         persistent_workers: bool = True,
         resize_factor: float = 1.34,
@@ -167,7 +170,8 @@ class FGVCDataModule(L.LightningDataModule):
             raise UserError(f"dataset.protocol={protocol!r}: expected 'val' or 'paper'")
         self.root = Path(root).expanduser().absolute() if root else None
         self.num_classes, self.image_size, self.batch_size = num_classes, image_size, batch_size
-        self.num_workers, self.pin_memory, self.persistent_workers = num_workers, pin_memory, persistent_workers
+        self.num_workers = resolve_num_workers(num_workers)  # "auto": CPUs per device (data/workers.py)
+        self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
         self.resize_size = int(resize_factor * image_size)
         self.protocol, self.train_fraction = protocol, train_fraction
         known = {f.name for f in dataclasses.fields(AugConfig)}
@@ -178,6 +182,7 @@ class FGVCDataModule(L.LightningDataModule):
         self._normalize_args = (normalize, mean, std, backbone)  # resolved in check(): errors there print cleanly
         self.skip_corrupt, self.fast_decode = skip_corrupt, fast_decode
         self.data_train = self.data_val = self.data_test = None
+        self.run_seed = 0  # the run's seed (train.py sets it): training order and augmentations derive from it
 
     # -- what a subclass provides -------------------------------------------------------------------------------
     def read_splits(self) -> Splits:
@@ -270,15 +275,25 @@ class FGVCDataModule(L.LightningDataModule):
                  f"{self.num_classes} classes, protocol={self.protocol}")  # fmt: skip
 
     def _loader(self, data: Dataset, train: bool) -> DataLoader:
+        """Train: a resumable loader whose order and augmentations are functions of (seed, epoch, sample)
+        (see :mod:`glsim_pl.data.sampling`); eval: in order. Each loader draws its worker seeds from its own
+        generator, so creating one never moves the global RNG that dropout / stochastic depth use."""
         augs = self.augs
         mixing = train and (augs.mixup_alpha > 0 or augs.cutmix_alpha > 0)
         collate = MixUpCutMixCollate(self.num_classes, augs.mixup_alpha, augs.cutmix_alpha) if mixing else None
-        return DataLoader(
-            data, batch_size=self.batch_size, shuffle=train, drop_last=train, num_workers=self.num_workers,
-            collate_fn=collate,
+        common = dict(
+            batch_size=self.batch_size, num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.persistent_workers and self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.run_seed),
         )  # fmt: skip
+        if not train:
+            return DataLoader(data, shuffle=False, drop_last=False, **common)
+        trainer = self.trainer  # set by Lightning during fit; None when a loader is built by hand
+        ranks, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = EpochSampler(data, self.run_seed, self.batch_size, drop_last=True, num_replicas=ranks, rank=rank)
+        return StatefulDataLoader(SeededView(data), sampler=sampler, drop_last=True, collate_fn=SeededCollate(collate),
+                                  **common)  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled, last incomplete batch dropped (as the official runs)."""
