@@ -192,3 +192,28 @@ def test_predict_writes_which_images_took_the_second_pass(tmp_path: Path) -> Non
                                    "gate_threshold=0.5"], tmp_path / "run")  # fmt: skip
     with pytest.raises(UserError, match="no gate"):
         predict(cfg)
+
+
+@pytest.mark.slow  # dynamo traces the encoder three times (~20 s on 2 idle cores)
+def test_compiled_stages_match_eager_and_the_second_pass_does_not_recompile_per_size() -> None:
+    from torch._dynamo.utils import counters
+
+    from glsim_pl.models.gate import compile_stages, uncompile
+
+    torch._dynamo.reset()
+    model = gated_model()
+    x = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        full = model.forward_gated(x, None)
+        conf = confidence(full.first_logits).sort().values
+        taus = [float(conf[k]) for k in (3, 5, 7)]  # 3, 5 and 7 unsure images
+        eager = [model.forward_gated(x, tau).logits for tau in taus]
+        compile_stages(model, backend="eager")  # graph capture only: what dynamo does, without a C++ build
+        before = counters["stats"]["unique_graphs"]
+        compiled = [model.forward_gated(x, tau).logits for tau in taus]
+        graphs = counters["stats"]["unique_graphs"] - before
+        uncompile(model)
+    for a, b in zip(eager, compiled, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert graphs <= 3  # first pass once, second pass once for every size >= 2 (not once per size)
+    assert "first_pass" not in model.__dict__

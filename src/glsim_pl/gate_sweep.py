@@ -34,7 +34,7 @@ from .bench._timing import median_seconds
 from .bench.model import selector_flops, vit_flops
 from .errors import UserError
 from .models import GLSim
-from .models.gate import confidence
+from .models.gate import compile_stages, confidence, uncompile, vit_pass
 
 __all__ = [
     "COLUMNS",
@@ -48,6 +48,7 @@ __all__ = [
     "thresholds",
 ]
 
+_NO_GATE = "eval.gate_sweep=true needs a checkpoint trained with method.gate=confidence (it has no first-pass head)"
 COLUMNS = ["split", "point", "tau", "second_pass_share", "acc1", "gflops_per_img", "cost_vs_vit", "img_s",
            "measured_cost_vs_vit", "timed_images", "timed_agreement"]  # fmt: skip
 
@@ -135,23 +136,26 @@ def choose_threshold(val: SplitOutputs, cost_of: Any, target_cost: float) -> flo
 
 def _timed(net: GLSim, data: SplitOutputs, tau: float | None, repeats: int, autocast: Any) -> tuple[float, Tensor]:
     """img/s of the gated forward at ``tau`` on the timing batches (None: a plain ViT pass) and its predictions."""
-    batches = data.timing
+    batches, last = data.timing, []
+    if not batches:  # timing switched off (timing_batches=0)
+        return math.nan, torch.empty(0, dtype=torch.long)
 
-    def run() -> list[Tensor]:
+    def run() -> None:
         with torch.inference_mode(), autocast():
             if tau is None:
-                return [net.gate_head(net.encoder.forward_features(x)[:, 0]) for x in batches]
-            return [net.forward_gated(x, tau).logits for x in batches]
+                last[:] = [vit_pass(net, x) for x in batches]
+            else:
+                last[:] = [net.forward_gated(x, tau).logits for x in batches]
 
     seconds = median_seconds(run, repeats, warmup=1)
-    pred = torch.cat([logits.argmax(-1).cpu() for logits in run()])
+    pred = torch.cat([logits.argmax(-1).cpu() for logits in last])  # the last timed run's predictions
     return sum(len(x) for x in batches) / seconds, pred
 
 
 def run_gate_sweep(
     net: GLSim, val_loader: Iterable, test_loader: Iterable, img_size: int, out: Path, *, target_cost: float,
     points: int = 21, timing_batches: int = 8, repeats: int = 3, device: str | torch.device = "cpu",
-    autocast: Any = None,
+    autocast: Any = None, compile: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """Sweep tau on val and test, write ``gate_sweep.csv`` + ``gate_sweep.png``; returns the summary at the chosen tau.
 
@@ -166,10 +170,10 @@ def run_gate_sweep(
         repeats: timed repetitions per tau (median).
         device: where the model runs.
         autocast: context-manager factory for mixed precision (None: full precision).
+        compile: time with :func:`glsim_pl.models.gate.compile_stages` (the accuracies never depend on it).
     """
     if not isinstance(net, GLSim) or net.gate == "none":
-        raise UserError("eval.gate_sweep=true needs a checkpoint trained with method.gate=confidence "
-                        "(it has no first-pass head)")  # fmt: skip
+        raise UserError(_NO_GATE)
     autocast = autocast or contextlib.nullcontext
     device = torch.device(device)
     net = net.eval().to(device)
@@ -180,6 +184,8 @@ def run_gate_sweep(
     chosen = choose_threshold(splits["val"], cost_of, target_cost)
     taus = sorted({*thresholds(splits["val"].conf, points), chosen})
     rows: list[dict[str, Any]] = []
+    if compile:
+        compile_stages(net)
     for name, data in splits.items():
         vit_img_s, _ = _timed(net, data, None, repeats, autocast)
         n_timed = sum(len(x) for x in data.timing)
@@ -187,10 +193,12 @@ def run_gate_sweep(
             share, acc, pred = data.at(tau)
             img_s, timed_pred = _timed(net, data, tau, repeats, autocast)
             point = "vit" if tau == 0 else "glsim" if math.isinf(tau) else "chosen" if tau == chosen else ""
+            measured = vit_img_s / img_s if img_s > 0 else math.nan  # NaN when timing is off
             rows.append({"split": name, "point": point, "tau": tau, "second_pass_share": share, "acc1": acc,
                          "gflops_per_img": gate_flops(net, img_size, share)[0] / 1e9, "cost_vs_vit": cost_of(share),
-                         "img_s": img_s, "measured_cost_vs_vit": vit_img_s / img_s, "timed_images": n_timed,
+                         "img_s": img_s, "measured_cost_vs_vit": measured, "timed_images": n_timed,
                          "timed_agreement": float((timed_pred == pred[:n_timed]).float().mean())})  # fmt: skip
+    uncompile(net)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "gate_sweep.csv")
     save_plot(rows, out / "gate_sweep.png", target_cost)
@@ -202,7 +210,8 @@ def run_gate_sweep(
         "test_cost_vs_vit": pick["test"]["cost_vs_vit"], "test_second_pass_share": pick["test"]["second_pass_share"],
         "test_measured_cost_vs_vit": pick["test"]["measured_cost_vs_vit"],
         "test_acc1_glsim": ends[("test", "glsim")]["acc1"], "test_acc1_first_pass": ends[("test", "vit")]["acc1"],
-        "device": str(device), "csv": str(out / "gate_sweep.csv"), "plot": str(out / "gate_sweep.png"),
+        "device": str(device), "compiled": compile, "csv": str(out / "gate_sweep.csv"),
+        "plot": str(out / "gate_sweep.png"),
     }  # fmt: skip
 
 
@@ -241,13 +250,16 @@ def save_plot(rows: list[dict[str, Any]], path: Path, target_cost: float) -> Non
     fig.savefig(path)
 
 
-def apply_gate_threshold(net: Any, threshold: float | None, gate: str | None = None) -> None:
+def apply_gate_threshold(net: Any, threshold: float | None, gate: str | None = None, sweep: bool = False) -> None:
     """Entry-point override of the checkpoint's gate: ``threshold`` (None keeps the checkpoint's tau).
 
     ``gate`` (the config's ``method.gate``, None = unset) must match the checkpoint: the gate head is part of the
     trained model, so it cannot be switched on or off after training (tau > 1 runs every image through both passes).
+    ``sweep``: fail now, before any evaluation, when the checkpoint has no gate to sweep.
     """
     own = getattr(net, "gate", "none")
+    if sweep and own == "none":
+        raise UserError(_NO_GATE)
     if gate is not None and gate != own:
         raise UserError(
             f"method.gate={gate!r}: the checkpoint was trained with gate={own!r}; the gate head is part of the "
@@ -283,4 +295,5 @@ def sweep_from_config(cfg: Any, net: Any, datamodule: Any, out: Path) -> dict[st
         net, val_loader, datamodule.test_dataloader(), int(datamodule.image_size), out, target_cost=float(target),
         points=int(cfg.eval.gate_sweep_points), timing_batches=int(cfg.eval.gate_timing_batches),
         repeats=int(cfg.eval.gate_timing_repeats), device=device, autocast=autocast,
+        compile=bool(cfg.eval.get("gate_compile", False)),
     )  # fmt: skip

@@ -19,12 +19,25 @@ second pass is data-dependent by nature. It only runs at evaluation with ``gate=
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+import torch
 from torch import Tensor
 
 from ..errors import UserError
 
-__all__ = ["GATES", "cascade", "check_gate", "confidence", "merge", "second_pass_share", "split"]
+__all__ = [
+    "GATES",
+    "cascade",
+    "check_gate",
+    "compile_stages",
+    "confidence",
+    "merge",
+    "second_pass_share",
+    "split",
+    "uncompile",
+    "vit_pass",
+]
 
 GATES = ("none", "confidence")
 
@@ -78,3 +91,30 @@ def cascade(first_logits: Tensor, threshold: float, second: Callable[[Tensor], T
 def second_pass_share(mask: Tensor | None) -> Tensor | None:
     """(B,) bool -> share of images that took the second pass (0-dim float), None without a gate."""
     return None if mask is None else mask.float().mean()
+
+
+def vit_pass(net: Any, images: Tensor) -> Tensor:
+    """The unit of cost: one plain ViT pass, encoder + first-pass head. images (B, 3, H, W) -> logits (B, K)."""
+    compiled = net.__dict__.get("compiled_vit_pass")
+    if compiled is not None:
+        return compiled(images)
+    return net.gate_head(net.encoder.forward_features(images)[:, 0])
+
+
+def compile_stages(net: Any, backend: str = "inductor") -> None:
+    """Compile a gated GLSim's stages: the first pass static (same batch size every call), the second pass
+    ``dynamic=True`` (its batch is the number of unsure images, different at every batch and tau: one graph for all
+    sizes instead of a recompile per size). The confidence split, gather and scatter between them stay eager: the
+    ``nonzero`` there is a graph break by nature. Instance attributes shadow the methods; :func:`uncompile` undoes it.
+    The reference :func:`vit_pass` is compiled alike, so measured cost ratios compare compiled with compiled.
+    """
+    net.first_pass = torch.compile(net.first_pass, dynamic=False, backend=backend)
+    net.second_pass = torch.compile(net.second_pass, dynamic=True, backend=backend)
+    reference = lambda x: net.gate_head(net.encoder.forward_features(x)[:, 0])
+    net.compiled_vit_pass = torch.compile(reference, dynamic=False, backend=backend)
+
+
+def uncompile(net: Any) -> None:
+    """Back to the eager methods after :func:`compile_stages`."""
+    for name in ("first_pass", "second_pass", "compiled_vit_pass"):
+        net.__dict__.pop(name, None)
