@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from glsim_pl.aggregate import aggregate, main
 from glsim_pl.train import train
@@ -29,8 +30,10 @@ def _fake_job(root: Path, num: int, seed: int, acc: float, experiment: str = "gl
 def test_mean_std_over_seeds_beside_the_paper(tmp_path: Path) -> None:
     for num, (seed, acc) in enumerate([(1, 0.90), (10, 0.91), (100, 0.92)]):
         _fake_job(tmp_path / "sweep", num, seed, acc)
-    paths = aggregate(tmp_path / "sweep", tmp_path / "results")
-    assert sorted(p.name for p in paths) == ["glsim_cub_vit_b16.csv", "glsim_cub_vit_b16.md"]
+    paths = aggregate(tmp_path / "sweep", tmp_path / "results", formats=["png", "svg"])
+    assert sorted(p.name for p in paths) == ["glsim_cub_vit_b16." + e for e in ("csv", "md", "png", "svg")]
+    with Image.open(tmp_path / "results" / "glsim_cub_vit_b16.png") as image:
+        assert image.size == (750, 675)  # one setting: 5 x 4.5 in at 150 dpi
     rows = list(csv.DictReader((tmp_path / "results" / "glsim_cub_vit_b16.csv").open()))
     assert len(rows) == 1
     assert float(rows[0]["acc1_mean"]) == pytest.approx(91.0)
@@ -47,7 +50,8 @@ def test_settings_other_than_seed_are_separate_rows(tmp_path: Path) -> None:
     for num, (lr, seed, acc) in enumerate([(0.01, 1, 0.5), (0.01, 10, 0.7), (0.003, 1, 0.2)]):
         _fake_job(tmp_path / "s", num, seed, acc, experiment="sweep", paper=None,
                   overrides=[f"optim.lr={lr}", f"seed={seed}"])  # fmt: skip
-    aggregate(tmp_path / "s", tmp_path / "r")
+    aggregate(tmp_path / "s", tmp_path / "r", formats=[])
+    assert not (tmp_path / "r" / "sweep.png").exists()  # formats=[]: tables only
     rows = {r["setting"]: r for r in csv.DictReader((tmp_path / "r" / "sweep.csv").open())}
     assert set(rows) == {"optim.lr=0.01", "optim.lr=0.003"}
     assert float(rows["optim.lr=0.01"]["acc1_mean"]) == pytest.approx(60.0)

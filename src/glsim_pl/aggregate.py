@@ -6,7 +6,8 @@
 Each training job writes ``<output_dir>/metrics.json`` (``write_run_record``, rank 0): test metrics, wall time,
 device, git commit, the protocol and the resolved config. Jobs are grouped by experiment (``experiment=...``, else
 the task name); inside a group, jobs that differ only in ``seed`` form one row: mean ± sample std of ``test/acc1``
-over seeds, with the paper's number (the experiment's ``paper:`` node) beside it.
+over seeds, with the paper's number (the experiment's ``paper:`` node) beside it, as a table and as a bar chart
+(``results/<experiment>.png``; ``--formats png,pdf`` adds PDF).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import statistics
 import subprocess
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +27,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import UserError
+from .plots import check_formats, save_figure
+from .plots.cost import reproduction_figure
 
-__all__ = ["aggregate", "main", "write_run_record"]
+__all__ = ["aggregate", "main", "resolved_config", "write_run_record"]
 
 RECORD = "metrics.json"
 METRIC = "test/acc1"
@@ -72,6 +76,15 @@ def protocol(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    """The run's config as plain containers, interpolations resolved where they can be (``hydra`` node dropped)."""
+    plain = {k: v for k, v in cfg.items() if k != "hydra"}
+    try:
+        return OmegaConf.to_container(OmegaConf.create(plain), resolve=True)
+    except Exception:  # an interpolation that only Hydra's runtime resolves: keep it unresolved
+        return OmegaConf.to_container(OmegaConf.create(plain), resolve=False)
+
+
 def write_run_record(cfg: DictConfig, trainer: Any, metrics: dict[str, Any], wall_time_s: float) -> Path | None:
     """Write ``<output_dir>/metrics.json`` for the aggregation (rank 0 only); returns its path."""
     if not trainer.is_global_zero:
@@ -84,11 +97,7 @@ def write_run_record(cfg: DictConfig, trainer: Any, metrics: dict[str, Any], wal
         experiment, overrides = hydra_cfg.runtime.choices.get("experiment"), list(hydra_cfg.overrides.task)
     except ValueError:  # called outside Hydra
         experiment, overrides = None, []
-    plain = {k: v for k, v in cfg.items() if k != "hydra"}
-    try:
-        config = OmegaConf.to_container(OmegaConf.create(plain), resolve=True)
-    except Exception:  # an interpolation that only Hydra's runtime resolves: keep it unresolved
-        config = OmegaConf.to_container(OmegaConf.create(plain), resolve=False)
+    config = resolved_config(cfg)
     record = {
         "experiment": experiment,
         "task_name": cfg.get("task_name"),
@@ -202,8 +211,11 @@ def render_csv(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def aggregate(sweep_dir: str | Path, out_dir: str | Path = "results", name: str | None = None) -> list[Path]:
-    """Write ``<out_dir>/<experiment>.md`` and ``.csv`` per experiment found under ``sweep_dir``; returns the paths."""
+def aggregate(sweep_dir: str | Path, out_dir: str | Path = "results", name: str | None = None,
+              formats: Sequence[str] = ("png",)) -> list[Path]:  # fmt: skip
+    """Write ``<out_dir>/<experiment>.md``, ``.csv`` and the figure (ours ± std beside the paper's number, in each
+    of ``formats``; none when empty) per experiment found under ``sweep_dir``; returns the paths."""
+    formats = check_formats(formats) if formats else []
     sweep_dir = Path(sweep_dir)
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for run in load_runs(sweep_dir):
@@ -216,6 +228,8 @@ def aggregate(sweep_dir: str | Path, out_dir: str | Path = "results", name: str 
         (out / f"{group_name}.md").write_text(render_markdown(group_name, rows, runs, sweep_dir))
         (out / f"{group_name}.csv").write_text(render_csv(rows))
         written += [out / f"{group_name}.md", out / f"{group_name}.csv"]
+        if formats:
+            written += save_figure(reproduction_figure(group_name, rows), out / group_name, formats)
         for r in rows:
             print(f"{group_name} [{r['setting']}]: test top-1 {_pm(r['acc1_mean'], r['acc1_std'])} % over {r['n']} "
                   f"seed(s); paper {_pm(r['paper_acc1'], r['paper_std'])}")  # fmt: skip
@@ -227,9 +241,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("sweep_dir", help="a Hydra multirun folder (jobs with metrics.json below it)")
     parser.add_argument("--out", default="results", help="where <experiment>.md/.csv go (default: results)")
     parser.add_argument("--name", default=None, help="file name for all jobs (default: the experiment name)")
+    parser.add_argument("--formats", default="png", help="figure formats, comma-separated: png,pdf,svg ('' = none)")
     args = parser.parse_args(argv)
     try:
-        for path in aggregate(args.sweep_dir, args.out, args.name):
+        for path in aggregate(args.sweep_dir, args.out, args.name, check_formats(args.formats) if args.formats else []):
             print(f"wrote {path}")
     except UserError as exc:
         raise SystemExit(f"error: {exc}") from None

@@ -5,8 +5,10 @@
     python -m glsim_pl.eval dataset=cub ckpt_path=... eval.localization=true        # crop box vs object box
 
 Writes to the run folder: ``eval_metrics.json`` (test top-1/top-5, cost figures, localisation per selector),
-``test_per_class_acc.csv``, ``confusion_matrix.png`` (<= ``eval.confusion_max_classes`` classes),
-``error_gallery.png`` (most confident mistakes with their crops) and ``localization.csv``.
+``test_per_class_acc.csv`` + ``.png``, ``confusion_matrix.png`` (<= ``eval.confusion_max_classes`` classes),
+``confused_pairs.csv`` + ``.png`` (the ``eval.confused_pairs`` most confused class pairs), ``error_gallery.png``
+(most confident mistakes with their crops), ``localization.csv`` and ``accuracy_vs_cost.png`` (per selector).
+Figures also come as PDF/SVG (``eval.figure_formats=[png,pdf]``) and go to the active trackers (``logger=...``).
 """
 
 from __future__ import annotations
@@ -21,18 +23,20 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from .bench.model import measure_cost
+from .bench.model import measure_cost, model_gflops
 from .callbacks import PerClassAccuracyCSV
 from .callbacks.eval_collector import EvalCollector
-from .callbacks.eval_report import save_confusion_png, save_error_gallery
+from .callbacks.eval_report import save_error_gallery, write_class_reports
 from .checkpoint_io import load_module
 from .errors import UserError, exit_on_user_error
 from .lit_module import GLSimLitModule
 from .models import GLSim
 from .models.selectors import check_selector
+from .plots import check_formats, save_figure
+from .plots.cost import accuracy_cost_figure, accuracy_cost_points
 from .utils.config import resolve_trainer_precision, transform_augs
-from .utils.instantiate import instantiate
-from .utils.logging import RankedLogger
+from .utils.instantiate import instantiate, instantiate_collection
+from .utils.logging import RankedLogger, log_figure
 
 __all__ = ["evaluate", "main"]
 
@@ -49,8 +53,9 @@ def _check_compatible(module: GLSimLitModule, datamodule: Any, ckpt: str) -> Non
                         f"{datamodule.image_size}; set dataset.image_size={hp.img_size}")  # fmt: skip
 
 
-def _test(cfg: DictConfig, module: GLSimLitModule, datamodule: Any, callbacks: list[L.Callback]) -> dict[str, float]:
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False)
+def _test(cfg: DictConfig, module: GLSimLitModule, datamodule: Any, callbacks: list[L.Callback],
+          loggers: list[Any] | None = None) -> dict[str, float]:  # fmt: skip
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     trainer.test(module, datamodule=datamodule, verbose=False)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
@@ -72,12 +77,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         module.net.selector = check_selector(cfg.method.selector)
     resolve_trainer_precision(cfg)
     k = int(module.hparams.num_classes)
+    formats = check_formats(cfg.eval.get("figure_formats") or ["png"])
+    loggers = instantiate_collection(cfg.get("logger"))
     collector = EvalCollector(k, int(cfg.eval.gallery_size))
-    metrics = _test(cfg, module, datamodule, [PerClassAccuracyCSV(str(out)), collector])
+    per_class = PerClassAccuracyCSV(str(out), figure_formats=formats)
+    metrics = _test(cfg, module, datamodule, [per_class, collector], loggers)
     result: dict[str, Any] = {"checkpoint": str(cfg.ckpt_path), "format": kind, "method": module.hparams.method,
-                              "selector": getattr(module.net, "selector", None), **metrics}  # fmt: skip
-    if k <= int(cfg.eval.confusion_max_classes):
-        save_confusion_png(collector.confusion, out / "confusion_matrix.png", names)
+                              "selector": getattr(module.net, "selector", None), **metrics,
+                              "gflops": model_gflops(module.net, int(datamodule.image_size))}  # fmt: skip
+    write_class_reports(collector.confusion, out, names, formats, loggers, bool(cfg.eval.confusion_normalize),
+                        int(cfg.eval.confused_pairs), int(cfg.eval.confusion_max_classes))  # fmt: skip
     save_error_gallery(collector.mistakes, out / "error_gallery.png", names, getattr(module.net, "patch_px", None))
     if cfg.eval.localization:
         result["localization"] = _localization(cfg, module, datamodule, collector, out)
@@ -87,6 +96,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )
         result["cost"] = measure_cost(module.net, int(datamodule.batch_size), int(datamodule.image_size), device,
                                       int(cfg.eval.cost_repeats))  # fmt: skip
+    if len(result.get("localization") or {}) > 1:  # the selectors side by side: accuracy against analytic cost
+        fig = accuracy_cost_figure(accuracy_cost_points([result]))
+        save_figure(fig, out / "accuracy_vs_cost", formats)
+        log_figure(loggers, "test/accuracy_vs_cost", fig)
+    for logger in loggers:
+        logger.finalize("success")
     (out / "eval_metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     _summary(result, out)
     return result
@@ -103,14 +118,16 @@ def _localization(
         log.warning(f"eval.localization: dataset '{datamodule.name}' has no object boxes in its test split; skipped")
         return {}
     own = module.net.selector
-    per = {own: {"acc1": first.accuracy(), **first.localization()}}
+    img = int(datamodule.image_size)
+    per = {own: {"acc1": first.accuracy(), **first.localization(), "gflops": model_gflops(module.net, img, own)}}
     for selector in cfg.eval.selectors:
         if check_selector(selector) in per:
             continue
         module.net.selector = selector
         collector = EvalCollector(int(module.hparams.num_classes), gallery_size=0)
         _test(cfg, module, datamodule, [collector])
-        per[selector] = {"acc1": collector.accuracy(), **collector.localization()}
+        per[selector] = {"acc1": collector.accuracy(), **collector.localization(),
+                         "gflops": model_gflops(module.net, img, selector)}  # fmt: skip
     module.net.selector = own
     with (out / "localization.csv").open("w", newline="") as f:
         writer = csv.writer(f)

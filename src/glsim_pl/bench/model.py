@@ -4,7 +4,8 @@ Measured on the current device in one run: eval throughput at a batch size, bs-1
 (GPU ``max_memory_allocated``; CPU: the process's peak RSS, monotonic over the run), parameters; and the measured
 time of each selector's step (scores + box + crop, plus the attention recording it needs) against one encoder pass.
 Analytic FLOPs (the official ``calc_flops`` formulas, method.md section 8; N counts the CLS token) at 224/448/768/1024
-for ViT-B/16 sit next to them, the paper's Table 1 layout. Writes a Markdown table and CSVs.
+for ViT-B/16 sit next to them, the paper's Table 1 layout. Writes a Markdown table, CSVs and ``model_cost.png``
+(throughput per model, selector FLOPs vs image size).
 """
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..models import GLSim, build_classifier, crop_and_resize, gls_scores, select_boxes
 from ..models.attention import capture_attention
 from ..models.selectors import SELECTORS, capture_plan, head_mean, zoo_scores
+from ..plots import check_formats, save_figure
+from ..plots.cost import model_cost_figure
 from ._timing import median_seconds
 
-__all__ = ["measure_cost", "selector_flops", "vit_flops"]
+__all__ = ["measure_cost", "model_gflops", "selector_flops", "vit_flops"]
 
 SIZES = (224, 448, 768, 1024)
 
@@ -52,6 +56,21 @@ def selector_flops(name: str, img: int, patch: int = 16, dim: int = 768, depth: 
     if name == "attn_last":
         return heads * (n - 1)
     return 0.0  # random / center / full: no model-dependent work
+
+
+def model_gflops(model: nn.Module, img_size: int, selector: str | None = None) -> float:
+    """Analytic GFLOPs per image of a built classifier, calc_flops convention: one encoder pass for the plain ViT;
+    GLSim adds the selector's scoring, a second encoder pass on the crop and the aggregator blocks (N = 2 tokens)."""
+    enc = model.encoder
+    dim, depth = int(enc.embed_dim), len(enc.blocks)
+    heads, patch = int(enc.blocks[0].attn.num_heads), int(model.patch_px)
+    classes = int(model.head.out_features)
+    encoder = vit_flops(img_size, patch, dim, depth, classes=0)
+    if not isinstance(model, GLSim):
+        return (encoder + dim * classes) / 1e9
+    scoring = selector_flops(selector or model.selector, img_size, patch, dim, depth, heads)
+    aggregator = len(model.aggregator.blocks) * (24 * dim**2 + 8 * dim) if hasattr(model.aggregator, "blocks") else 0
+    return (2 * encoder + scoring + aggregator + dim * classes) / 1e9
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -118,8 +137,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--selectors", default=",".join(SELECTORS))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--out", default="bench_results/model", help="folder for model_cost.md/.csv, selector_flops.csv")
+    p.add_argument(
+        "--out", default="bench_results/model", help="folder for model_cost.md/.csv/.png, selector_flops.csv"
+    )
+    p.add_argument("--formats", default="png", help="figure formats, comma-separated: png,pdf,svg")
     args = p.parse_args(argv)
+    try:
+        args.formats = check_formats(args.formats)
+    except UserError as exc:
+        raise SystemExit(f"error: --formats: {exc}") from None
     selectors = [s for s in args.selectors.split(",") if s]
     unknown = set(selectors) - set(SELECTORS)
     if unknown:
@@ -177,7 +203,11 @@ def _write(rows: list[dict[str, Any]], out: Path, args: argparse.Namespace) -> N
             writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in data for k in r)))
             writer.writeheader()
             writer.writerows(data)
-    print(f"written: {out / 'model_cost.md'}, {out / 'model_cost.csv'}, {out / 'selector_flops.csv'}")
+    figures = save_figure(model_cost_figure(rows, flops, flop_names), out / "model_cost", args.formats)
+    print(
+        f"written: {out / 'model_cost.md'}, {out / 'model_cost.csv'}, {out / 'selector_flops.csv'}, "
+        + ", ".join(map(str, figures))
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Every N validation epochs: a grid of [image with crop box | GLS heatmap | crop] for a few validation images.
 
-Saved as PNG under ``<dirpath>/epoch_XXX.png`` and, with a TensorBoard logger, as the ``val/crops`` image.
+Saved as PNG under ``<dirpath>/epoch_XXX.png`` and sent to every active tracker as the ``val/crops`` image
+(TensorBoard, W&B, MLflow; see :func:`glsim_pl.utils.logging.log_image`).
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes, make_grid, save_image
 
 from ..models import crop_and_resize
+from ..utils.logging import log_image
 
 __all__ = ["CropVisualizer", "render_crop_panels", "selector_panel", "to_unit"]
 
@@ -103,6 +104,4 @@ class CropVisualizer(L.Callback):
         grid = render_crop_panels(images, outputs["boxes"][: self.num_images], scores, grid_hw, mean, std)
         self.dirpath.mkdir(parents=True, exist_ok=True)
         save_image(grid, self.dirpath / f"epoch_{trainer.current_epoch:03d}.png")
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image("val/crops", grid, trainer.global_step)
+        log_image(trainer.loggers, "val/crops", grid, trainer.global_step)

@@ -1,19 +1,23 @@
-"""Render eval outputs as PNG without matplotlib: confusion matrix, error gallery, labelled image grids (PIL)."""
+"""Eval reports: class charts (matplotlib, :mod:`glsim_pl.plots`) and image panels (torchvision drawing, PIL
+captions): confusion matrix, most confused pairs, error gallery, labelled image grids."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
+from lightning.pytorch.loggers import Logger
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
+from ..plots import save_figure
+from ..plots.classes import confused_pairs_figure, confusion_figure, top_confused_pairs, write_pairs_csv
+from ..utils.logging import log_figure
 from .crop_visualizer import render_crop_panels
 from .eval_collector import Mistake
 
-__all__ = ["captioned", "save_confusion_png", "save_error_gallery", "tensor_to_pil", "upscaled"]
+__all__ = ["captioned", "save_error_gallery", "tensor_to_pil", "upscaled", "write_class_reports"]
 
 
 def _font(size: int = 12) -> ImageFont.ImageFont:
@@ -40,31 +44,23 @@ def captioned(image: Image.Image, text: str, height: int = 18) -> Image.Image:
     return out
 
 
-def save_confusion_png(confusion: Tensor, path: Path, class_names: Sequence[str], side: int = 800) -> None:
-    """Row-normalised confusion matrix (rows = true class, columns = predicted) as a heat map, white -> blue.
-
-    Class names label the axes when there are at most 40 classes; otherwise the cells stand alone.
-    """
-    k = confusion.shape[0]
-    norm = (confusion.float() / confusion.sum(1, keepdim=True).clamp_min(1)).numpy()  # (K, K), rows sum to 1
-    cell = max(1, side // k)
-    rgb = np.stack([1 - norm, 1 - norm, np.ones_like(norm)], -1)  # white (0) -> blue (1)
-    heat = Image.fromarray((rgb * 255).astype(np.uint8)).resize((k * cell, k * cell), Image.NEAREST)
-    margin = 120 if k <= 40 else 10
-    canvas = Image.new("RGB", (heat.width + margin + 10, heat.height + margin + 24), "white")
-    canvas.paste(heat, (margin, margin))
-    draw = ImageDraw.Draw(canvas)
-    acc = float(confusion.diagonal().sum() / confusion.sum().clamp_min(1))
-    draw.text((margin, 4), f"confusion (rows: true, cols: predicted), top-1 {acc:.4f}", fill="black", font=_font())
-    if k <= 40:
-        font = _font(max(8, min(12, cell - 2)))
-        for i, name in enumerate(class_names):
-            draw.text((2, margin + i * cell + cell // 2 - 6), name[:18], fill="black", font=font)
-            label = Image.new("RGB", (margin - 4, cell), "white")
-            ImageDraw.Draw(label).text((2, max(0, cell // 2 - 6)), name[:18], fill="black", font=font)
-            canvas.paste(label.rotate(90, expand=True), (margin + i * cell, 2 + 18))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
+def write_class_reports(
+    confusion: Tensor, out: Path, class_names: Sequence[str], formats: Sequence[str] = ("png",),
+    loggers: Sequence[Logger] = (), normalize: bool = True, top_k: int = 20, max_classes: int = 1000,
+) -> list[Path]:  # fmt: skip
+    """``confused_pairs.csv`` + ``confused_pairs.<fmt>`` (the ``top_k`` most confused pairs, ranked) and, up to
+    ``max_classes`` classes, ``confusion_matrix.<fmt>``; each figure also goes to the trackers as ``test/<name>``."""
+    written = []
+    if confusion.shape[0] <= max_classes:
+        fig = confusion_figure(confusion.numpy(), class_names, normalize)
+        written += save_figure(fig, out / "confusion_matrix", formats)
+        log_figure(loggers, "test/confusion_matrix", fig)
+    pairs = top_confused_pairs(confusion.numpy(), class_names, top_k)
+    written.append(write_pairs_csv(pairs, out / "confused_pairs.csv"))
+    fig = confused_pairs_figure(pairs)
+    written += save_figure(fig, out / "confused_pairs", formats)
+    log_figure(loggers, "test/confused_pairs", fig)
+    return written
 
 
 def save_error_gallery(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import hydra
@@ -12,18 +13,35 @@ from ..errors import UserError
 
 __all__ = ["instantiate", "instantiate_collection"]
 
+# optional trackers: the module Lightning's logger needs -> the extra that installs it
+EXTRAS = {"wandb": "wandb", "mlflow": "mlflow"}
+
 
 def instantiate(node: DictConfig, **kwargs: Any) -> Any:
-    """Instantiate one ``_target_`` node with plain Python containers; a :class:`UserError` comes out unwrapped."""
+    """Instantiate one ``_target_`` node with plain Python containers; a :class:`UserError` comes out unwrapped.
+
+    A W&B logger runs offline (``WANDB_MODE=offline``) unless the user set ``WANDB_MODE``, and an MLflow logger may
+    use a ``file:`` store: no account or server needed.
+    """
+    target = str(node.get("_target_", "")) if isinstance(node, DictConfig) else ""
+    if target.endswith("WandbLogger"):
+        os.environ.setdefault("WANDB_MODE", "offline")
+    if target.endswith("MLFlowLogger") and str(node.get("tracking_uri") or "").startswith("file:"):
+        # MLflow 3 refuses its file store (in "maintenance mode") unless allowed; it is the no-server default here
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     try:
         return hydra.utils.instantiate(node, _convert_="all", **kwargs)
     except InstantiationException as exc:
         cause = exc.__cause__
         if isinstance(cause, UserError):
             raise cause from None
+        if isinstance(cause, ModuleNotFoundError):
+            extra = next((e for key, e in EXTRAS.items() if key in f"{target} {cause}".lower()), None)
+            hint = f": pip install 'glsim_pl[{extra}]'" if extra else ""
+            missing = f"config for {target or '?'} needs a package that is not installed ({cause}){hint}"
+            raise UserError(missing) from None
         if isinstance(cause, TypeError) and "unexpected keyword argument" in str(cause):
-            target = node.get("_target_", "?")
-            raise UserError(f"config for {target}: {cause} (check the spelling of that key)") from None
+            raise UserError(f"config for {target or '?'}: {cause} (check the spelling of that key)") from None
         raise
 
 

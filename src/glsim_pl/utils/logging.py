@@ -1,14 +1,25 @@
-"""Rank-aware logging: under DDP only rank 0 speaks unless asked otherwise."""
+"""Rank-aware logging (under DDP only rank 0 speaks unless asked otherwise) and the tracker helpers that send
+figures, images and the run config to every active Lightning logger (TensorBoard, CSV, W&B, MLflow)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import torch
+from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import OmegaConf
+from torch import Tensor
 
-__all__ = ["RankedLogger"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["RankedLogger", "describe_loggers", "log_figure", "log_image", "log_run_config"]
 
 
 class RankedLogger(logging.LoggerAdapter):
@@ -28,3 +39,76 @@ class RankedLogger(logging.LoggerAdapter):
         if rank != 0:
             msg = f"[rank {rank}] {msg}"
         self.logger.log(level, msg, *args, **kwargs)
+
+
+# -- the same figures, images and config in every active tracker ---------------------------------------------------
+def _rgb_uint8(image: Tensor | np.ndarray) -> np.ndarray:
+    """(3, H, W) float tensor in [0, 1] or (H, W, 3) uint8 array -> (H, W, 3) uint8 array."""
+    if isinstance(image, Tensor):
+        return (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return np.asarray(image, dtype=np.uint8)
+
+
+@rank_zero_only
+def log_image(loggers: Sequence[Logger], tag: str, image: Tensor | np.ndarray, step: int = 0) -> None:
+    """Send one RGB image to each tracker's image API: TensorBoard ``add_image``, W&B ``log_image``, MLflow
+    ``log_image`` (artifact ``<tag>/step_<step>.png``). CSV has no image API; the files on disk stand for it."""
+    if not loggers:
+        return
+    array = _rgb_uint8(image)
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_image(tag, array, step, dataformats="HWC")
+        elif isinstance(logger, WandbLogger):
+            logger.log_image(key=tag, images=[array], step=step)
+        elif isinstance(logger, MLFlowLogger):
+            logger.experiment.log_image(logger.run_id, array, artifact_file=f"{tag}/step_{step:06d}.png")
+
+
+@rank_zero_only
+def log_figure(loggers: Sequence[Logger], tag: str, fig: Figure, step: int = 0) -> None:
+    """Send a matplotlib figure to each tracker (TensorBoard ``add_figure``, else as an image)."""
+    if not loggers:
+        return
+    from ..plots import figure_to_array
+
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_figure(tag, fig, step, close=False)
+        elif isinstance(logger, WandbLogger | MLFlowLogger):
+            log_image([logger], tag, figure_to_array(fig), step)
+
+
+@rank_zero_only
+def log_run_config(loggers: Sequence[Logger], config: dict[str, Any], protocol: dict[str, Any]) -> None:
+    """The resolved config and the evaluation protocol as hyperparameters (``config/...``, ``protocol/...``) in
+    every tracker, plus ``config.yaml`` as a text/artifact where the tracker keeps files."""
+    if not loggers:
+        return
+    text = OmegaConf.to_yaml(OmegaConf.create(config))
+    for logger in loggers:
+        logger.log_hyperparams({"config": config, "protocol": protocol})
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_text("config", "```yaml\n" + text + "```", 0)
+        elif isinstance(logger, MLFlowLogger):
+            logger.experiment.log_text(logger.run_id, text, "config.yaml")
+        elif isinstance(logger, WandbLogger):
+            (Path(logger.experiment.dir) / "config_resolved.yaml").write_text(text)  # synced with the run's files
+
+
+def describe_loggers(loggers: Sequence[Logger]) -> list[str]:
+    """One line per tracker saying where its records are (for the end-of-run summary)."""
+    lines = []
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            lines.append(f"tensorboard: tensorboard --logdir {logger.log_dir}")
+        elif isinstance(logger, WandbLogger):
+            run = logger.experiment
+            offline = getattr(run.settings, "mode", "") == "offline" or os.environ.get("WANDB_MODE") == "offline"
+            hint = f" (offline: wandb sync {Path(run.dir).parent})" if offline else f" ({run.url})"
+            lines.append(f"wandb: {Path(run.dir).parent}{hint}")
+        elif isinstance(logger, MLFlowLogger):
+            lines.append(f"mlflow: mlflow ui --backend-store-uri {logger._tracking_uri} (run {logger.run_id})")
+        elif isinstance(logger, CSVLogger):
+            lines.append(f"csv: {logger.log_dir}/metrics.csv")
+    return lines
