@@ -36,7 +36,7 @@ from .plots import check_formats, save_figure
 from .plots.cost import accuracy_cost_figure, accuracy_cost_points
 from .utils.config import resolve_trainer_precision, transform_augs
 from .utils.instantiate import instantiate, instantiate_collection
-from .utils.logging import RankedLogger, log_figure
+from .utils.logging import RankedLogger, finish_trackers, log_figure
 
 __all__ = ["evaluate", "main"]
 
@@ -102,6 +102,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         log_figure(loggers, "test/accuracy_vs_cost", fig)
     for logger in loggers:
         logger.finalize("success")
+    finish_trackers(loggers)
     (out / "eval_metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     _summary(result, out)
     return result

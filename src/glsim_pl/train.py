@@ -26,7 +26,7 @@ from .utils.atomic_io import AtomicCheckpointIO, check_checkpoint_readable
 from .utils.compile import prepare_classifier, progress_bar_callbacks, uses_cuda
 from .utils.config import module_kwargs, resolve_trainer_precision, transform_augs
 from .utils.instantiate import instantiate, instantiate_collection
-from .utils.logging import RankedLogger, describe_loggers, log_run_config
+from .utils.logging import RankedLogger, describe_loggers, finish_trackers, log_run_config
 from .utils.validate import validate_config
 
 __all__ = ["main", "train"]
@@ -94,6 +94,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics["best_ckpt"] = best
     write_run_record(cfg, trainer, metrics, time.perf_counter() - start)  # metrics.json, for glsim_pl.aggregate
     _summary(cfg, trainer, metrics)
+    finish_trackers(trainer.loggers)  # the next job of a sweep (same process) gets its own W&B run
     return metrics
 
 

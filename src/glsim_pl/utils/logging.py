@@ -19,7 +19,7 @@ from torch import Tensor
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["RankedLogger", "describe_loggers", "log_figure", "log_image", "log_run_config"]
+__all__ = ["RankedLogger", "describe_loggers", "finish_trackers", "log_figure", "log_image", "log_run_config"]
 
 
 class RankedLogger(logging.LoggerAdapter):
@@ -112,3 +112,13 @@ def describe_loggers(loggers: Sequence[Logger]) -> list[str]:
         elif isinstance(logger, CSVLogger):
             lines.append(f"csv: {logger.log_dir}/metrics.csv")
     return lines
+
+
+@rank_zero_only
+def finish_trackers(loggers: Sequence[Logger]) -> None:
+    """End the W&B run (Lightning leaves it open until exit): a sweep's next job in this process would otherwise
+    log into it. The other trackers close in ``finalize``."""
+    if any(isinstance(logger, WandbLogger) for logger in loggers):
+        import wandb
+
+        wandb.finish()
