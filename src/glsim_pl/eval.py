@@ -34,6 +34,7 @@ from .models import GLSim
 from .models.selectors import check_selector
 from .plots import check_formats, save_figure
 from .plots.cost import accuracy_cost_figure, accuracy_cost_points
+from .utils.compile import prepare_classifier, uses_cuda
 from .utils.config import resolve_trainer_precision, transform_augs
 from .utils.instantiate import instantiate, instantiate_collection
 from .utils.logging import RankedLogger, finish_trackers, log_figure
@@ -76,6 +77,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.method.get("selector") and is_glsim:
         module.net.selector = check_selector(cfg.method.selector)
     resolve_trainer_precision(cfg)
+    cuda = uses_cuda(cfg.trainer.get("accelerator"))
+    prepare_classifier(module.net, cfg.get("compile"), cfg.get("compile_mode"), cuda, int(datamodule.batch_size))
     k = int(module.hparams.num_classes)
     formats = check_formats(cfg.eval.get("figure_formats") or ["png"])
     loggers = instantiate_collection(cfg.get("logger"))

@@ -29,6 +29,7 @@ from .data.transforms import build_eval_transform
 from .errors import UserError, exit_on_user_error
 from .gate_sweep import apply_gate_threshold
 from .models.selectors import check_selector
+from .utils.compile import prepare_classifier
 from .utils.instantiate import instantiate
 from .utils.logging import RankedLogger
 
@@ -108,6 +109,7 @@ def predict(cfg: DictConfig) -> Path:
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if cfg.device == "auto" else cfg.device))  # fmt: skip
     net.to(device).eval()
+    prepare_classifier(net, cfg.get("compile"), cfg.get("compile_mode"), device.type == "cuda", int(cfg.batch_size))
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     k = min(int(cfg.topk), len(names))

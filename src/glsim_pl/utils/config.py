@@ -8,6 +8,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..data.transforms import AugConfig
+from .compile import uses_cuda
 
 __all__ = ["module_kwargs", "resolve_trainer_precision", "transform_augs"]
 
@@ -39,7 +40,13 @@ def module_kwargs(cfg: DictConfig, class_names: list[str]) -> dict[str, Any]:
 
 
 def resolve_trainer_precision(cfg: DictConfig) -> None:
-    """``trainer.precision=auto``: mixed precision on CUDA (the paper's AMP), full precision elsewhere."""
+    """``trainer.precision=auto``: mixed precision on CUDA (the paper's AMP), full precision elsewhere.
+
+    bf16-mixed where the GPU supports it (no GradScaler, so no host read of its inf check per step), else 16-mixed.
+    """
     if cfg.trainer.get("precision") == "auto":
+        cuda = uses_cuda(cfg.trainer.get("accelerator"))
         with open_dict(cfg):
-            cfg.trainer.precision = "16-mixed" if torch.cuda.is_available() else "32-true"
+            cfg.trainer.precision = (
+                ("bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed") if cuda else "32-true"
+            )
