@@ -41,6 +41,29 @@ bench: $(STAMP) ## batched crop vs loop, GLSim vs ViT forward time
 bench-model: $(STAMP) ## cost table (throughput, latency, memory, selector FLOPs) -> bench_results/model
 	$(PY) -m glsim_pl.bench model --out bench_results/model
 
+bench-train: $(STAMP) ## the real Lightning training loop's img/s, GPU busy share, MFU vs the bare loop -> bench_results/train
+	$(PY) -m glsim_pl.bench train --out bench_results/train
+
+# -- GPU check: the GPU image has torch/timm/lightning/torchmetrics/matplotlib but no hydra/omegaconf/antlr4/torchdata
+GPU_DIR ?= .gpu
+GPU_PY ?= python3
+GPU_PKGS := hydra omegaconf antlr4 torchdata
+FIXTURE ?= ../shared/fixtures/official_glsim_vit_t16_l2.pt
+
+gpu-bundle: $(STAMP) ## copy the pure-Python packages the GPU image lacks + the parity fixture into .gpu/ (carry it)
+	rm -rf $(GPU_DIR) && mkdir -p $(GPU_DIR)/site $(GPU_DIR)/fixtures
+	site=$$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"); \
+		for p in $(GPU_PKGS); do cp -r "$$site/$$p" $(GPU_DIR)/site/; done
+	cp $(FIXTURE) $(GPU_DIR)/fixtures/
+	find $(GPU_DIR) -name __pycache__ -prune -exec rm -rf {} +
+	@du -sh $(GPU_DIR)
+
+gpu-check: ## on one GPU, no venv (after gpu-bundle): parity, bench train/forward/crop, eval, 2-epoch run -> OUT/gpu_check.md
+	@test -d $(GPU_DIR)/site || { echo "run 'make gpu-bundle' first where .venv exists, then carry $(GPU_DIR)/"; exit 1; }
+	PYTHONPATH=$(CURDIR)/$(GPU_DIR)/site:$(CURDIR)/src $(GPU_PY) -m glsim_pl.bench gpu_check --out $${OUT:-gpu_report}
+
+.PHONY: bench-train gpu-bundle gpu-check
+
 eval: $(STAMP) ## test a checkpoint (ours or official): make eval CKPT=path DATASET=cub
 	$(PY) -m glsim_pl.eval dataset=$(or $(DATASET),synthetic) ckpt_path=$(CKPT)
 
