@@ -292,6 +292,8 @@ class FGVCDataModule(L.LightningDataModule):
         trainer = self.trainer  # set by Lightning during fit; None when a loader is built by hand
         ranks, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         sampler = EpochSampler(data, self.run_seed, self.batch_size, drop_last=True, num_replicas=ranks, rank=rank)
+        if trainer is not None:  # the epoch Lightning is about to start (also after a resume): workers prefetch
+            sampler.set_epoch(trainer.fit_loop.epoch_progress.current.processed)  # before its set_epoch call
         return StatefulDataLoader(SeededView(data), sampler=sampler, drop_last=True, collate_fn=SeededCollate(collate),
                                   **common)  # fmt: skip
 
