@@ -29,3 +29,37 @@ def test_cpu_smoke_run_measures_both_methods(tmp_path: Path, capsys) -> None:
 def test_cuda_without_gpu_is_one_clear_error() -> None:
     with pytest.raises(SystemExit, match="no CUDA device"):
         main(["--device", "cuda"])
+
+
+def test_gpu_check_parity_section_smoke(capsys) -> None:
+    from glsim_pl.bench.gpu_check import main as gpu_check
+
+    gpu_check(["--smoke", "--section", "parity"])
+    rows = [
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("| fp32") or line.startswith("| bf16")
+    ]
+    fp32 = rows[0].split("|")
+    assert float(fp32[3]) < 1e-4 and fp32[4].strip() == "True" and fp32[5].strip() == "True"
+    assert len(rows) == 2  # CPU: fp32 and bf16 autocast (fp16 autocast and compile are GPU-only here)
+
+
+def test_gpu_check_plan_covers_every_section(tmp_path: Path) -> None:
+    from argparse import Namespace
+
+    from glsim_pl.bench.gpu_check import _plan
+
+    args = Namespace(device="cuda", smoke=False, fixture=None)
+    plan = _plan(args, tmp_path)
+    keys = [key for key, *_ in plan]
+    assert keys == ["env", "parity", "train", "eval", "forward8", "forward64", "forward256", "crop64", "crop256",
+                    "synthetic"]  # fmt: skip
+    assert sum(limit for *_, limit in plan) >= 470  # the overall budget, not the section limits, is the cap
+
+
+@pytest.mark.slow
+def test_gpu_check_smoke_writes_a_report_with_every_section(tmp_path: Path) -> None:
+    from glsim_pl.bench.gpu_check import main as gpu_check
+
+    gpu_check(["--smoke", "--out", str(tmp_path)])
+    report = (tmp_path / "gpu_check.md").read_text()
+    assert report.count("— exit 0") == 7, report  # env, parity, train, eval, forward, crop, synthetic

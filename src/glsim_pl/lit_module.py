@@ -209,11 +209,12 @@ class GLSimLitModule(L.LightningModule):
         return {"logits": out.logits.detach(), "boxes": out.boxes, "scores": out.scores}
 
     def _optimizer_kernel(self) -> dict[str, bool]:
-        """One fused kernel per step on CUDA; multi-tensor (foreach) kernels elsewhere and under 16-mixed, where
-        Lightning cannot clip the gradients of an optimizer that unscales them itself."""
+        """One fused kernel per step on CUDA, except under 16-mixed, where Lightning cannot clip the gradients of an
+        optimizer that unscales them itself: torch's default there (multi-tensor foreach kernels on CUDA; the CPU
+        keeps its per-parameter loop, so CPU runs compute exactly what they did)."""
         cuda = next(self.net.parameters()).is_cuda
         fp16 = str(getattr(self._trainer, "precision", "")).startswith("16")
-        return {"fused": True} if cuda and not fp16 else {"foreach": True}
+        return {"fused": True} if cuda and not fp16 else {}
 
     def configure_optimizers(self) -> dict[str, Any]:
         """SGD-Nesterov (or AdamW) with per-step warmup + cosine; no weight decay on 1-D and excluded params."""

@@ -150,12 +150,13 @@ def matmul_peak_tflops(device: torch.device, precision: str, n: int = 8192, repe
 
 def bare_loop(net: nn.Module, batch: int, size: int, num_classes: int, precision: str, compile_mode: str | None,
               steps: int, warmup: int, device: torch.device) -> dict[str, float]:  # fmt: skip
-    """The ceiling without Lightning and without a loader: the same model, SGD-Nesterov (fused on CUDA), global
+    """The ceiling without Lightning and without a loader: the same model, SGD-Nesterov (kernels as in
+    ``GLSimLitModule.configure_optimizers``), global
     norm clipping at 1.0, the run's autocast (GradScaler under fp16), inputs already on the device."""
     net = net.to(device).train()
     if compile_mode:
         compile_classifier(net, compile_mode, static_batch=batch)
-    kernel = {"fused": True} if device.type == "cuda" and not precision.startswith("16") else {"foreach": True}
+    kernel = {"fused": True} if device.type == "cuda" and not precision.startswith("16") else {}
     opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, nesterov=True, **kernel)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.startswith("16") and device.type == "cuda")
     images = torch.randn(batch, 3, size, size, device=device)
