@@ -78,7 +78,7 @@ def test_eval_lightning_checkpoint_writes_every_report(tiny_ckpt: Path, tmp_path
     for events in (out / "tensorboard").rglob("events.out.tfevents.*"):  # the test run's file, then the reports'
         tags = EventAccumulator(str(events)).Reload().Tags()
         images, scalars = images | set(tags["images"]), scalars | set(tags["scalars"])
-    assert {"test/confusion_matrix", "test/confused_pairs", "test/per_class_acc"} <= images
+    assert {"test/confusion_matrix", "test/confused_pairs", "test/per_class_acc", "test/error_gallery"} <= images
     assert "test/acc1" in scalars
 
 

@@ -142,6 +142,8 @@ def test_model_cost_and_reproduction_figures(tmp_path: Path) -> None:
     fig = model_cost_figure(rows, flops, ["gls", "rollout"])
     assert [p.get_width() for p in fig.axes[0].patches] == [50.0, 24.0]
     assert {line.get_label() for line in fig.axes[1].lines} == {"gls", "rollout", "ViT-B/16 backbone"}
+    (cost_png,) = save_figure(fig, tmp_path / "model_cost")
+    assert _png_size(cost_png) == (11 * 150, round(4.2 * 150))
     summary = [{"setting": "(as configured)", "n": 3, "acc1_mean": 91.0, "acc1_std": 1.0, "paper_acc1": 90.93,
                 "paper_std": 0.24, "delta": 0.07}]  # fmt: skip
     rep = reproduction_figure("glsim_cub_vit_b16", summary)

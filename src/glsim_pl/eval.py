@@ -90,7 +90,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                               "gflops": model_gflops(module.net, int(datamodule.image_size))}  # fmt: skip
     write_class_reports(collector.confusion, out, names, formats, loggers, bool(cfg.eval.confusion_normalize),
                         int(cfg.eval.confused_pairs), int(cfg.eval.confusion_max_classes))  # fmt: skip
-    save_error_gallery(collector.mistakes, out / "error_gallery.png", names, getattr(module.net, "patch_px", None))
+    save_error_gallery(collector.mistakes, out / "error_gallery.png", names, getattr(module.net, "patch_px", None),
+                       loggers)  # fmt: skip
     if cfg.eval.localization:
         result["localization"] = _localization(cfg, module, datamodule, collector, out)
     if cfg.eval.cost:

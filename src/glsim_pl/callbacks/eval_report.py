@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from lightning.pytorch.loggers import Logger
 from PIL import Image, ImageDraw, ImageFont
@@ -13,7 +14,7 @@ from torch import Tensor
 
 from ..plots import save_figure
 from ..plots.classes import confused_pairs_figure, confusion_figure, top_confused_pairs, write_pairs_csv
-from ..utils.logging import log_figure
+from ..utils.logging import log_figure, log_image
 from .crop_visualizer import render_crop_panels
 from .eval_collector import Mistake
 
@@ -64,9 +65,11 @@ def write_class_reports(
 
 
 def save_error_gallery(
-    mistakes: Sequence[Mistake], path: Path, class_names: Sequence[str], patch_px: int | None
-) -> bool:
-    """Most confident mistakes, one row each: image with box | heat map | crop, captioned true/pred/confidence.
+    mistakes: Sequence[Mistake], path: Path, class_names: Sequence[str], patch_px: int | None,
+    loggers: Sequence[Logger] = (),
+) -> bool:  # fmt: skip
+    """Most confident mistakes, one row each: image with box | heat map | crop, captioned true/pred/confidence;
+    also sent to the trackers as ``test/error_gallery``.
 
     Returns False (nothing written) when there are no mistakes.
     """
@@ -91,6 +94,7 @@ def save_error_gallery(
         y += row.height
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
+    log_image(loggers, "test/error_gallery", np.asarray(sheet))
     return True
 
 
