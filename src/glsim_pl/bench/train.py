@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     for method in args.methods.split(","):
         for compiled in (c == "compiled" for c in args.compile.split(",")):
             rows.append(_child(args, method, compiled))
+            print(json.dumps(rows[-1]), flush=True)  # progress, and what a killed parent still shows
     device = torch.cuda.get_device_name() if args.device != "cpu" else "CPU (smoke run: numbers say nothing about GPUs)"
     header = (f"device: {device}; torch {torch.__version__}; model {'tiny' if args.tiny else args.model}, "
               f"{args.size} px, batch {args.batch}, precision {args.precision}, dataset {args.dataset}, "

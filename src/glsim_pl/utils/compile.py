@@ -13,6 +13,7 @@ same module eagerly. This is what lets ``compile_mode=auto`` use CUDA graphs
 
 from __future__ import annotations
 
+from types import MethodType
 from typing import Any
 
 import torch
@@ -21,6 +22,7 @@ from torch import nn
 from ..errors import UserError
 
 __all__ = [
+    "CompiledForward",
     "compile_classifier",
     "is_compiled",
     "prepare_classifier",
@@ -62,7 +64,35 @@ def resolve_compile_mode(value: Any, cuda: bool) -> str:
 
 def is_compiled(net: nn.Module) -> bool:
     """Whether :func:`compile_classifier` installed a compiled forward on ``net``."""
-    return "forward" in net.__dict__ and getattr(net, "_glsim_compile_mode", None) is not None
+    return isinstance(net.__dict__.get("forward"), CompiledForward)
+
+
+class CompiledForward:
+    """``net.forward`` replacement: the compiled class forward for the static batch, the eager one otherwise.
+
+    Compiles lazily on the first call; a copy or an unpickled module (``deepcopy``, DDP ``spawn``) compiles its own.
+    """
+
+    def __init__(self, net: nn.Module, mode: str, static_batch: int | None) -> None:
+        self.net, self.mode, self.static_batch = net, mode, static_batch
+        self._compiled: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_compiled": None}
+
+    def __call__(self, images: torch.Tensor) -> Any:
+        net = self.net
+        eager = MethodType(type(net).forward, net)
+        if _runs_eager(net, images, self.static_batch):
+            return eager(images)
+        if self._compiled is None:
+            self._compiled = torch.compile(eager, mode=None if self.mode == "default" else self.mode, dynamic=False)
+        if self.mode not in ("reduce-overhead", "max-autotune"):
+            return self._compiled(images)
+        torch.compiler.cudagraph_mark_step_begin()  # one call = one step: earlier outputs may be reused
+        out = self._compiled(images)
+        # CUDA-graph outputs live in memory the next replay overwrites; callers keep logits/boxes across steps
+        return type(out)(*(t.clone() if isinstance(t, torch.Tensor) else t for t in out))
 
 
 def compile_classifier(net: nn.Module, mode: str = "default", static_batch: int | None = None) -> nn.Module:
@@ -77,24 +107,8 @@ def compile_classifier(net: nn.Module, mode: str = "default", static_batch: int 
     Returns:
         ``net`` itself.
     """
-    if is_compiled(net):
-        return net
-    eager = net.forward  # the class's bound forward
-    compiled = torch.compile(eager, mode=None if mode == "default" else mode, dynamic=False)
-    cudagraphs = mode in ("reduce-overhead", "max-autotune")
-
-    def forward(images: torch.Tensor) -> Any:
-        if _runs_eager(net, images, static_batch):
-            return eager(images)
-        if not cudagraphs:
-            return compiled(images)
-        torch.compiler.cudagraph_mark_step_begin()  # one call = one step: earlier outputs may be reused
-        out = compiled(images)
-        # CUDA-graph outputs live in memory the next replay overwrites; callers keep logits/boxes across steps
-        return type(out)(*(t.clone() if isinstance(t, torch.Tensor) else t for t in out))
-
-    net.forward = forward
-    net._glsim_compile_mode = mode
+    if not is_compiled(net):
+        net.forward = CompiledForward(net, mode, static_batch)
     return net
 
 
