@@ -67,6 +67,11 @@ gpu-check: ## on one GPU, no venv (after gpu-bundle): parity, bench train/forwar
 eval: $(STAMP) ## test a checkpoint (ours or official): make eval CKPT=path DATASET=cub
 	$(PY) -m glsim_pl.eval dataset=$(or $(DATASET),synthetic) ckpt_path=$(CKPT)
 
+TARGET_COST ?= 1.5
+gate-sweep: $(STAMP) ## gated checkpoint (method.gate=confidence): accuracy vs cost over tau, tau for TARGET_COST (1.5) x ViT chosen on val: make gate-sweep CKPT=path DATASET=cub
+	$(PY) -m glsim_pl.eval dataset=$(or $(DATASET),synthetic) ckpt_path=$(CKPT) eval.gate_sweep=true \
+		method.gate_target_cost=$(TARGET_COST) $(ARGS)
+
 export: $(STAMP) ## checkpoint -> model.safetensors + config.json: make export CKPT=path OUT=dir
 	$(PY) -m glsim_pl.export ckpt_path=$(CKPT) out=$(or $(OUT),exported)
 
@@ -98,4 +103,4 @@ smoke-reproduce: $(STAMP) ## the reproduction path on the synthetic set with a t
 
 .PHONY: reproduce-table smoke-reproduce $(REPRO_TARGETS)
 
-.PHONY: help install train test test-full smoke lint format bench bench-model eval export predict
+.PHONY: help install train test test-full smoke lint format bench bench-model eval gate-sweep export predict

@@ -6,8 +6,9 @@
    confidence and both predictions. The accuracy and the share of images taking the second pass at any tau follow
    exactly from these (the cascade is tested to equal them), so the curve and the choice of tau are exact.
 2. At each tau of the curve the real gated forward runs, timed, on the first ``timing_batches`` batches (held in
-   memory on the device, so data loading is not timed): measured img/s, and a check that its predictions agree
-   with step 1 on those images. A plain ViT pass (encoder + first-pass head) is timed alike as the unit of cost.
+   memory on the device, so data loading is not timed; the taus in alternation, so machine load hits them alike):
+   measured img/s, and a check that its predictions agree with step 1 on those images. A plain ViT pass (encoder +
+   first-pass head) is timed alike as the unit of measured cost.
 
 Cost relative to one ViT pass, analytic (official ``calc_flops`` convention, :mod:`glsim_pl.bench.model`):
 (first pass + first-pass head + selector + share x (second encoder pass + aggregator + head)) / (one pass + head).
@@ -30,23 +31,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .bench._timing import median_seconds
+from .bench._timing import interleaved_median_seconds
 from .bench.model import selector_flops, vit_flops
 from .errors import UserError
 from .models import GLSim
 from .models.gate import compile_stages, confidence, uncompile, vit_pass
 
-__all__ = [
-    "COLUMNS",
-    "SplitOutputs",
-    "apply_gate_threshold",
-    "choose_threshold",
-    "collect",
-    "gate_flops",
-    "run_gate_sweep",
-    "sweep_from_config",
-    "thresholds",
-]
+__all__ = ["COLUMNS", "SplitOutputs", "apply_gate_threshold", "choose_threshold", "collect", "gate_flops",
+           "run_gate_sweep", "sweep_from_config", "thresholds"]  # fmt: skip
 
 _NO_GATE = "eval.gate_sweep=true needs a checkpoint trained with method.gate=confidence (it has no first-pass head)"
 COLUMNS = ["split", "point", "tau", "second_pass_share", "acc1", "gflops_per_img", "cost_vs_vit", "img_s",
@@ -55,8 +47,8 @@ COLUMNS = ["split", "point", "tau", "second_pass_share", "acc1", "gflops_per_img
 
 @dataclass
 class SplitOutputs:
-    """One always-two-pass pass over a split: conf (n,), first_correct (n,) bool, glsim_correct (n,) bool,
-    first_pred / glsim_pred (n,), and the first batches (B, 3, H, W) kept on the device for timing."""
+    """One always-two-pass pass over a split: first-pass confidence (n,), first-pass and GLSim predictions (n,),
+    labels (n,), and the first batches (B, 3, H, W) kept on the device for timing."""
 
     conf: Tensor
     first_pred: Tensor
@@ -134,22 +126,27 @@ def choose_threshold(val: SplitOutputs, cost_of: Any, target_cost: float) -> flo
     return best[2]
 
 
-def _timed(net: GLSim, data: SplitOutputs, tau: float | None, repeats: int, autocast: Any) -> tuple[float, Tensor]:
-    """img/s of the gated forward at ``tau`` on the timing batches (None: a plain ViT pass) and its predictions."""
-    batches, last = data.timing, []
+def _timed(net: GLSim, data: SplitOutputs, taus: list[float], repeats: int, autocast: Any) -> dict[Any, Any]:
+    """{tau: (img/s, predictions)} of the gated forward on the timing batches, plus {None: ...} for a plain ViT
+    pass; the taus are timed in alternation (median of ``repeats``), so a busy machine slows them alike."""
+    batches = data.timing
     if not batches:  # timing switched off (timing_batches=0)
-        return math.nan, torch.empty(0, dtype=torch.long)
+        return {tau: (math.nan, torch.empty(0, dtype=torch.long)) for tau in [None, *taus]}
+    last: dict[Any, list[Tensor]] = {}
 
-    def run() -> None:
-        with torch.inference_mode(), autocast():
-            if tau is None:
-                last[:] = [vit_pass(net, x) for x in batches]
-            else:
-                last[:] = [net.forward_gated(x, tau).logits for x in batches]
+    def runner(tau: float | None) -> Any:
+        def run() -> None:
+            with torch.inference_mode(), autocast():
+                if tau is None:
+                    last[tau] = [vit_pass(net, x) for x in batches]
+                else:
+                    last[tau] = [net.forward_gated(x, tau).logits for x in batches]
 
-    seconds = median_seconds(run, repeats, warmup=1)
-    pred = torch.cat([logits.argmax(-1).cpu() for logits in last])  # the last timed run's predictions
-    return sum(len(x) for x in batches) / seconds, pred
+        return run
+
+    seconds = interleaved_median_seconds({tau: runner(tau) for tau in [None, *taus]}, repeats)
+    n = sum(len(x) for x in batches)
+    return {tau: (n / t, torch.cat([v.argmax(-1).cpu() for v in last[tau]])) for tau, t in seconds.items()}
 
 
 def run_gate_sweep(
@@ -187,11 +184,12 @@ def run_gate_sweep(
     if compile:
         compile_stages(net)
     for name, data in splits.items():
-        vit_img_s, _ = _timed(net, data, None, repeats, autocast)
+        timed = _timed(net, data, taus, repeats, autocast)
+        vit_img_s = timed[None][0]
         n_timed = sum(len(x) for x in data.timing)
         for tau in taus:
             share, acc, pred = data.at(tau)
-            img_s, timed_pred = _timed(net, data, tau, repeats, autocast)
+            img_s, timed_pred = timed[tau]
             point = "vit" if tau == 0 else "glsim" if math.isinf(tau) else "chosen" if tau == chosen else ""
             measured = vit_img_s / img_s if img_s > 0 else math.nan  # NaN when timing is off
             rows.append({"split": name, "point": point, "tau": tau, "second_pass_share": share, "acc1": acc,
@@ -210,6 +208,7 @@ def run_gate_sweep(
         "test_cost_vs_vit": pick["test"]["cost_vs_vit"], "test_second_pass_share": pick["test"]["second_pass_share"],
         "test_measured_cost_vs_vit": pick["test"]["measured_cost_vs_vit"],
         "test_acc1_glsim": ends[("test", "glsim")]["acc1"], "test_acc1_first_pass": ends[("test", "vit")]["acc1"],
+        "test_gap_points": 100 * (ends[("test", "glsim")]["acc1"] - pick["test"]["acc1"]),  # goal: <= 0.3
         "device": str(device), "compiled": compile, "csv": str(out / "gate_sweep.csv"),
         "plot": str(out / "gate_sweep.png"),
     }  # fmt: skip
