@@ -48,6 +48,7 @@ def test_nan_loss_stops_with_one_message_and_keeps_the_last_good_checkpoint(make
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_huge_learning_rate_ends_non_zero_without_a_result(make_cfg, tmp_path) -> None:
     cfg = make_cfg(*QUIET, "optim.lr=1e8", "optim.warmup_steps=0", output_dir=tmp_path / "run")
     with pytest.raises(SystemExit) as exit_info:

@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import Callback
 import glsim_pl.train as train_module
 from glsim_pl.data.sampling import EpochSampler, SeededCollate, SeededView, mix_seed
 from glsim_pl.train import train
+from tests.conftest import TINY_SYNTHETIC
 
 # 35 train images (val 10) at batch 8: 4 steps an epoch; random crop, flip, erasing, stochastic depth
 RUN = ["logger=none", "callbacks.crop_visualizer=null", "callbacks.per_class_csv=null", "trainer.deterministic=true",
@@ -153,7 +154,6 @@ class KillAt(Callback):
 def _killed_run(tmp_path: Path, out: Path, overrides: list[str], step: int, where: str) -> None:
     (tmp_path / "killer.py").write_text(KILLER)
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    from conftest import TINY_SYNTHETIC
 
     kill = ["+callbacks.kill._target_=killer.KillAt", f"+callbacks.kill.step={step}", f"+callbacks.kill.where={where}"]
     cmd = [sys.executable, "-m", "glsim_pl.train", *TINY_SYNTHETIC, *overrides, f"hydra.run.dir={out}", *kill]
@@ -194,7 +194,6 @@ def test_two_process_ddp_sigkill_then_resume_matches_uninterrupted(make_cfg, tmp
                  "callbacks.step_checkpoint.every_n_train_steps=2"]  # fmt: skip
     out_ref = tmp_path / "reference"
     env = {**os.environ}
-    from conftest import TINY_SYNTHETIC
 
     base = [sys.executable, "-m", "glsim_pl.train", *TINY_SYNTHETIC, *overrides]
     ref = subprocess.run([*base, f"hydra.run.dir={out_ref}"], cwd=tmp_path, env=env, capture_output=True, text=True,

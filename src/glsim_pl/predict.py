@@ -32,6 +32,7 @@ from .models.selectors import check_selector
 from .utils.compile import prepare_classifier
 from .utils.instantiate import instantiate
 from .utils.logging import RankedLogger
+from .utils.validate import validate_selectors
 
 __all__ = ["list_inputs", "main", "predict"]
 
@@ -94,6 +95,7 @@ def predict(cfg: DictConfig) -> Path:
     """Run the model over ``cfg.input`` and write ``predictions.csv`` (and visualisations); returns the CSV path."""
     if not cfg.get("ckpt_path") or not cfg.get("input"):
         raise UserError("ckpt_path and input are required: python -m glsim_pl.predict ckpt_path=... input=...")
+    validate_selectors(cfg.get("selector"), "selector")  # before the checkpoint is read
     module, _ = load_module(cfg.ckpt_path, cfg.get("class_names_file"))
     net = module.net
     if cfg.get("selector") and hasattr(net, "selector"):
