@@ -73,8 +73,8 @@ class CompiledForward:
     Compiles lazily on the first call; a copy or an unpickled module (``deepcopy``, DDP ``spawn``) compiles its own.
     """
 
-    def __init__(self, net: nn.Module, mode: str, static_batch: int | None) -> None:
-        self.net, self.mode, self.static_batch = net, mode, static_batch
+    def __init__(self, net: nn.Module, mode: str, static_batch: int | None, backend: str = "inductor") -> None:
+        self.net, self.mode, self.static_batch, self.backend = net, mode, static_batch, backend
         self._compiled: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -86,8 +86,9 @@ class CompiledForward:
         if _runs_eager(net, images, self.static_batch):
             return eager(images)
         if self._compiled is None:
-            self._compiled = torch.compile(eager, mode=None if self.mode == "default" else self.mode, dynamic=False)
-        if self.mode not in ("reduce-overhead", "max-autotune"):
+            mode = None if self.mode == "default" or self.backend != "inductor" else self.mode
+            self._compiled = torch.compile(eager, backend=self.backend, mode=mode, dynamic=False)
+        if self.mode not in ("reduce-overhead", "max-autotune") or self.backend != "inductor":
             return self._compiled(images)
         torch.compiler.cudagraph_mark_step_begin()  # one call = one step: earlier outputs may be reused
         out = self._compiled(images)
@@ -95,7 +96,9 @@ class CompiledForward:
         return type(out)(*(t.clone() if isinstance(t, torch.Tensor) else t for t in out))
 
 
-def compile_classifier(net: nn.Module, mode: str = "default", static_batch: int | None = None) -> nn.Module:
+def compile_classifier(
+    net: nn.Module, mode: str = "default", static_batch: int | None = None, backend: str = "inductor"
+) -> nn.Module:
     """Install a compiled forward on ``net`` (in place; parameters and ``state_dict`` keys unchanged).
 
     Args:
@@ -103,12 +106,14 @@ def compile_classifier(net: nn.Module, mode: str = "default", static_batch: int 
         mode: ``torch.compile`` mode; ``reduce-overhead`` and ``max-autotune`` record CUDA graphs.
         static_batch: the batch size the compiled graph serves; other sizes run eagerly. None: every size
             goes to the compiled forward (dynamo then recompiles per new size).
+        backend: ``torch.compile`` backend; ``aot_eager`` (Dynamo + AOTAutograd, no code generation) lets CPU tests
+            check the captured graph in seconds.
 
     Returns:
         ``net`` itself.
     """
     if not is_compiled(net):
-        net.forward = CompiledForward(net, mode, static_batch)
+        net.forward = CompiledForward(net, mode, static_batch, backend)
     return net
 
 
