@@ -60,7 +60,7 @@ gpu-bundle: $(STAMP) ## copy the pure-Python packages the GPU image lacks + the 
 
 gpu-check: ## on one GPU, no venv (after gpu-bundle): parity, bench train/forward/crop, eval, 2-epoch run -> OUT/gpu_check.md
 	@test -d $(GPU_DIR)/site || { echo "run 'make gpu-bundle' first where .venv exists, then carry $(GPU_DIR)/"; exit 1; }
-	PYTHONPATH=$(CURDIR)/$(GPU_DIR)/site:$(CURDIR)/src $(GPU_PY) -m glsim_pl.bench gpu_check --out $${OUT:-gpu_report}
+	PYTHONPATH=$(CURDIR)/$(GPU_DIR)/site:$(CURDIR)/src $(GPU_PY) -m glsim_pl.bench gpu_check --out $(or $(OUT),gpu_report)
 
 .PHONY: bench-train gpu-bundle gpu-check
 
