@@ -52,7 +52,7 @@ def test_gpu_check_plan_covers_every_section(tmp_path: Path) -> None:
     plan = _plan(args, tmp_path)
     keys = [key for key, *_ in plan]
     assert keys == ["env", "parity", "train", "eval", "synthetic", "forward8", "forward64", "forward256", "crop64",
-                    "crop256"]  # fmt: skip
+                    "crop256", "train32"]  # fmt: skip
     assert sum(limit for *_, limit in plan) >= 470  # the overall budget, not the section limits, is the cap
 
 

@@ -3,8 +3,9 @@
 Sections, each in its own process with a time limit drawn from one overall budget (a failing or slow section is
 reported, the others still run): environment; official-checkpoint parity under fp32 / bf16 / fp16 autocast, eager
 and compiled; ``bench train`` (the real Lightning loop, glsim + vit, eager + compiled); eval throughput at batch
-256 bf16, eager vs compiled; ``bench forward`` at batch 8 / 64 / 256; ``bench crop`` at batch 64 / 256; a 2-epoch
-run of the synthetic default. ``--smoke`` runs the same code on the CPU with tiny models (a test, not a measurement).
+256 bf16, eager vs compiled; a 2-epoch run of the synthetic default; ``bench forward`` at batch 8 / 64 / 256;
+``bench crop`` at batch 64 / 256; if time is left, ``bench train`` at batch 32 (compiled). ``--smoke`` runs the
+same code on the CPU with tiny models (a test, not a measurement).
 """
 
 from __future__ import annotations
@@ -140,6 +141,23 @@ def _plan(args: argparse.Namespace, out: Path) -> list[tuple[str, str, list[str]
               60) for b in ((8, 64, 256) if not args.smoke else (2,))]  # fmt: skip
     plan += [(f"crop{b}", f"bench crop, batch {b}", [*bench, "crop", "--batch", str(b), *crop], 60)
              for b in ((64, 256) if not args.smoke else (8,))]  # fmt: skip
+    if not args.smoke:  # last: runs only if the budget has room left
+        train32 = [
+            "train",
+            "--batch",
+            "32",
+            "--compile",
+            "compiled",
+            "--warmup",
+            "20",
+            "--steps",
+            "40",
+            "--timeout",
+            "110",
+        ]
+        plan.append(
+            ("train32", "bench train, batch 32, compiled", [*bench, *train32, "--out", str(out / "train32")], 240)
+        )
     return plan
 
 
