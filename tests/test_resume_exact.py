@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 import glsim_pl.train as train_module
-from glsim_pl.data.sampling import EpochSampler, SeededCollate, SeededView, mix_seed
+from glsim_pl.data.sampling import EpochSampler, ResumableLoader, SeededCollate, SeededView, mix_seed
 from glsim_pl.train import train
 from tests.conftest import TINY_SYNTHETIC
 
@@ -116,6 +116,33 @@ def test_seeded_view_draws_per_sample_and_restores_the_callers_rng() -> None:
     assert torch.equal(torch.get_rng_state(), before)
     batch = SeededCollate(lambda items: torch.rand(()).item())([first, again])
     assert batch == SeededCollate(lambda items: torch.rand(()).item())([first, again])
+
+
+class _Indices(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 40
+
+    def __getitem__(self, index: int) -> tuple[int, float]:
+        return index, torch.rand(()).item()  # the draw: a function of the sample's key only
+
+
+@pytest.mark.parametrize(("saved_workers", "resumed_workers"), [(2, 0), (0, 2)])
+def test_loader_resumes_a_state_saved_with_another_worker_count(saved_workers: int, resumed_workers: int) -> None:
+    def loader(workers: int) -> ResumableLoader:
+        sampler = EpochSampler(_Indices(), seed=5, batch_size=4)
+        sampler.set_epoch(2)
+        return ResumableLoader(SeededView(_Indices()), sampler=sampler, batch_size=4, drop_last=True,
+                               collate_fn=SeededCollate(), num_workers=workers)  # fmt: skip
+
+    reference = list(loader(0))
+    saved = loader(saved_workers)
+    it = iter(saved)
+    head = [next(it) for _ in range(3)]
+    state = saved.state_dict()
+    resumed = loader(resumed_workers)
+    resumed.load_state_dict(state)
+    for got, want in zip(head + list(resumed), reference, strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
 
 
 # -- slow: real SIGKILLs ---------------------------------------------------------------------------------------

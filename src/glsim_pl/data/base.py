@@ -19,12 +19,11 @@ from typing import Any, ClassVar, Literal, NamedTuple
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
-from torchdata.stateful_dataloader import StatefulDataLoader
 from torchvision import tv_tensors
 
 from ..errors import UserError
 from ..utils.logging import RankedLogger
-from .sampling import EpochSampler, SeededCollate, SeededView
+from .sampling import EpochSampler, ResumableLoader, SeededCollate, SeededView
 from .transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -294,8 +293,8 @@ class FGVCDataModule(L.LightningDataModule):
         sampler = EpochSampler(data, self.run_seed, self.batch_size, drop_last=True, num_replicas=ranks, rank=rank)
         if trainer is not None:  # the epoch Lightning is about to start (also after a resume): workers prefetch
             sampler.set_epoch(trainer.fit_loop.epoch_progress.current.processed)  # before its set_epoch call
-        return StatefulDataLoader(SeededView(data), sampler=sampler, drop_last=True, collate_fn=SeededCollate(collate),
-                                  **common)  # fmt: skip
+        return ResumableLoader(SeededView(data), sampler=sampler, drop_last=True, collate_fn=SeededCollate(collate),
+                               **common)  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled, last incomplete batch dropped (as the official runs)."""

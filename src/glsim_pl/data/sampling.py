@@ -26,10 +26,11 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler, default_collate
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from ..utils.logging import RankedLogger
 
-__all__ = ["EpochSampler", "SampleKey", "SeededCollate", "SeededView", "mix_seed", "seeded_rngs"]
+__all__ = ["EpochSampler", "ResumableLoader", "SampleKey", "SeededCollate", "SeededView", "mix_seed", "seeded_rngs"]
 
 log = RankedLogger(__name__)
 _MASK64 = (1 << 64) - 1
@@ -99,18 +100,16 @@ class EpochSampler(DistributedSampler):
         return n - n % self.batch_size if self.drop_last_batch else n
 
     def __iter__(self) -> Iterator[SampleKey]:
-        # the position is read now, not at the first next(): loaders prefetch before Lightning calls set_epoch
+        # The position is read at the first next(), not here: torch's worker iterator calls iter() twice and
+        # advances only the second one. Loaders prefetch before Lightning's set_epoch, so the loader builder
+        # sets the epoch up front (FGVCDataModule._loader) and a restored state carries its own.
         epoch, skip = self._resume_at if self._resume_at is not None else (self.epoch, 0)
         self._resume_at = None
         self._pass_epoch, self.yielded = epoch, skip
         g = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
         order = torch.randperm(len(self.dataset), generator=g).tolist()  # type: ignore[arg-type]
         order += order[: self.total_size - len(order)]  # pad to a multiple of the ranks, as DistributedSampler
-        mine = order[self.rank : self.total_size : self.num_replicas]
-        return self._keys(mine[skip:], epoch)
-
-    def _keys(self, indices: list[int], epoch: int) -> Iterator[SampleKey]:
-        for index in indices:
+        for index in order[self.rank : self.total_size : self.num_replicas][skip:]:
             self.yielded += 1
             yield SampleKey(index, mix_seed(self.seed, epoch, index))
 
@@ -170,3 +169,25 @@ class SeededCollate:
         seed = mix_seed(batch[0][-1], _COLLATE_STREAM)
         with seeded_rngs(seed):
             return self.collate([item[:-1] for item in batch])
+
+
+class ResumableLoader(StatefulDataLoader):
+    """torchdata's ``StatefulDataLoader`` that also resumes a state saved with another ``num_workers``.
+
+    torchdata refuses such a state (an assertion deep in its iterator). Nothing of the saved workers is needed
+    here -- sample randomness comes from the keys -- so the sampler's position alone restores the exact order.
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        snapshot = state_dict.get("_snapshot")
+        main = snapshot["_main_snapshot"] if snapshot else state_dict
+        saved_workers = main.get("_num_workers", 0) if snapshot else 0
+        sampler_state = (main.get("_sampler_iter_state") or {}).get("sampler_state")
+        if saved_workers == self.num_workers or sampler_state is None or not isinstance(self.sampler, EpochSampler):
+            super().load_state_dict(state_dict)
+            return
+        log.info(f"resume: loader state saved with {saved_workers} workers, now {self.num_workers}; "
+                 "continuing from the saved sample position")  # fmt: skip
+        steps = int(state_dict.get("_steps_since_snapshot", 0)) * int(self.batch_size or 1)
+        self.sampler.load_state_dict({**sampler_state, "yielded": int(sampler_state["yielded"]) + steps})
+        super().load_state_dict({})
