@@ -11,7 +11,7 @@ comes from them:
   the sample seed a hash of (seed, epoch, index). Its ``state_dict`` is the position in the epoch, which
   torchdata's ``StatefulDataLoader`` saves with each snapshot and Lightning puts in the checkpoint.
 - :class:`SeededView` runs the wrapped dataset (decode + random transforms) with the python, numpy and torch
-  RNGs seeded by the key and restores the caller's RNG states afterwards (with ``num_workers=0`` that caller
+  RNGs seeded by the key and restores the caller's torch RNG state afterwards (with ``num_workers=0`` that caller
   is the training process, whose torch RNG drives dropout / stochastic depth).
 - :class:`SeededCollate` runs the batch collate (MixUp/CutMix draws) seeded by the batch's first sample seed.
 """
@@ -61,17 +61,20 @@ class SampleKey(NamedTuple):
 
 @contextlib.contextmanager
 def seeded_rngs(seed: int) -> Iterator[None]:
-    """Seed python's, numpy's and torch's (CPU) global RNGs for the block, then restore their previous states."""
-    saved = random.getstate(), np.random.get_state(), torch.default_generator.get_state()
+    """Seed python's, numpy's and torch's (CPU) global RNGs for the block; torch's previous state is restored after.
+
+    Only torch's state is put back: the training process draws dropout / stochastic-depth masks from it. Restoring
+    numpy's costs ~0.2 ms a sample (more than the rest together) and nothing in training draws from python's or
+    numpy's global RNG; both are saved in checkpoints anyway, so a resume stays exact.
+    """
+    saved = torch.default_generator.get_state()
     random.seed(seed)
     np.random.seed(seed % (1 << 32))
     torch.default_generator.manual_seed(seed)
     try:
         yield
     finally:
-        random.setstate(saved[0])
-        np.random.set_state(saved[1])
-        torch.default_generator.set_state(saved[2])
+        torch.default_generator.set_state(saved)
 
 
 class EpochSampler(DistributedSampler):
