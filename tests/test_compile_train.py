@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import traceback
 import warnings
 from pathlib import Path
+from typing import ClassVar
 
+import lightning as L
 import pytest
 import torch
 from torch import nn
@@ -118,3 +121,51 @@ def test_train_entry_point_with_compile_true(make_cfg, tmp_path: Path) -> None:
     assert not any("_orig_mod" in k for k in ckpt["state_dict"])
     fresh = GLSimLitModule.load_from_checkpoint(metrics["best_ckpt"], map_location="cpu", weights_only=True)
     assert set(fresh.state_dict()) == set(ckpt["state_dict"])
+
+
+class HostReadProbe(L.Callback):
+    """Counts Python-level host reads of tensors (``.item()``, ``.tolist()``, ``bool/int/float(tensor)``) between
+    ``on_train_batch_start`` and ``on_train_batch_end``: forward, loss, metrics, logging, backward, clipping and the
+    optimizer step. On CUDA each of them is a device sync; on CPU they are the part of a sync a test can see."""
+
+    NAMES = ("item", "tolist", "__bool__", "__int__", "__float__")
+    reads: ClassVar[list[str]] = []
+    steps: ClassVar[list[int]] = []
+
+    def __init__(self) -> None:
+        self._saved = {name: getattr(torch.Tensor, name) for name in self.NAMES}
+
+    def on_train_batch_start(self, *args) -> None:
+        for name, original in self._saved.items():
+
+            def wrapper(tensor, *a, _name=name, _original=original):
+                HostReadProbe.reads.append(f"{_name}: {traceback.format_stack(limit=3)[0].strip()}")
+                return _original(tensor, *a)
+
+            setattr(torch.Tensor, name, wrapper)
+
+    def on_train_batch_end(self, *args) -> None:
+        for name, original in self._saved.items():
+            setattr(torch.Tensor, name, original)
+        HostReadProbe.steps.append(1)
+
+
+def test_training_step_reads_nothing_back_to_the_host(make_cfg) -> None:
+    """The real Lightning step (GLSimLitModule, clipping 1.0, SGD) makes no host read. The divergence guard's
+    periodic check (one read every trainer.log_every_n_steps steps, by design) is switched off here."""
+    from glsim_pl.train import train
+
+    probe = HostReadProbe()  # it sees a read when there is one
+    probe.on_train_batch_start()
+    bool(torch.ones(1).sum() > 0)
+    probe.on_train_batch_end()
+    assert len(HostReadProbe.reads) == 1 and HostReadProbe.reads[0].startswith("__bool__")
+    HostReadProbe.reads.clear()
+    HostReadProbe.steps.clear()
+    cfg = make_cfg("optim.optimizer=sgd", "test=false", "logger=none", "guard.nonfinite=off",
+                   "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=0", "+trainer.num_sanity_val_steps=0",
+                   "model.backbone_kwargs.depth=1",
+                   "+callbacks.host_reads._target_=tests.test_compile_train.HostReadProbe")  # fmt: skip
+    train(cfg)
+    assert len(HostReadProbe.steps) == 3
+    assert HostReadProbe.reads == [], HostReadProbe.reads[:5]
