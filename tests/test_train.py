@@ -38,10 +38,11 @@ def test_resume_from_last(make_cfg, tmp_path: Path) -> None:
     out = tmp_path / "resumed"
     first = train(make_cfg("logger=none", output_dir=out))
     assert first["best_ckpt"]
+    steps = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     cfg = make_cfg("logger=none", "trainer.max_epochs=2", "ckpt_path=last", output_dir=out)
     train(cfg)
     last = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
-    assert last["epoch"] == 2  # resumed after epoch 1 instead of starting over
+    assert (last["epoch"], last["global_step"]) == (1, 2 * steps)  # saved in epoch 1 after resuming, not restarting
 
 
 def test_resume_missing_checkpoint_is_clear(make_cfg) -> None:
