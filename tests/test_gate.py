@@ -217,3 +217,19 @@ def test_compiled_stages_match_eager_and_the_second_pass_does_not_recompile_per_
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     assert graphs <= 3  # first pass once, second pass once for every size >= 2 (not once per size)
     assert "first_pass" not in model.__dict__
+
+
+def test_export_round_trip_keeps_the_gate(tmp_path: Path) -> None:
+    from glsim_pl.export import load_pretrained, save_pretrained
+
+    module = GLSimLitModule(num_classes=6, gate="confidence", gate_threshold=0.4, **TINY_KW).eval()
+    torch.nn.init.normal_(module.net.gate_head.weight, std=2.0)
+    torch.nn.init.normal_(module.net.head.weight, std=2.0)
+    save_pretrained(module.net, dict(module.hparams), tmp_path, [f"c{i}" for i in range(6)], [0.5] * 3, [0.5] * 3)
+    net = load_pretrained(tmp_path)
+    x = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        a, b = module.net(x), net(x)
+    assert net.gate == "confidence" and net.gate_threshold == 0.4
+    torch.testing.assert_close(a.logits, b.logits)
+    assert torch.equal(a.second_pass, b.second_pass)
