@@ -87,7 +87,6 @@ def test_sweep_writes_curve_and_chooses_tau_on_val_only(tmp_path: Path) -> None:
     assert summary["test_acc1_glsim"] == pytest.approx(float(test_glsim["acc1"]), abs=1e-6)
 
 
-@pytest.mark.slow
 def test_eval_gate_sweep_end_to_end(tmp_path: Path) -> None:
     from glsim_pl.eval import evaluate
 
