@@ -122,7 +122,8 @@ def test_per_class_chart_sorts_worst_first_and_names_the_worst_when_many(tmp_pat
 def test_accuracy_cost_points_from_eval_results(tmp_path: Path) -> None:
     glsim = {"method": "glsim", "selector": "gls", "test/acc1": 0.9, "gflops": 35.2,
              "cost": {"throughput_img_s": 100.0},
-             "localization": {"gls": {"acc1": 0.9, "gflops": 35.2}, "rollout": {"acc1": 0.85, "gflops": 35.9}}}  # fmt: skip
+             "localization": {"gls": {"acc1": 0.9, "gflops": 35.2},
+                              "rollout": {"acc1": 0.85, "gflops": 35.9}}}  # fmt: skip
     vit = {"method": "vit", "selector": None, "test/acc1": 0.8, "gflops": 17.6, "cost": {"throughput_img_s": 210.0}}
     points = accuracy_cost_points([glsim, vit])
     assert [(p["label"], p["acc1"], p["gflops"]) for p in points] == [
