@@ -44,6 +44,9 @@ bench-model: $(STAMP) ## cost table (throughput, latency, memory, selector FLOPs
 bench-train: $(STAMP) ## the real Lightning training loop's img/s, GPU busy share, MFU vs the bare loop -> bench_results/train
 	$(PY) -m glsim_pl.bench train --out bench_results/train
 
+bench-gate: $(STAMP) ## adaptive GLSim: measured vs analytic cost per second-pass share (ViT-Ti/16 224; GPU: ARGS="--backbone vit_base_patch16_224")
+	$(PY) -m glsim_pl.bench gate $(ARGS)
+
 # -- GPU check: the GPU image has torch/timm/lightning/torchmetrics/matplotlib but no hydra/omegaconf/antlr4/torchdata
 GPU_DIR ?= .gpu
 GPU_PY ?= python3
@@ -62,7 +65,7 @@ gpu-check: ## on one GPU, no venv (after gpu-bundle): parity, bench train/forwar
 	@test -d $(GPU_DIR)/site || { echo "run 'make gpu-bundle' first where .venv exists, then carry $(GPU_DIR)/"; exit 1; }
 	PYTHONPATH=$(CURDIR)/$(GPU_DIR)/site:$(CURDIR)/src $(GPU_PY) -m glsim_pl.bench gpu_check --out $(or $(OUT),gpu_report)
 
-.PHONY: bench-train gpu-bundle gpu-check
+.PHONY: bench-train bench-gate gpu-bundle gpu-check
 
 eval: $(STAMP) ## test a checkpoint (ours or official): make eval CKPT=path DATASET=cub
 	$(PY) -m glsim_pl.eval dataset=$(or $(DATASET),synthetic) ckpt_path=$(CKPT)
