@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--shares", default=",".join(map(str, DEFAULT_SHARES)), help="comma list in [0, 1]")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--seed", type=int, default=0, help="weights and images")
     p.add_argument("--tiny", action="store_true", help="a 2-block width-32 backbone: checks the script only")
     args = p.parse_args(argv)
     try:
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError:
         raise UserError(f"--shares={args.shares!r}: expected a comma list of numbers in [0, 1]") from None
     rows = measure(args.backbone, args.size, args.batch, args.repeats, shares, args.device,
-                   TINY_KW if args.tiny else None)  # fmt: skip
+                   TINY_KW if args.tiny else None, args.seed)  # fmt: skip
     where = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine()
     load = os.getloadavg() if hasattr(os, "getloadavg") else ()
     print(f"device: {args.device} ({where}, {torch.get_num_threads()} threads), load average "
