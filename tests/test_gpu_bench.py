@@ -52,8 +52,55 @@ def test_gpu_check_plan_covers_every_section(tmp_path: Path) -> None:
     plan = _plan(args, tmp_path)
     keys = [key for key, *_ in plan]
     assert keys == ["env", "parity", "train", "eval", "synthetic", "forward8", "forward64", "forward256", "crop64",
-                    "crop256", "train32"]  # fmt: skip
+                    "crop256", "gate", "seeds", "train32"]  # fmt: skip
     assert sum(limit for *_, limit in plan) >= 470  # the overall budget, not the section limits, is the cap
+    cmds = {key: cmd for key, _, cmd, _ in plan}
+    assert cmds["gate"][3:] == ["gate", "--backbone", "vit_base_patch16_224", "--batch", "64", "--repeats", "10"]
+    seeds = cmds["seeds"]
+    assert seeds[seeds.index("--") + 1 :] == ["trainer=gpu", "trainer.precision=bf16-mixed", "compile=false"]
+    assert "--seeds" not in seeds  # the default: seeds 1-5, glsim and vit
+
+
+def test_gpu_check_opt_in_sections_only_run_when_named() -> None:
+    from glsim_pl.bench.gpu_check import _selected
+
+    default = [key for key in ("env", "synthetic", "crop64", "gate", "seeds", "train32") if _selected(key, None)]
+    assert default == ["env", "synthetic", "crop64", "train32"]
+    assert [k for k in ("env", "gate", "seeds", "train32") if _selected(k, {"seeds", "gate"})] == ["gate", "seeds"]
+    assert all(_selected(k, {"all"}) for k in ("env", "gate", "seeds", "train32"))
+
+
+def test_gpu_check_gate_smoke_command_runs(capsys) -> None:
+    from argparse import Namespace
+
+    from glsim_pl.bench.__main__ import main as bench
+    from glsim_pl.bench.gpu_check import _plan
+
+    cmd = next(
+        cmd for key, _, cmd, _ in _plan(Namespace(device="cpu", smoke=True, fixture=None), Path(".")) if key == "gate"
+    )
+    bench(cmd[3:])  # in-process: the exact smoke arguments the check passes to its child
+    out = capsys.readouterr().out
+    assert out.count("| gated |") == 5 and "| vit |" in out
+
+
+def test_seeds_table_and_min_line(tmp_path: Path) -> None:
+    from glsim_pl.bench.seeds import format_row, read_accuracy, summary_line
+
+    run = tmp_path / "glsim_seed1"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"metrics": {"test/acc1": 0.987}, "wall_time_s": 18.4}))
+    acc, fit = read_accuracy(run)
+    assert (acc, fit) == (0.987, 18.4)
+    assert read_accuracy(tmp_path / "missing") == (None, None)
+    assert format_row(1, "glsim", acc, 25.2, fit, "exit 0") == "| 1 | glsim | 0.987 | 25 | 18 |"
+    assert (
+        format_row(2, "vit", None, 90.0, None, "timed out after 90 s")
+        == "| 2 | vit | — (timed out after 90 s) | 90 |  |"
+    )
+    assert summary_line([0.987, 0.93], 0.90, 2).startswith("min ≥ 0.90: yes (min 0.930 over 2 of 2 runs")
+    assert summary_line([0.987, 0.899], 0.90, 2).startswith("min ≥ 0.90: no (min 0.899")
+    assert summary_line([0.987, None], 0.90, 2) == "min ≥ 0.90: no (min 0.987 over 1 of 2 runs; 1 without test/acc1)"
 
 
 @pytest.mark.slow
@@ -63,3 +110,15 @@ def test_gpu_check_smoke_writes_a_report_with_every_section(tmp_path: Path) -> N
     gpu_check(["--smoke", "--out", str(tmp_path)])
     report = (tmp_path / "gpu_check.md").read_text()
     assert report.count("— exit 0") == 7, report  # env, parity, train, eval, forward, crop, synthetic
+
+
+@pytest.mark.slow
+def test_gpu_check_smoke_gate_and_seeds_sections(tmp_path: Path) -> None:
+    from glsim_pl.bench.gpu_check import main as gpu_check
+
+    gpu_check(["--smoke", "--sections", "gate,seeds", "--out", str(tmp_path)])
+    report = (tmp_path / "gpu_check.md").read_text()
+    assert report.count("— exit 0") == 2, report
+    assert "| 1 | glsim | 0." in report and "| 1 | vit | 0." in report, report  # a real test/acc1 from each run
+    assert "min ≥ 0.90: " in report
+    assert (tmp_path / "seeds" / "vit_seed1" / "metrics.json").is_file()

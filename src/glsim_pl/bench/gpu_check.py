@@ -4,8 +4,10 @@ Sections, each in its own process with a time limit drawn from one overall budge
 reported, the others still run): environment; official-checkpoint parity under fp32 / bf16 / fp16 autocast, eager
 and compiled; ``bench train`` (the real Lightning loop, glsim + vit, eager + compiled); eval throughput at batch
 256 bf16, eager vs compiled; a 2-epoch run of the synthetic default; ``bench forward`` at batch 8 / 64 / 256;
-``bench crop`` at batch 64 / 256; if time is left, ``bench train`` at batch 32 (compiled). ``--smoke`` runs the
-same code on the CPU with tiny models (a test, not a measurement).
+``bench crop`` at batch 64 / 256; if time is left, ``bench train`` at batch 32 (compiled). Opt-in, as a second call
+(``--sections gate,seeds``, ~6 min): ``bench gate`` on ViT-B/16 at batch 64, and ``bench seeds`` (the embedded default
+for seeds 1-5, GLSim and ViT, bf16, eager). ``--smoke`` runs the same code on the CPU with tiny models (a test, not
+a measurement).
 """
 
 from __future__ import annotations
@@ -106,6 +108,7 @@ def section_eval(args: argparse.Namespace) -> None:
 
 
 SECTIONS = {"env": section_env, "parity": section_parity, "eval": section_eval}
+OPT_IN = ("gate", "seeds")  # left out of the default check; one more call: --sections gate,seeds
 
 
 def _plan(args: argparse.Namespace, out: Path) -> list[tuple[str, str, list[str], int]]:
@@ -118,7 +121,7 @@ def _plan(args: argparse.Namespace, out: Path) -> list[tuple[str, str, list[str]
                  "--classes", "3", "--warmup", "1", "--steps", "2", "--profile-steps", "0", "--sync-steps", "0",
                  "--workers", "0"]  # fmt: skip
         fwd, crop = ["--backbone", "vit_tiny_patch16_224", "--size", "64", "--repeats", "1"], ["--size", "64"]
-        synth = [
+        tiny_run = [
             "model.backbone_kwargs={patch_size: 8, embed_dim: 32, depth: 1, num_heads: 2}",
             "dataset.train_size=40",
             "dataset.test_size=10",
@@ -128,9 +131,9 @@ def _plan(args: argparse.Namespace, out: Path) -> list[tuple[str, str, list[str]
     else:
         train = ["train", "--warmup", "20", "--steps", "60", "--timeout", "110"]  # per (method, compile) child
         fwd, crop = ["--repeats", "5"], []
-        synth = ["trainer=gpu"]
+        tiny_run = []
     synth = [sys.executable, "-m", "glsim_pl.train", "trainer.max_epochs=2", "logger=none",
-             f"hydra.run.dir={out / 'synthetic'}", *synth]  # fmt: skip
+             f"hydra.run.dir={out / 'synthetic'}", *(tiny_run or ["trainer=gpu"])]  # fmt: skip
     plan = [("env", "environment", [*me, "--section", "env"], 60),
             ("parity", "official parity (fixture logits of the official code)", [*me, "--section", "parity"], 120),
             ("train", "bench train (real Lightning loop vs bare loop)", [*bench, *train, "--out", str(out / "train")],
@@ -141,6 +144,27 @@ def _plan(args: argparse.Namespace, out: Path) -> list[tuple[str, str, list[str]
               60) for b in ((8, 64, 256) if not args.smoke else (2,))]  # fmt: skip
     plan += [(f"crop{b}", f"bench crop, batch {b}", [*bench, "crop", "--batch", str(b), *crop], 60)
              for b in ((64, 256) if not args.smoke else (8,))]  # fmt: skip
+    # opt-in (--sections gate,seeds, or all): too long to share the default check's budget; issues 10 and 11
+    gate = ["--tiny", "--size", "32", "--batch", "8", "--repeats", "1", "--device", "cpu"] if args.smoke else [
+        "--backbone", "vit_base_patch16_224", "--batch", "64", "--repeats", "10"]  # fmt: skip
+    plan.append(("gate", "bench gate: measured cost vs second-pass share (issue 11)", [*bench, "gate", *gate], 120))
+    # eager: a reduce-overhead compile costs more per run than the ~20 s of GPU training it would speed up
+    seeds = (
+        ["--seeds", "1", "--timeout", "120", "--", *tiny_run, "trainer.max_epochs=1"]
+        if args.smoke
+        else [
+            "--timeout",
+            "90",
+            "--budget",
+            "400",
+            "--",
+            "trainer=gpu",
+            "trainer.precision=bf16-mixed",
+            "compile=false",
+        ]
+    )
+    plan.append(("seeds", "embedded default, seeds 1-5, GLSim and ViT (issue 10)",
+                 [*bench, "seeds", "--out", str(out / "seeds"), *seeds], 420))  # fmt: skip
     if not args.smoke:  # last: runs only if the budget has room left
         train32 = [
             "train",
@@ -161,6 +185,13 @@ def _plan(args: argparse.Namespace, out: Path) -> list[tuple[str, str, list[str]
     return plan
 
 
+def _selected(key: str, wanted: set[str] | None) -> bool:
+    """No --sections: every section but the opt-in ones; ``all``: every one; else those a listed prefix names."""
+    if wanted is None:
+        return key not in OPT_IN
+    return "all" in wanted or any(key.startswith(w) for w in wanted)
+
+
 def run_all(args: argparse.Namespace) -> Path:
     """Run the plan within ``args.budget`` seconds and write ``<out>/gpu_check.md``; returns its path."""
     out = args.out.resolve()
@@ -172,7 +203,7 @@ def run_all(args: argparse.Namespace) -> Path:
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; `python -m glsim_pl.bench gpu_check"
              f"{' --smoke' if args.smoke else ''}`; torch {torch.__version__}; budget {args.budget} s", ""]  # fmt: skip
     for key, title, cmd, limit in _plan(args, out):
-        if wanted is not None and not any(key.startswith(w) for w in wanted):
+        if not _selected(key, wanted):
             continue
         left = int(deadline - time.monotonic())
         if left < 10:
@@ -187,7 +218,7 @@ def run_all(args: argparse.Namespace) -> Path:
                 exc.stdout or ""), f"timed out after {min(limit, left)} s"  # fmt: skip
         (out / f"section_{key}.log").write_text(text)
         shown = "\n".join(text.strip().splitlines()[-40:])
-        table = [line for line in shown.splitlines() if line.startswith(("|", "GLSim/ViT"))]
+        table = [line for line in shown.splitlines() if line.startswith(("|", "GLSim/ViT", "min ≥"))]
         parts += [f"## {title}", "", f"`{' '.join(cmd[1:])}` — {status}, {time.monotonic() - start:.0f} s", "",
                   *(table + [""] if table else []), f"```\n{shown}\n```", ""]  # fmt: skip
     report = out / "gpu_check.md"
@@ -206,8 +237,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--sections",
         default=None,
-        help="comma list of section keys: env, parity, train, eval, "
-        "forward, crop, synthetic (a prefix selects, e.g. forward8)",
+        help="comma list of section keys: env, parity, train, eval, synthetic, forward, crop "
+        "(the default); gate, seeds (opt-in, ~6 min together); all (a prefix selects, e.g. forward8)",
     )
     p.add_argument("--section", choices=sorted(SECTIONS), default=None, help=argparse.SUPPRESS)  # internal
     args = p.parse_args(argv)
