@@ -58,7 +58,8 @@ def test_gpu_check_plan_covers_every_section(tmp_path: Path) -> None:
     assert cmds["gate"][3:] == ["gate", "--backbone", "vit_base_patch16_224", "--batch", "64", "--repeats", "10"]
     seeds = cmds["seeds"]
     assert seeds[seeds.index("--") + 1 :] == ["trainer=gpu", "trainer.precision=bf16-mixed", "compile=false"]
-    assert "--seeds" not in seeds  # the default: seeds 1-5, glsim and vit
+    assert "--seeds" not in seeds and "--methods" not in seeds  # the default: seeds 1-5, glsim and vit
+    assert seeds[seeds.index("--budget") + 1] == "400"  # prints its table before the section's 420 s limit
 
 
 def test_gpu_check_opt_in_sections_only_run_when_named() -> None:

@@ -148,21 +148,14 @@ def _plan(args: argparse.Namespace, out: Path) -> list[tuple[str, str, list[str]
     gate = ["--tiny", "--size", "32", "--batch", "8", "--repeats", "1", "--device", "cpu"] if args.smoke else [
         "--backbone", "vit_base_patch16_224", "--batch", "64", "--repeats", "10"]  # fmt: skip
     plan.append(("gate", "bench gate: measured cost vs second-pass share (issue 11)", [*bench, "gate", *gate], 120))
-    # eager: a reduce-overhead compile costs more per run than the ~20 s of GPU training it would speed up
+    # eager: a reduce-overhead compile costs more per run than the ~20 s of GPU training it would speed up (and the
+    # goal is the default's accuracy, not its speed); 5 tiny runs at a time share one GPU (2 on the smoke CPU)
     seeds = (
-        ["--seeds", "1", "--timeout", "120", "--", *tiny_run, "trainer.max_epochs=1"]
+        ["--seeds", "1", "--jobs", "2", "--timeout", "120", "--", *tiny_run, "trainer.max_epochs=1"]
         if args.smoke
-        else [
-            "--timeout",
-            "90",
-            "--budget",
-            "400",
-            "--",
-            "trainer=gpu",
-            "trainer.precision=bf16-mixed",
-            "compile=false",
-        ]
-    )
+        else ["--jobs", "5", "--timeout", "180", "--budget", "400",
+              "--", "trainer=gpu", "trainer.precision=bf16-mixed", "compile=false"]
+    )  # fmt: skip
     plan.append(("seeds", "embedded default, seeds 1-5, GLSim and ViT (issue 10)",
                  [*bench, "seeds", "--out", str(out / "seeds"), *seeds], 420))  # fmt: skip
     if not args.smoke:  # last: runs only if the budget has room left
@@ -201,7 +194,8 @@ def run_all(args: argparse.Namespace) -> Path:
     device = torch.cuda.get_device_name() if args.device == "cuda" else "CPU smoke run (numbers say nothing)"
     parts = [f"# GPU check: {device}", "",
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; `python -m glsim_pl.bench gpu_check"
-             f"{' --smoke' if args.smoke else ''}`; torch {torch.__version__}; budget {args.budget} s", ""]  # fmt: skip
+             f"{' --smoke' if args.smoke else ''}{f' --sections {args.sections}' if args.sections else ''}`; "
+             f"torch {torch.__version__}; budget {args.budget} s", ""]  # fmt: skip
     for key, title, cmd, limit in _plan(args, out):
         if not _selected(key, wanted):
             continue

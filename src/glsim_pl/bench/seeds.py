@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..aggregate import RECORD
@@ -49,14 +51,16 @@ def summary_line(accs: list[float | None], threshold: float, planned: int) -> st
     )
 
 
-def run_one(seed: int, method: str, out: Path, overrides: list[str], timeout: float) -> tuple[float | None, str]:
+def run_one(
+    seed: int, method: str, out: Path, overrides: list[str], timeout: float, env: dict[str, str] | None = None
+) -> tuple[float | None, str]:
     """Train one (seed, method) into ``out/<method>_seed<seed>``; prints one progress line, returns (test/acc1, row)."""
     run_dir = out / f"{method}_seed{seed}"
     cmd = [sys.executable, "-m", "glsim_pl.train", f"seed={seed}", f"hydra.run.dir={run_dir}", "logger=none",
            *([f"method={method}"] if method != "glsim" else []), *overrides]  # fmt: skip
     start = time.monotonic()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, env=env)
         status, log = f"exit {proc.returncode}", proc.stdout + proc.stderr
     except subprocess.TimeoutExpired as exc:
         parts = [b.decode(errors="replace") if isinstance(b, bytes) else b or "" for b in (exc.stdout, exc.stderr)]
@@ -68,7 +72,8 @@ def run_one(seed: int, method: str, out: Path, overrides: list[str], timeout: fl
     if acc is None and status == "exit 0":
         status = "no test/acc1 in metrics.json"
     row = format_row(seed, method, acc, wall, fit, status)
-    print(f"done: {method} seed {seed}, {status}, test/acc1 {acc}, {wall:.0f} s ({run_dir / 'run.log'})", flush=True)
+    shown = "—" if acc is None else f"{acc:.3f}"
+    print(f"done: {method} seed {seed}, {status}, test/acc1 {shown}, {wall:.0f} s ({run_dir / 'run.log'})", flush=True)
     if acc is None:
         print(f"{method} seed {seed}: last lines of its log:\n{log[-1500:]}", file=sys.stderr)
     return acc, row
@@ -82,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threshold", type=float, default=0.90)
     p.add_argument("--out", type=Path, default=Path("outputs/bench_seeds"))
     p.add_argument("--timeout", type=float, default=120.0, help="seconds for one run")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time (a GPU has room for several tiny runs)")
     p.add_argument("--budget", type=float, default=1e9, help="seconds for all runs; later runs are not started")
     p.add_argument("overrides", nargs="*", help="Hydra overrides for every run (after --)")
     args = p.parse_args(argv)
@@ -90,19 +96,24 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError:
         raise SystemExit(f"error: --seeds={args.seeds!r}: expected a comma list of integers") from None
     methods = args.methods.split(",")
+    if args.jobs < 1:
+        raise SystemExit(f"error: --jobs={args.jobs}: expected at least 1")
     deadline = time.monotonic() + args.budget
     print(f"python -m glsim_pl.train, seeds {args.seeds}, methods {args.methods}; overrides: {args.overrides}")
-    accs: list[float | None] = []
-    rows: list[str] = []
-    for seed in seeds:
-        for method in methods:
-            left = deadline - time.monotonic()
-            if left < 5:
-                acc, row = None, format_row(seed, method, None, 0.0, None, "not started: budget spent")
-            else:
-                acc, row = run_one(seed, method, args.out.resolve(), args.overrides, min(args.timeout, left))
-            accs.append(acc)
-            rows.append(row)
+    env = dict(os.environ)
+    if args.jobs > 1:  # runs side by side share the CPUs: no oversubscription by each one's torch threads
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.jobs)))
+
+    def one(seed: int, method: str) -> tuple[float | None, str]:
+        left = deadline - time.monotonic()
+        if left < 5:
+            return None, format_row(seed, method, None, 0.0, None, "not started: budget spent")
+        return run_one(seed, method, args.out.resolve(), args.overrides, min(args.timeout, left), env)
+
+    with ThreadPoolExecutor(args.jobs) as pool:  # threads only wait on the run processes
+        done = list(pool.map(lambda sm: one(*sm), [(seed, method) for seed in seeds for method in methods]))
+    accs, rows = [acc for acc, _ in done], [row for _, row in done]
+    print(f"{args.jobs} run(s) at a time: wall times include process start and the other runs' contention")
     print("\n".join([*HEADER, *rows, summary_line(accs, args.threshold, len(rows))]), flush=True)
     if None in accs:  # a run that measured nothing is a failure of this check, not a low accuracy
         raise SystemExit(1)
