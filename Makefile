@@ -61,9 +61,10 @@ gpu-bundle: $(STAMP) ## copy the pure-Python packages the GPU image lacks + the 
 	find $(GPU_DIR) -name __pycache__ -prune -exec rm -rf {} +
 	@du -sh $(GPU_DIR)
 
-gpu-check: ## on one GPU, no venv (after gpu-bundle): parity, bench train/forward/crop, eval, 2-epoch run -> OUT/gpu_check.md
+gpu-check: ## on one GPU, no venv (after gpu-bundle): parity, bench train/forward/crop, eval, 2-epoch run -> OUT/gpu_check.md; SECTIONS=gate,seeds: the opt-in ones
 	@test -d $(GPU_DIR)/site || { echo "run 'make gpu-bundle' first where .venv exists, then carry $(GPU_DIR)/"; exit 1; }
-	PYTHONPATH=$(CURDIR)/$(GPU_DIR)/site:$(CURDIR)/src $(GPU_PY) -m glsim_pl.bench gpu_check --out $(or $(OUT),gpu_report)
+	PYTHONPATH=$(CURDIR)/$(GPU_DIR)/site:$(CURDIR)/src $(GPU_PY) -m glsim_pl.bench gpu_check --out $(or $(OUT),gpu_report) \
+		$(if $(SECTIONS),--sections $(SECTIONS))
 
 .PHONY: bench-train bench-gate gpu-bundle gpu-check
 

@@ -122,4 +122,15 @@ def test_gpu_check_smoke_gate_and_seeds_sections(tmp_path: Path) -> None:
     assert report.count("— exit 0") == 2, report
     assert "| 1 | glsim | 0." in report and "| 1 | vit | 0." in report, report  # a real test/acc1 from each run
     assert "min ≥ 0.90: " in report
-    assert (tmp_path / "seeds" / "vit_seed1" / "metrics.json").is_file()
+    run = tmp_path / "seeds" / "vit_seed1"
+    assert (run / "metrics.json").is_file() and not (run / "checkpoints").exists()
+    assert "No training batches" not in (run / "run.log").read_text()  # the smoke run takes optimizer steps
+
+
+def test_seeds_refuses_an_out_folder_with_earlier_runs(tmp_path: Path) -> None:
+    from glsim_pl.bench.seeds import main as seeds
+
+    (tmp_path / "vit_seed3").mkdir()
+    with pytest.raises(SystemExit, match="vit_seed3 exists already"):
+        seeds(["--seeds", "3", "--out", str(tmp_path)])
+    assert [p.name for p in tmp_path.iterdir()] == ["vit_seed3"]  # nothing trained, nothing removed

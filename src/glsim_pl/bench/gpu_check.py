@@ -151,7 +151,8 @@ def _plan(args: argparse.Namespace, out: Path) -> list[tuple[str, str, list[str]
     # eager: a reduce-overhead compile costs more per run than the ~20 s of GPU training it would speed up (and the
     # goal is the default's accuracy, not its speed); 5 tiny runs at a time share one GPU (2 on the smoke CPU)
     seeds = (
-        ["--seeds", "1", "--jobs", "2", "--timeout", "120", "--", *tiny_run, "trainer.max_epochs=1"]
+        ["--seeds", "1", "--jobs", "2", "--timeout", "120", "--", *tiny_run, "dataset.batch_size=8",
+         "trainer.max_epochs=1"]
         if args.smoke
         else ["--jobs", "5", "--timeout", "180", "--budget", "400",
               "--", "trainer=gpu", "trainer.precision=bf16-mixed", "compile=false"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -52,7 +53,13 @@ def summary_line(accs: list[float | None], threshold: float, planned: int) -> st
 
 
 def run_one(
-    seed: int, method: str, out: Path, overrides: list[str], timeout: float, env: dict[str, str] | None = None
+    seed: int,
+    method: str,
+    out: Path,
+    overrides: list[str],
+    timeout: float,
+    env: dict[str, str] | None = None,
+    keep_checkpoints: bool = False,
 ) -> tuple[float | None, str]:
     """Train one (seed, method) into ``out/<method>_seed<seed>``; prints one progress line, returns (test/acc1, row)."""
     run_dir = out / f"{method}_seed{seed}"
@@ -69,6 +76,8 @@ def run_one(
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "run.log").write_text(log)
     acc, fit = read_accuracy(run_dir) if status == "exit 0" else (None, None)
+    if not keep_checkpoints:  # this run's own files (the folder was new); 10 runs' checkpoints would fill a report
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     if acc is None and status == "exit 0":
         status = "no test/acc1 in metrics.json"
     row = format_row(seed, method, acc, wall, fit, status)
@@ -89,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds for one run")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time (a GPU has room for several tiny runs)")
     p.add_argument("--budget", type=float, default=1e9, help="seconds for all runs; later runs are not started")
+    p.add_argument("--keep-checkpoints", action="store_true", help="keep each run's checkpoints/ (default: removed)")
     p.add_argument("overrides", nargs="*", help="Hydra overrides for every run (after --)")
     args = p.parse_args(argv)
     try:
@@ -98,6 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     methods = args.methods.split(",")
     if args.jobs < 1:
         raise SystemExit(f"error: --jobs={args.jobs}: expected at least 1")
+    taken = [d for d in (args.out / f"{m}_seed{s}" for s in seeds for m in methods) if d.exists()]
+    if taken:  # never train into (and delete the checkpoints of) a folder that holds an earlier run
+        raise SystemExit(f"error: --out={args.out}: {taken[0].name} exists already; choose a new --out")
     deadline = time.monotonic() + args.budget
     print(f"python -m glsim_pl.train, seeds {args.seeds}, methods {args.methods}; overrides: {args.overrides}")
     env = dict(os.environ)
@@ -108,7 +121,8 @@ def main(argv: list[str] | None = None) -> None:
         left = deadline - time.monotonic()
         if left < 5:
             return None, format_row(seed, method, None, 0.0, None, "not started: budget spent")
-        return run_one(seed, method, args.out.resolve(), args.overrides, min(args.timeout, left), env)
+        timeout = min(args.timeout, left)
+        return run_one(seed, method, args.out.resolve(), args.overrides, timeout, env, args.keep_checkpoints)
 
     with ThreadPoolExecutor(args.jobs) as pool:  # threads only wait on the run processes
         done = list(pool.map(lambda sm: one(*sm), [(seed, method) for seed in seeds for method in methods]))
