@@ -125,6 +125,7 @@ def _plan(args: argparse.Namespace, out: Path) -> list[tuple[str, str, list[str]
             "model.backbone_kwargs={patch_size: 8, embed_dim: 32, depth: 1, num_heads: 2}",
             "dataset.train_size=40",
             "dataset.test_size=10",
+            "dataset.batch_size=8",  # 30 train images: the default batch of 32 would leave no full batch
             "dataset.num_workers=0",
             "trainer.accelerator=cpu",
         ]
