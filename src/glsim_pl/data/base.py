@@ -250,6 +250,11 @@ class FGVCDataModule(L.LightningDataModule):
             augs = dataclasses.replace(augs, trivial_aug=False, rand_aug=False)
         return augs
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without its trainer, as a LightningModule is: a spawned process attaches its own, and a finished
+        trainer's loaders hold ``torch.Generator`` objects that cannot cross a ``spawn`` (ddp_spawn) boundary."""
+        return {**self.__dict__, "trainer": None}
+
     # -- Lightning hooks ------------------------------------------------------------------------------------------
     def prepare_data(self) -> None:
         """Only checks files; never downloads."""
