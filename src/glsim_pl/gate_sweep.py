@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from .bench._timing import interleaved_median_seconds
-from .bench.model import selector_flops, vit_flops
+from .bench.model import aggregator_flops, selector_flops, vit_flops
 from .errors import UserError
 from .models import GLSim
 from .models.gate import compile_stages, confidence, uncompile, vit_pass
@@ -94,9 +94,8 @@ def gate_flops(net: GLSim, img_size: int, share: float) -> tuple[float, float]:
     dim, depth, classes = int(enc.num_features), len(enc.blocks), int(net.head.out_features)
     heads = int(enc.blocks[0].attn.num_heads)
     one_pass = vit_flops(img_size, net.patch_px, dim, depth, classes=0)
-    agg = len(net.aggregator.blocks) * (4 * 2 * dim**2 + 2 * 2**2 * dim + 8 * 2 * dim**2)  # N = 2 tokens
     selector = selector_flops(net.selector, img_size, net.patch_px, dim, depth, heads)
-    total = one_pass + dim * classes + selector + share * (one_pass + agg + dim * classes)
+    total = one_pass + dim * classes + selector + share * (one_pass + aggregator_flops(net) + dim * classes)
     return total, one_pass + dim * classes
 
 

@@ -58,6 +58,12 @@ def selector_flops(name: str, img: int, patch: int = 16, dim: int = 768, depth: 
     return 0.0  # random / center / full: no model-dependent work
 
 
+def aggregator_flops(model: GLSim) -> float:
+    """FLOPs of GLSim's aggregator blocks over N = 2 tokens (calc_flops convention: 24 D^2 + 4 N D per block)."""
+    dim = int(model.encoder.num_features)
+    return len(model.aggregator.blocks) * (24 * dim**2 + 8 * dim)
+
+
 def model_gflops(model: nn.Module, img_size: int, selector: str | None = None) -> float:
     """Analytic GFLOPs per image of a built classifier, calc_flops convention: one encoder pass for the plain ViT;
     GLSim adds the selector's scoring, a second encoder pass on the crop and the aggregator blocks (N = 2 tokens)."""
@@ -69,8 +75,7 @@ def model_gflops(model: nn.Module, img_size: int, selector: str | None = None) -
     if not isinstance(model, GLSim):
         return (encoder + dim * classes) / 1e9
     scoring = selector_flops(selector or model.selector, img_size, patch, dim, depth, heads)
-    aggregator = len(model.aggregator.blocks) * (24 * dim**2 + 8 * dim) if hasattr(model.aggregator, "blocks") else 0
-    return (2 * encoder + scoring + aggregator + dim * classes) / 1e9
+    return (2 * encoder + scoring + aggregator_flops(model) + dim * classes) / 1e9
 
 
 def _peak_memory_mb(device: torch.device) -> float:
