@@ -17,7 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a forgotten pretrained=true fail
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 # the smallest run that still exercises every stage: test_vit-like tiny model, 32 px, few images
 TINY = [
@@ -66,7 +66,7 @@ def official_fixture() -> dict:
     """The official-format GLSim checkpoint with the official implementation's outputs."""
     from glsim_pl.models import read_official_checkpoint
 
-    path = FIXTURES / "official_glsim_vit_t16_l2.pt"
+    path = FIXTURES / "official_glsim_vit_t16_l1_s96.pt"
     if not path.is_file():
-        pytest.fail(f"missing fixture {path} (the shared/ folder must sit next to the repository)")
+        pytest.fail(f"missing fixture {path} (tests/fixtures/ is part of the repository)")
     return read_official_checkpoint(path)

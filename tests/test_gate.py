@@ -130,7 +130,7 @@ def test_gate_none_adds_no_state_and_official_parity_holds(official_fixture: dic
     assert out.first_logits is None and out.second_pass is None
     logits, boxes, scores = out[:3]  # positional users keep working
     torch.testing.assert_close(logits, official_fixture["logits"], atol=1e-4, rtol=0)
-    assert isinstance(out, GLSimOutput) and boxes.shape == (3, 4) and scores.shape == (3, 196)
+    assert isinstance(out, GLSimOutput) and boxes.shape == (3, 4) and scores.shape == (3, 36)
 
 
 def test_bad_gate_values_are_clear_errors() -> None:

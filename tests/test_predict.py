@@ -70,7 +70,7 @@ def test_predict_official_checkpoint_from_csv_with_class_file(official_fixture: 
     listing = tmp_path / "in" / "list.csv"
     listing.write_text("file\nimg0.png\nsub/deep.jpg\nmissing.png\n")
     names = tmp_path / "names.csv"
-    names.write_text("".join(f"{i},species {i}\n" for i in range(5)))
+    names.write_text("".join(f"{i},species {i}\n" for i in range(3)))
     cfg = compose_tool("predict", [f"ckpt_path={ckpt}", f"input={listing}", f"output={tmp_path / 'o'}",
                                    f"class_names_file={names}", "topk=2"], tmp_path / "run")  # fmt: skip
     rows = list(csv.DictReader(predict(cfg).open()))

@@ -24,12 +24,12 @@ import torch
 from ._timing import median_seconds
 
 REPO = Path(__file__).resolve().parents[3]
-FIXTURE_NAME = "official_glsim_vit_t16_l2.pt"
+FIXTURE_NAME = "official_glsim_vit_t16_l1_s96.pt"
 TINY_KW = {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
 
 
 def _fixture(given: Path | None) -> Path:
-    for path in (given, REPO / ".gpu" / "fixtures" / FIXTURE_NAME, REPO.parent / "shared" / "fixtures" / FIXTURE_NAME):
+    for path in (given, REPO / ".gpu" / "fixtures" / FIXTURE_NAME, REPO / "tests" / "fixtures" / FIXTURE_NAME):
         if path is not None and path.is_file():
             return path
     raise SystemExit(f"error: {FIXTURE_NAME} not found (make gpu-bundle copies it to .gpu/fixtures; or --fixture)")
