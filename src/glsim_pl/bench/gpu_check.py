@@ -145,10 +145,10 @@ def _plan(args: argparse.Namespace, out: Path) -> list[tuple[str, str, list[str]
               60) for b in ((8, 64, 256) if not args.smoke else (2,))]  # fmt: skip
     plan += [(f"crop{b}", f"bench crop, batch {b}", [*bench, "crop", "--batch", str(b), *crop], 60)
              for b in ((64, 256) if not args.smoke else (8,))]  # fmt: skip
-    # opt-in (--sections gate,seeds, or all): too long to share the default check's budget; issues 10 and 11
+    # opt-in (--sections gate,seeds, or all): too long to share the default check's budget
     gate = ["--tiny", "--size", "32", "--batch", "8", "--repeats", "1", "--device", "cpu"] if args.smoke else [
         "--backbone", "vit_base_patch16_224", "--batch", "64", "--repeats", "10"]  # fmt: skip
-    plan.append(("gate", "bench gate: measured cost vs second-pass share (issue 11)", [*bench, "gate", *gate], 120))
+    plan.append(("gate", "bench gate: measured cost vs second-pass share", [*bench, "gate", *gate], 120))
     # eager: a reduce-overhead compile costs more per run than the ~20 s of GPU training it would speed up (and the
     # goal is the default's accuracy, not its speed); 5 tiny runs at a time share one GPU (2 on the smoke CPU)
     seeds = (
@@ -158,7 +158,7 @@ def _plan(args: argparse.Namespace, out: Path) -> list[tuple[str, str, list[str]
         else ["--jobs", "5", "--timeout", "180", "--budget", "400",
               "--", "trainer=gpu", "trainer.precision=bf16-mixed", "compile=false"]
     )  # fmt: skip
-    plan.append(("seeds", "embedded default, seeds 1-5, GLSim and ViT (issue 10)",
+    plan.append(("seeds", "embedded default, seeds 1-5, GLSim and ViT",
                  [*bench, "seeds", "--out", str(out / "seeds"), *seeds], 420))  # fmt: skip
     if not args.smoke:  # last: runs only if the budget has room left
         train32 = [
