@@ -1,4 +1,4 @@
-"""``make gpu-bundle``: packages travel with their metadata, so ``importlib.metadata`` (Lightning's check) finds them."""
+"""``make gpu-bundle``: packages travel with their metadata, which Lightning reads through ``importlib.metadata``."""
 
 from __future__ import annotations
 
