@@ -227,3 +227,17 @@ def test_nohup_style_run_shows_progress_while_it_runs_and_no_library_noise(tmp_p
     assert "Trainable params" in text  # the model summary is still there, without FLOPs
     assert [n for n in NOISE if n in text] == [], text[-3000:]
     assert (run_dir / "training_curves.png").is_file() and (run_dir / "metrics.json").is_file()
+
+
+def test_requeued_slurm_job_continues_from_its_newest_hpc_checkpoint(make_cfg, monkeypatch, tmp_path: Path) -> None:
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    from glsim_pl.train import _slurm_requeue_path
+
+    cfg = make_cfg(output_dir=tmp_path / "job")
+    (tmp_path / "job").mkdir()
+    for n in (1, 3, 2):
+        (tmp_path / "job" / f"hpc_ckpt_{n}.ckpt").write_bytes(b"")
+    assert _slurm_requeue_path(cfg) is None  # not under SLURM: Lightning restores nothing by itself
+    monkeypatch.setattr(SLURMEnvironment, "detect", staticmethod(lambda: True))
+    assert _slurm_requeue_path(cfg) == tmp_path / "job" / "hpc_ckpt_3.ckpt"

@@ -125,6 +125,8 @@ def _summary(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, Any]) -> No
     if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path:
         lines.append(f"best checkpoint: {trainer.checkpoint_callback.best_model_path}")
     lines += describe_loggers(trainer.loggers)
+    if (out / "training_curves.png").is_file():
+        lines.append(f"training curves: {out / 'training_curves.png'}")
     if (out / "crops").is_dir():
         lines.append(f"crop images: {out / 'crops'}")
     if (out / "test_per_class_acc.csv").is_file():
