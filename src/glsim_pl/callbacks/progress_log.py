@@ -75,6 +75,7 @@ class ProgressLog(L.Callback):
         now = time.monotonic()
         self._fit_start, self._fit_start_step = now, trainer.global_step  # after a resume: the restored step
         self._window_start, self._window_images, self._last_step = now, 0, trainer.global_step
+        self._epoch_start, self._val_ran = now, False  # a mid-epoch resume starts without on_train_epoch_start
         self._total: float | None = None
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
