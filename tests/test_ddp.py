@@ -12,7 +12,7 @@ import torch
 from glsim_pl.lit_module import GLSimLitModule
 from glsim_pl.strategies import HydraDDPStrategy
 from glsim_pl.train import train
-from glsim_pl.utils.config import module_kwargs, transform_augs
+from glsim_pl.utils.config import module_kwargs, resolve_trainer_precision, transform_augs
 from glsim_pl.utils.instantiate import instantiate
 
 
@@ -29,6 +29,7 @@ def test_every_parameter_gets_a_gradient(make_cfg, method: str) -> None:
 
 def test_ddp_preset_builds_a_hydra_safe_ddp_trainer(make_cfg) -> None:
     cfg = make_cfg("trainer=ddp", "trainer.accelerator=cpu", "logger=none", "callbacks=none")
+    resolve_trainer_precision(cfg)  # as the entry point does: precision=auto is ours, not Lightning's
     trainer = instantiate(cfg.trainer)
     assert isinstance(trainer.strategy, HydraDDPStrategy)
     assert trainer.strategy._ddp_kwargs.get("find_unused_parameters") is False
