@@ -76,5 +76,5 @@ def export_onnx(net: nn.Module, path: str | Path, input_size: int, opset: int = 
     except Exception as exc:
         temp.unlink(missing_ok=True)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise UserError(f"format=onnx: torch.onnx.export failed for this model ({type(exc).__name__}: {first})") from exc
+        raise UserError(f"format=onnx: torch.onnx.export failed ({type(exc).__name__}: {first})") from exc
     return path

@@ -125,10 +125,19 @@ def predict(cfg: DictConfig) -> Path:
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     k = min(int(cfg.topk), len(names))
-    header = ["file", "error", "x1", "y1", "x2", "y2", "input_x1", "input_y1", "input_x2", "input_y2",
-              "second_pass"] + [
-        f"{c}_{j}" for j in range(1, k + 1) for c in ("class", "prob")
-    ]
+    header = [
+        "file",
+        "error",
+        "x1",
+        "y1",
+        "x2",
+        "y2",
+        "input_x1",
+        "input_y1",
+        "input_x2",
+        "input_y2",
+        "second_pass",
+    ] + [f"{c}_{j}" for j in range(1, k + 1) for c in ("class", "prob")]
     patch = getattr(net, "patch_px", None)
     n_ok = 0
     with (out / "predictions.csv").open("w", newline="") as f, torch.inference_mode():

@@ -124,8 +124,12 @@ def _from_folder(folder: Path) -> tuple[nn.Module, dict[str, Any], Preprocessing
         net.load_state_dict(load_file(str(folder / WEIGHTS)), strict=True)
     except RuntimeError as exc:
         raise UserError(f"{folder / WEIGHTS} does not match {folder / CONFIG}: {exc}") from exc
-    record = config.get("preprocessing") or {"input_size": config.get("img_size", 224), "mean": config.get("mean"),
-                                              "std": config.get("std"), "resize_factor": config.get("resize_factor")}
+    record = config.get("preprocessing") or {
+        "input_size": config.get("img_size", 224),
+        "mean": config.get("mean"),
+        "std": config.get("std"),
+        "resize_factor": config.get("resize_factor"),
+    }
     pre = Preprocessing.from_dict({k: v for k, v in record.items() if v is not None}, f"{folder / CONFIG}")
     return net, {**config, "source": "export"}, pre
 
