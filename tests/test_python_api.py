@@ -197,7 +197,12 @@ def test_export_folder_is_hub_ready_0644_with_a_model_card(tmp_path: Path, monke
 def test_config_dir_rule_prefers_the_packaged_copy(tmp_path: Path) -> None:
     from glsim_pl.config_dir import CONFIG_DIR, find_config_dir
 
-    assert Path(CONFIG_DIR) == Path(__file__).resolve().parents[1] / "conf"  # a checkout: the top-level conf/
+    installed = Path(glsim_pl.__file__).resolve().parent
+    checkout = Path(__file__).resolve().parents[1]
+    if installed.is_relative_to(checkout / "src"):  # a checkout: the top-level conf/
+        assert Path(CONFIG_DIR) == checkout / "conf"
+    else:  # the wheel under test (make test-min): the copy inside the package
+        assert Path(CONFIG_DIR) == installed / "conf"
     package = tmp_path / "site" / "lib" / "glsim_pl"
     (package / "conf").mkdir(parents=True)
     (package / "conf" / "train.yaml").write_text("{}")
