@@ -26,6 +26,7 @@ from .hub_cache import add_to_hub_cache, hub_env
 from .test_eval import compose_tool, save_lightning_ckpt
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "python_api.md"
+README = DOCS.parents[1] / "README.md"
 OFFICIAL_REPO = "NYCU-PCSxNTHU-MIS/GLSim"
 
 
@@ -65,6 +66,8 @@ def test_docs_example_runs_offline_from_a_hub_cache(official_pth: Path, tmp_path
     imports neither Lightning, Hydra nor matplotlib."""
     block = re.search(r"```python\n(.*?)```", DOCS.read_text(), re.S).group(1)
     assert len(block.strip().splitlines()) == 3
+    readme = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "hf-hub:" in b]
+    assert all(b == block for b in readme), "the README's hf-hub example must be the tested one in docs/python_api.md"
     filename = re.search(rf"hf-hub:{OFFICIAL_REPO}/([\w.\-]+)", block).group(1)
     add_to_hub_cache(tmp_path / "hf", OFFICIAL_REPO, {filename: official_pth})
     work = tmp_path / "work"
