@@ -53,10 +53,9 @@ GPU_PY ?= python3
 GPU_PKGS := hydra omegaconf antlr4 torchdata
 FIXTURE ?= tests/fixtures/official_glsim_vit_t16_l1_s96.pt
 
-gpu-bundle: $(STAMP) ## copy the pure-Python packages the GPU image lacks + the parity fixture into .gpu/ (carry it)
+gpu-bundle: $(STAMP) ## copy the pure-Python packages the GPU image lacks (with their dist-info) + the parity fixture into .gpu/ (carry it)
 	rm -rf $(GPU_DIR) && mkdir -p $(GPU_DIR)/site $(GPU_DIR)/fixtures
-	site=$$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"); \
-		for p in $(GPU_PKGS); do cp -r "$$site/$$p" $(GPU_DIR)/site/; done
+	$(PY) -m glsim_pl.bench.bundle $(GPU_DIR)/site $(GPU_PKGS)
 	cp $(FIXTURE) $(GPU_DIR)/fixtures/
 	find $(GPU_DIR) -name __pycache__ -prune -exec rm -rf {} +
 	@du -sh $(GPU_DIR)

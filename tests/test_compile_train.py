@@ -25,7 +25,7 @@ from .test_compile import _net
 
 
 def test_auto_workers_follow_cpus_per_device() -> None:
-    assert auto_num_workers(cpus=2, processes=1) == 1  # this machine: one CPU trains, one decodes
+    assert auto_num_workers(cpus=2, processes=1) == 1  # a 2-core machine: one CPU trains, one decodes
     assert auto_num_workers(cpus=16, processes=1) == 15
     assert auto_num_workers(cpus=16, processes=2) == 7
     assert auto_num_workers(cpus=128, processes=1) == MAX_AUTO_WORKERS

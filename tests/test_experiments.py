@@ -26,7 +26,7 @@ def test_every_table_row_has_both_methods() -> None:
 def test_experiment_composes(name: str, make_cfg) -> None:
     dataset = _dataset_of(name)
     if not (Path(CONF_DIR) / "dataset" / f"{dataset}.yaml").is_file():
-        pytest.skip(f"conf/dataset/{dataset}.yaml is not written yet (datasets issue)")
+        pytest.skip(f"conf/dataset/{dataset}.yaml does not exist")
     cfg = make_cfg(f"experiment={name}", tiny=False)
     method = name.split("_")[0]
     assert cfg.hydra.runtime.choices.dataset == dataset

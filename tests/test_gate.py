@@ -194,7 +194,7 @@ def test_predict_writes_which_images_took_the_second_pass(tmp_path: Path) -> Non
         predict(cfg)
 
 
-@pytest.mark.slow  # dynamo traces the encoder three times (~20 s on 2 idle cores)
+@pytest.mark.slow  # dynamo traces the encoder three times (~20 s on a 2-core CPU)
 def test_compiled_stages_match_eager_and_the_second_pass_does_not_recompile_per_size() -> None:
     from torch._dynamo.utils import counters
 

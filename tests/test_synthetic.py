@@ -57,7 +57,7 @@ def _marking_share(data: SyntheticFGVC, count: int = 40) -> float:
 
 def test_the_default_marking_is_large_enough_to_leave_chance_level(make_cfg) -> None:
     # From scratch, a marking of ~3 % of the input (the old 0.16 radius at 64 px, ~1.8 of 64 tokens) left some seeds
-    # at chance for most of the run; the default's covers ~5 % (~1.9 of its 36 tokens): README, seed table.
+    # at chance for most of the run; the default's covers ~5 % (~1.9 of its 36 tokens): docs/synthetic.md.
     cfg = make_cfg(tiny=False).dataset
     data = SyntheticFGVC(40, image_px=cfg.image_px, marking_frac=cfg.marking_frac, hue_step=cfg.hue_step)
     centre_crop_area = (cfg.image_size / int(cfg.resize_factor * cfg.image_size)) ** 2  # eval keeps the centre

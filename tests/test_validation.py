@@ -42,7 +42,7 @@ def test_patch_size_from_kwargs_or_timm_name() -> None:
 
 
 def test_train_checks_before_reading_data_or_weights(tmp_path) -> None:
-    """CUB is not on this machine and vit_b16 would download weights: the top_o error must come first."""
+    """CUB is not under the test's data dir and vit_b16 would download weights: the top_o error must come first."""
     cfg = compose_cfg(["dataset=cub", "dataset.root=/nonexistent", "model=vit_b16", "method.top_o=0"], tmp_path)
     with pytest.raises(UserError, match="method.top_o=0: expected an integer in 1..196"):
         train(cfg)

@@ -45,7 +45,7 @@ from .run_dir import apply_model_preprocessing, explicit_overrides, run_dataset_
 from .utils.compile import prepare_classifier, uses_cuda
 from .utils.config import resolve_trainer_precision, transform_augs
 from .utils.instantiate import instantiate, instantiate_collection
-from .utils.logging import RankedLogger, finish_trackers, log_figure
+from .utils.logging import RankedLogger, finish_trackers, log_figure, quiet_library_notices
 from .utils.validate import validate_selectors
 
 __all__ = ["evaluate", "main"]
@@ -82,6 +82,7 @@ def _test(cfg: DictConfig, module: GLSimLitModule, datamodule: Any, callbacks: l
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
+@quiet_library_notices()  # no library tips or known deprecation warnings in the output
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test the checkpoint and write the reports; returns the metrics written to ``eval_metrics.json``."""
     if cfg.get("ckpt_path") is None:

@@ -19,15 +19,23 @@ from omegaconf import DictConfig
 
 from .aggregate import protocol, resolved_config, write_run_record
 from .callbacks.divergence_guard import DivergenceGuard
+from .callbacks.progress_log import display_callbacks
 from .callbacks.rng_state import RNGStateCheckpoint
 from .config_dir import CONFIG_DIR
 from .errors import UserError, exit_on_user_error
 from .lit_module import GLSimLitModule
 from .utils.atomic_io import AtomicCheckpointIO, check_checkpoint_readable
-from .utils.compile import prepare_classifier, progress_bar_callbacks, uses_cuda
+from .utils.compile import prepare_classifier, uses_cuda
 from .utils.config import module_kwargs, resolve_trainer_precision, transform_augs
 from .utils.instantiate import instantiate, instantiate_collection
-from .utils.logging import RankedLogger, describe_loggers, finish_trackers, log_run_config
+from .utils.logging import (
+    RankedLogger,
+    continue_logger_runs,
+    describe_loggers,
+    finish_trackers,
+    log_run_config,
+    quiet_library_notices,
+)
 from .utils.validate import validate_config
 
 __all__ = ["main", "train"]
@@ -53,12 +61,24 @@ def _resume_path(cfg: DictConfig) -> str | None:
     return str(path)
 
 
+def _slurm_requeue_path(cfg: DictConfig) -> Path | None:
+    """The ``hpc_ckpt_<n>.ckpt`` a requeued SLURM job restores by itself (Lightning's rule: the highest n)."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    if not SLURMEnvironment.detect():
+        return None
+    found = {int(p.stem.rsplit("_", 1)[1]): p for p in Path(cfg.paths.output_dir).glob("hpc_ckpt_*.ckpt")
+             if p.stem.rsplit("_", 1)[1].isdigit()}  # fmt: skip
+    return found[max(found)] if found else None
+
+
 def _inactive_callbacks(cfg: DictConfig) -> set[str]:
     """The step checkpoint is off without a step interval (built anyway, it would write a second last.ckpt)."""
     step = (cfg.get("callbacks") or {}).get("step_checkpoint")
     return {"step_checkpoint"} if step is not None and not step.get("every_n_train_steps") else set()
 
 
+@quiet_library_notices()  # no library tips or known deprecation warnings in the run's output
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit on train, select on val, test the best checkpoint; returns the logged metrics (never the model)."""
     start = time.perf_counter()
@@ -71,16 +91,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     resolve_trainer_precision(cfg)
     cuda = uses_cuda(cfg.trainer.get("accelerator"))
     prepare_classifier(module.net, cfg.get("compile"), cfg.get("compile_mode"), cuda, int(datamodule.batch_size))
+    resume = _resume_path(cfg)
     loggers = instantiate_collection(cfg.get("logger"))
+    continue_logger_runs(loggers, resume or _slurm_requeue_path(cfg))  # same TensorBoard / CSV version folder
     callbacks = instantiate_collection(cfg.get("callbacks"), skip=_inactive_callbacks(cfg))
     callbacks = [c for c in callbacks if loggers or not isinstance(c, LearningRateMonitor)]  # it needs a logger
-    callbacks += progress_bar_callbacks(cfg.trainer, cuda, callbacks)  # no per-step host read of the loss on CUDA
-    callbacks += [RNGStateCheckpoint(), DivergenceGuard(**(cfg.get("guard") or {}))]  # exact resume; no NaN saves
+    display, display_overrides = display_callbacks(cfg.get("progress"), cfg.trainer, cuda, callbacks)  # lines / bar
+    callbacks += display + [RNGStateCheckpoint(), DivergenceGuard(**(cfg.get("guard") or {}))]  # exact resume
     trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()], **display_overrides
     )
     log_run_config(loggers, resolved_config(cfg), protocol(cfg))  # every tracker gets the config and protocol
-    resume = _resume_path(cfg)
 
     if cfg.get("train", True):
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
@@ -105,6 +126,8 @@ def _summary(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, Any]) -> No
     if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path:
         lines.append(f"best checkpoint: {trainer.checkpoint_callback.best_model_path}")
     lines += describe_loggers(trainer.loggers)
+    if (out / "training_curves.png").is_file():
+        lines.append(f"training curves: {out / 'training_curves.png'}")
     if (out / "crops").is_dir():
         lines.append(f"crop images: {out / 'crops'}")
     if (out / "test_per_class_acc.csv").is_file():

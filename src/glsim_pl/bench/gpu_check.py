@@ -140,15 +140,15 @@ def _plan(args: argparse.Namespace, out: Path) -> list[tuple[str, str, list[str]
             ("train", "bench train (real Lightning loop vs bare loop)", [*bench, *train, "--out", str(out / "train")],
              320),
             ("eval", "eval throughput, eager vs compiled", [*me, "--section", "eval"], 150),
-            ("synthetic", "2-epoch synthetic run (python -m glsim_pl.train, compile=auto)", synth, 150)]  # fmt: skip
+            ("synthetic", "2-epoch synthetic run (python -m glsim_pl.train trainer=gpu: precision=auto, compile=auto)", synth, 150)]  # fmt: skip
     plan += [(f"forward{b}", f"bench forward, batch {b} (fp32 eager)", [*bench, "forward", "--batch", str(b), *fwd],
               60) for b in ((8, 64, 256) if not args.smoke else (2,))]  # fmt: skip
     plan += [(f"crop{b}", f"bench crop, batch {b}", [*bench, "crop", "--batch", str(b), *crop], 60)
              for b in ((64, 256) if not args.smoke else (8,))]  # fmt: skip
-    # opt-in (--sections gate,seeds, or all): too long to share the default check's budget; issues 10 and 11
+    # opt-in (--sections gate,seeds, or all): too long to share the default check's budget
     gate = ["--tiny", "--size", "32", "--batch", "8", "--repeats", "1", "--device", "cpu"] if args.smoke else [
         "--backbone", "vit_base_patch16_224", "--batch", "64", "--repeats", "10"]  # fmt: skip
-    plan.append(("gate", "bench gate: measured cost vs second-pass share (issue 11)", [*bench, "gate", *gate], 120))
+    plan.append(("gate", "bench gate: measured cost vs second-pass share", [*bench, "gate", *gate], 120))
     # eager: a reduce-overhead compile costs more per run than the ~20 s of GPU training it would speed up (and the
     # goal is the default's accuracy, not its speed); 5 tiny runs at a time share one GPU (2 on the smoke CPU)
     seeds = (
@@ -158,7 +158,7 @@ def _plan(args: argparse.Namespace, out: Path) -> list[tuple[str, str, list[str]
         else ["--jobs", "5", "--timeout", "180", "--budget", "400",
               "--", "trainer=gpu", "trainer.precision=bf16-mixed", "compile=false"]
     )  # fmt: skip
-    plan.append(("seeds", "embedded default, seeds 1-5, GLSim and ViT (issue 10)",
+    plan.append(("seeds", "embedded default, seeds 1-5, GLSim and ViT",
                  [*bench, "seeds", "--out", str(out / "seeds"), *seeds], 420))  # fmt: skip
     if not args.smoke:  # last: runs only if the budget has room left
         train32 = [

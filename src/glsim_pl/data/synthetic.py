@@ -4,10 +4,10 @@ Every image shows a cluttered background and one grey-brown "bird" (an ellipse w
 and scale. All classes share that body; they differ only in the hue of a small marking on it (``num_classes`` hues,
 ``hue_step`` apart), which sits on a random side of the body. Flips keep the class; colour augmentations change the
 hue, so they are not label-preserving and the data module turns them off. (A chiral code -- class = hue x side --
-was tried first: a tiny from-scratch ViT learnt the hue but not the side within the CPU budget.)
+was tried first: a tiny from-scratch ViT learnt the hue but not the side within minutes of CPU training.)
 The marking must cover about one patch at the model's input: a from-scratch ViT starts by averaging all patches
 into its CLS token, so a marking much smaller than a patch leaves it at chance level for a seed-dependent number of
-epochs (README, "What the default run measures").
+epochs (docs/synthetic.md).
 Each image is a pure function of (seed, split, index), so the set is identical everywhere.
 """
 

@@ -3,8 +3,12 @@ figures, images and the run config to every active Lightning logger (TensorBoard
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import logging
 import os
+import re
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import OmegaConf
 from torch import Tensor
@@ -19,7 +24,17 @@ from torch import Tensor
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["RankedLogger", "describe_loggers", "finish_trackers", "log_figure", "log_image", "log_run_config"]
+__all__ = [
+    "RankedLogger",
+    "checkpoint_step",
+    "continue_logger_runs",
+    "describe_loggers",
+    "finish_trackers",
+    "log_figure",
+    "log_image",
+    "log_run_config",
+    "quiet_library_notices",
+]
 
 
 class RankedLogger(logging.LoggerAdapter):
@@ -122,3 +137,109 @@ def finish_trackers(loggers: Sequence[Logger]) -> None:
         import wandb
 
         wandb.finish()
+
+
+# -- what the libraries print that says nothing about this run --------------------------------------------------------
+_NOTICE_LOGGERS = ("lightning.fabric.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero")
+_KNOWN_WARNINGS = (  # (message regex, category): deprecations inside the libraries, not in anything a user calls
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),  # Lightning's _pytree on torch >= 2.10
+    (r"'set_vital' is deprecated", UserWarning),  # torchdata's StatefulDataLoader on torch >= 2.10
+)
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("\N{ELECTRIC LIGHT BULB} Tip:")
+
+
+class quiet_library_notices(contextlib.ContextDecorator):
+    """While an entry point runs: no Lightning advertising tips ("💡 Tip: ...") and none of the known library
+    deprecation warnings. Filters are installed on entry and removed on exit, so a user's own code around (or after)
+    an entry point sees every warning as usual."""
+
+    def __enter__(self) -> quiet_library_notices:
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        for message, category in _KNOWN_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=category)
+        self._filter = _DropTips()
+        for name in _NOTICE_LOGGERS:
+            logging.getLogger(name).addFilter(self._filter)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in _NOTICE_LOGGERS:
+            logging.getLogger(name).removeFilter(self._filter)
+        self._warnings.__exit__(*exc)
+
+
+# -- a resumed run continues its TensorBoard and CSV runs --------------------------------------------------------------
+def _newest_version(root: Path) -> int | None:
+    versions = [int(m.group(1)) for p in root.glob("version_*") if (m := re.fullmatch(r"version_(\d+)", p.name))]
+    return max(versions, default=None)
+
+
+class _ContinuedCSVWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing ``metrics.csv``; this one keeps its rows logged before ``step``
+    (later rows are the work being redone) and appends to them."""
+
+    def __init__(self, log_dir: str, step: int) -> None:
+        self._resume_step = step
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        path = Path(self.metrics_file_path)
+        if not path.is_file():
+            return
+        with path.open(newline="") as file:
+            reader = csv.DictReader(file)
+            keys, rows = list(reader.fieldnames or []), list(reader)
+        kept = [row for row in rows if row.get("step") in (None, "") or float(row["step"]) < self._resume_step]
+        if len(kept) < len(rows):
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            with tmp.open("w", newline="") as file:
+                writer = csv.DictWriter(file, fieldnames=keys)
+                writer.writeheader()
+                writer.writerows(kept)
+            os.replace(tmp, path)
+        self.metrics_keys = sorted(keys)
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """The logging step a checkpoint resumes at (Lightning logs at the count of batches that stepped)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    loop = ckpt.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
+    return int(loop.get("_batches_that_stepped", ckpt.get("global_step", 0)))
+
+
+def continue_logger_runs(loggers: Sequence[Logger], checkpoint: str | Path | None) -> None:
+    """Point every TensorBoard and CSV logger of a run resumed from ``checkpoint`` at the newest version folder it
+    finds instead of a new ``version_<n+1>``: TensorBoard hides the old events from the resumed step on
+    (``purge_step``), CSV drops its rows from that step on; both then continue. Call before anything is logged.
+
+    Logs the step it resumes from: a line (console, ``train.log``) and ``resume/from_step`` in every tracker.
+    """
+    if checkpoint is None:
+        return
+    step = checkpoint_step(checkpoint)
+    continued = []
+    for logger in loggers:
+        if not isinstance(logger, TensorBoardLogger | CSVLogger) or logger._experiment is not None:
+            continue
+        root = Path(logger.root_dir)
+        if logger._version is None:
+            newest = _newest_version(root)
+            if newest is None:
+                continue  # first run in this folder (a checkpoint from elsewhere): a fresh version_0
+            logger._version = newest
+        if not Path(logger.log_dir).is_dir():
+            continue
+        if isinstance(logger, TensorBoardLogger):
+            logger._kwargs["purge_step"] = step
+        elif rank_zero_only.rank == 0:
+            logger._experiment = _ContinuedCSVWriter(logger.log_dir, step)
+        continued.append(logger.log_dir)
+    where = f"; continuing {', '.join(continued)}" if continued else ""
+    RankedLogger(__name__).info(f"resuming from {checkpoint} at step {step}{where}")
+    for logger in loggers:
+        logger.log_metrics({"resume/from_step": step}, step=step)
