@@ -221,11 +221,13 @@ def test_compiled_stages_match_eager_and_the_second_pass_does_not_recompile_per_
 
 def test_export_round_trip_keeps_the_gate(tmp_path: Path) -> None:
     from glsim_pl.export import load_pretrained, save_pretrained
+    from glsim_pl.preprocessing import Preprocessing
 
     module = GLSimLitModule(num_classes=6, gate="confidence", gate_threshold=0.4, **TINY_KW).eval()
     torch.nn.init.normal_(module.net.gate_head.weight, std=2.0)
     torch.nn.init.normal_(module.net.head.weight, std=2.0)
-    save_pretrained(module.net, dict(module.hparams), tmp_path, [f"c{i}" for i in range(6)], [0.5] * 3, [0.5] * 3)
+    pre = Preprocessing(input_size=32, mean=(0.5,) * 3, std=(0.5,) * 3)
+    save_pretrained(module.net, dict(module.hparams), tmp_path, [f"c{i}" for i in range(6)], pre)
     net = load_pretrained(tmp_path)
     x = torch.randn(5, 3, 32, 32)
     with torch.no_grad():

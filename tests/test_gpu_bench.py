@@ -34,7 +34,8 @@ def test_cuda_without_gpu_is_one_clear_error() -> None:
 def test_gpu_check_parity_section_smoke(capsys) -> None:
     from glsim_pl.bench.gpu_check import main as gpu_check
 
-    gpu_check(["--smoke", "--section", "parity"])
+    fixture = Path(__file__).resolve().parent / "fixtures" / "official_glsim_vit_t16_l1_s96.pt"  # also from a wheel
+    gpu_check(["--smoke", "--section", "parity", "--fixture", str(fixture)])
     rows = [
         line for line in capsys.readouterr().out.splitlines() if line.startswith("| fp32") or line.startswith("| bf16")
     ]

@@ -27,9 +27,11 @@ from typing import Any
 
 import torch
 
+from ..config_dir import CONFIG_DIR
+
 __all__ = ["main", "render"]
 
-CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
+CONF_DIR = Path(CONFIG_DIR)  # the checkout's conf/ or the copy inside an installed wheel
 TINY = ["model=vit_tiny_scratch", "model.backbone_kwargs={patch_size: 8, embed_dim: 32, depth: 2, num_heads: 2}"]
 
 

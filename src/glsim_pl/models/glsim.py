@@ -85,6 +85,12 @@ class GLSim(nn.Module):
         gate: ``none`` (the paper) or ``confidence``: a first-pass head on the global CLS; at evaluation images
             whose first-pass confidence reaches ``gate_threshold`` exit early (:mod:`glsim_pl.models.gate`).
         gate_threshold: tau of the gate (max softmax probability); 0 = first pass only, > 1 = always two passes.
+
+    Example:
+        >>> model = GLSim("vit_tiny_patch16_224", num_classes=200, pretrained=False).eval()
+        >>> out = model(torch.randn(2, 3, 224, 224))
+        >>> out.logits.shape, out.boxes.shape        # boxes: crop (x1, y1, x2, y2) in input pixels
+        (torch.Size([2, 200]), torch.Size([2, 4]))
     """
 
     def __init__(
@@ -207,7 +213,13 @@ class GLSim(nn.Module):
 
 
 class ViTClassifier(nn.Module):
-    """The plain ViT baseline of the paper's comparison: final CLS token -> linear head; no crop, no aggregator."""
+    """The plain ViT baseline of the paper's comparison: final CLS token -> linear head; no crop, no aggregator.
+
+    Example:
+        >>> model = ViTClassifier("vit_tiny_patch16_224", num_classes=200, pretrained=False).eval()
+        >>> model(torch.randn(1, 3, 224, 224)).logits.shape
+        torch.Size([1, 200])
+    """
 
     def __init__(
         self,

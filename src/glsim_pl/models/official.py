@@ -106,7 +106,12 @@ def convert_official_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def load_official_checkpoint(path_or_dict: str | Path | dict[str, Any]) -> GLSim:
-    """Build a :class:`GLSim` from an official GLSim checkpoint; eval outputs equal the official model's."""
+    """Build a :class:`GLSim` from an official GLSim checkpoint; eval outputs equal the official model's.
+
+    Example:
+        >>> model = load_official_checkpoint("cub_vit_b16_16_2.pth").eval()     # doctest: +SKIP
+        >>> model(images).logits                                                # images (B, 3, 224, 224)
+    """
     ckpt = path_or_dict if isinstance(path_or_dict, dict) else read_official_checkpoint(path_or_dict)
     if not is_official_checkpoint(ckpt):
         where = "checkpoint" if isinstance(path_or_dict, dict) else str(path_or_dict)
