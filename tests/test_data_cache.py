@@ -153,3 +153,31 @@ def test_parallel_build_equals_the_serial_one(jpeg_source: ImageFileList, monkey
     parallel = PrefixCache(jpeg_source, R, "ram", workers=2)
     for i in range(len(jpeg_source)):
         _assert_same(serial[i], parallel[i])
+
+
+def test_fast_sharpness_equals_torchvision() -> None:
+    from torchvision.transforms.v2 import functional as F
+
+    from glsim_pl.data.transforms import sharpness_uint8
+
+    g = torch.Generator().manual_seed(0)
+    for shape in ((3, 37, 29), (1, 8, 5), (3, 224, 224)):
+        image = torch.randint(0, 256, shape, dtype=torch.uint8, generator=g)
+        image[..., :4, :] = 255  # saturated and flat areas too
+        for factor in torch.linspace(0.01, 1.99, 31).tolist():
+            assert torch.equal(sharpness_uint8(image, factor), F.adjust_sharpness(image, factor)), (shape, factor)
+
+
+def test_trivial_augment_draws_as_torchvision() -> None:
+    from torchvision.transforms import v2 as T
+
+    from glsim_pl.data.transforms import TrivialAugmentWide
+
+    image = torch.randint(0, 256, (3, 40, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    ours, theirs = TrivialAugmentWide(), T.TrivialAugmentWide()
+    for seed in range(150):  # each of the 14 ops (Sharpness among them) drawn ~10 times
+        with seeded_rngs(seed):
+            a = ours(image)
+        with seeded_rngs(seed):
+            b = theirs(image)
+        assert torch.equal(a, b), seed
