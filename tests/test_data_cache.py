@@ -181,3 +181,37 @@ def test_trivial_augment_draws_as_torchvision() -> None:
         with seeded_rngs(seed):
             b = theirs(image)
         assert torch.equal(a, b), seed
+
+
+def test_plain_jpeg_fast_path_gives_the_pil_pixels(jpeg_source: ImageFileList, tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from glsim_pl.data.jpeg import read_plain_jpeg
+
+    base = Image.open(jpeg_source.samples[0].path).convert("RGB")
+    variants = {"baseline": {}, "progressive": {"progressive": True}, "444": {"subsampling": 0}}
+    for name, options in variants.items():
+        base.save(tmp_path / f"{name}.jpg", quality=90, **options)
+    base.convert("L").save(tmp_path / "grey.jpg", quality=90)
+    for name in [*variants, "grey"]:
+        path = tmp_path / f"{name}.jpg"
+        expected = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
+        assert torch.equal(read_plain_jpeg(path), expected), name
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated: PIL's reader applies it, so the fast path must step aside
+    base.save(tmp_path / "rotated.jpg", quality=90, exif=exif.tobytes())
+    base.convert("CMYK").save(tmp_path / "cmyk.jpg")
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "baseline.jpg").read_bytes()[:-5000])
+    base.save(tmp_path / "png.png")
+    for name in ("rotated.jpg", "cmyk.jpg", "cut.jpg", "png.png"):
+        assert read_plain_jpeg(tmp_path / name) is None, name
+    # through a source and the train transform: the same tensors as from PIL images
+    pil_items = [(Image.open(s.path).convert("RGB"), s.label, s.box) for s in jpeg_source.samples]
+    assert isinstance(jpeg_source.fast_item(0)[0], torch.Tensor) and not isinstance(jpeg_source[0][0], torch.Tensor)
+    train_tf = build_train_transform(S, R, AugConfig(), IMAGENET_MEAN, IMAGENET_STD)
+    for tf, boxes in ((train_tf, False), (build_eval_transform(S, R, IMAGENET_MEAN, IMAGENET_STD), True)):
+        fast = TransformedView(jpeg_source, range(len(jpeg_source)), tf, return_boxes=boxes)
+        slow = TransformedView(pil_items, range(len(pil_items)), tf, return_boxes=boxes)
+        for i in range(len(pil_items)):
+            _assert_same(_draw(fast, i, i), _draw(slow, i, i))

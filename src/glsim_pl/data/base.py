@@ -99,9 +99,10 @@ class TransformedView(Dataset):
         return len(self.indices)
 
     def _raw(self, i: int) -> tuple[Any, int, Any]:
+        fetch = getattr(self.source, "fast_item", None) or self.source.__getitem__  # data/jpeg.py fast path
         for attempt in range(len(self.indices)):
             try:
-                return self.source[self.indices[(i + attempt) % len(self.indices)]]
+                return fetch(self.indices[(i + attempt) % len(self.indices)])
             except UserError as exc:
                 if not self.skip_corrupt:
                     raise

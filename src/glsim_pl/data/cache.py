@@ -83,7 +83,8 @@ class _Builder:
         out = _SHARED["pixels"] if out is None else out
         boxes = []
         for slot in chunk:
-            image, _, box = self.source[self.indices[slot]]
+            fetch = getattr(self.source, "fast_item", None) or self.source.__getitem__
+            image, _, box = fetch(self.indices[slot])
             tensor = T.ToImage()(image)
             if box is not None:
                 canvas = tuple(F.get_size(tensor))
