@@ -215,3 +215,14 @@ def test_plain_jpeg_fast_path_gives_the_pil_pixels(jpeg_source: ImageFileList, t
         slow = TransformedView(pil_items, range(len(pil_items)), tf, return_boxes=boxes)
         for i in range(len(pil_items)):
             _assert_same(_draw(fast, i, i), _draw(slow, i, i))
+
+
+def test_train_entry_point_with_cache_and_device_normalize(make_cfg) -> None:
+    """Hydra keys through ``glsim_pl.train``: the model is fed finished float batches and the run completes."""
+    from glsim_pl.train import train
+
+    cfg = make_cfg("dataset.cache=ram", "dataset.device_normalize=true", "augs.random_erasing=0.3", "test=false",
+                   "logger=none", "callbacks=none", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
+                   "+trainer.num_sanity_val_steps=0", "trainer.max_epochs=1")  # fmt: skip
+    metrics = train(cfg)
+    assert torch.isfinite(torch.tensor(metrics["train/loss_epoch"]))

@@ -324,7 +324,10 @@ class FGVCDataModule(L.LightningDataModule):
         """``device_normalize``: a train batch of uint8 crops gets ToDtype + Normalize + RandomErasing here, on the
         device, so the model receives the same tensor as from the per-sample CPU pipeline."""
         if self._finish_batch and isinstance(batch[0], UInt8Crop):
-            return (finish_on_device(batch[0], self.mean, self.std), *batch[1:])
+            images = finish_on_device(batch[0], self.mean, self.std)
+            if self.trainer is not None:  # "-true" precisions cast float inputs; the uint8 crops came through as is
+                images = self.trainer.precision_plugin.convert_input(images)
+            return (images, *batch[1:])
         return batch
 
     def train_dataloader(self) -> DataLoader:
