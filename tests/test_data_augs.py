@@ -28,8 +28,8 @@ def test_strong_preset_transform_ops(make_cfg, tmp_path) -> None:
     kinds = [type(op) for op in dm.data_train.transform.transforms]
     assert kinds[:2] == [T.ToImage, T.RandomResizedCrop]  # uint8 tensor first, then the crop
     assert T.RandomHorizontalFlip in kinds
-    assert T.RandAugment in kinds
-    assert T.TrivialAugmentWide not in kinds
+    assert any(issubclass(k, T.RandAugment) for k in kinds)  # torchvision's, or a subclass with the same draws
+    assert not any(issubclass(k, T.TrivialAugmentWide) for k in kinds)
     assert dm.data_train[0][0].shape == (3, 32, 32)
 
 

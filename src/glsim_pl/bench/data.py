@@ -1,15 +1,22 @@
-"""Data-loading throughput: our train pipeline vs timm's ``create_loader`` pipeline on the same JPEG files.
+"""Input-pipeline throughput per CPU core: ours (cache off / on, device normalisation off / on), the official code's
+PIL + torchvision-v1 pipeline and timm's train pipeline, on the same JPEGs, in one run.
 
-    python -m glsim_pl.bench data --root /path/to/jpegs [--workers 2] [--make 60]
+    python -m glsim_pl.bench data                       # 400 generated CUB-size JPEGs (500x375), one core
+    python -m glsim_pl.bench data --root /path/to/jpegs --images 0
 
-Pipelines, each a DataLoader with the same files, workers, batch size and persistent workers:
-- ``ours (fast_decode)``: the paper's ``med`` train transform after PIL ``draft`` decoding (dataset.fast_decode):
-  a large JPEG is decoded at 1/2, 1/4 or 1/8 scale, never below the resize side, then bicubic-resized.
-- ``ours``: the same with a full-size decode (``dataset.fast_decode=false``, the default).
-- ``timm``: ``timm.data.create_loader(ImageDataset(root), is_training=True)``, timm's default train transform.
-Epochs are timed in alternation (one epoch of each in turn) so that load from other processes hits all alike.
-It also prints how much ``fast_decode`` changes the pixels the model sees (eval transform, 0..255 scale),
-next to the change from swapping bicubic for bilinear resizing, as a yardstick for interpolation noise.
+Every pipeline runs the paper's train transform (Resize 300 bicubic -> RandomCrop 224 -> flip -> TrivialAugmentWide
+-> normalise -> RandomErasing 0.3) except timm's (``create_transform(224, is_training=True)``, its own default
+recipe). One process, one thread (``torch.set_num_threads(1)``), a DataLoader without workers and batch 32: the
+img/s printed are per core. Rounds alternate the pipelines (one pass of each in turn), so load from other processes
+hits all alike; the table gives min / median / max over rounds and each row's median relative to the official one.
+
+- ``ours, cache=off``: decode (PIL) + our uint8 pipeline, normalised in the loader (``dataset.cache=off``).
+- ``ours, cache=off, device_normalize``: the loader stops at the uint8 crop + erasing rectangle; ToDtype +
+  Normalize + erasing run batched on the GPU (not timed here: a few microseconds per image there).
+- ``ours, cache=ram`` (+ ``device_normalize``): the decode + resize prefix read from ``dataset.cache=ram`` (the
+  cache's build rate is printed apart: a one-off cost).
+Decoding alone is timed too: PIL vs ``torchvision.io.decode_jpeg`` (both libjpeg-turbo) on the same files, and
+PIL's reduced-scale decode (``draft``, ``dataset.fast_decode``) on images twice the resize side (1000x750).
 """
 
 from __future__ import annotations
@@ -18,109 +25,187 @@ import argparse
 import os
 import platform
 import statistics
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import v2 as T
+from torch.utils.data import DataLoader, Dataset
 
 from ..data.base import TransformedView
+from ..data.cache import PrefixCache
+from ..data.sampling import EpochSampler, SeededCollate, SeededView
 from ..data.sources import ImageFileList, Sample
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, AugConfig, build_eval_transform, build_train_transform
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, AugConfig, build_train_transform, without_prefix
+from ._jpeg_tree import write_cub_tree
 
 __all__ = ["main"]
 
 _SUFFIXES = {".jpg", ".jpeg", ".png"}
 
 
-def make_jpegs(root: Path, count: int, size: tuple[int, int] = (1024, 768)) -> None:
-    """Write ``count`` photo-like JPEGs (smooth shapes + fine texture, quality 90) for a reproducible benchmark."""
-    root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(count):
-        coarse = rng.uniform(0, 255, (6, 8, 3)).astype(np.uint8)
-        image = np.asarray(Image.fromarray(coarse).resize(size, Image.Resampling.BICUBIC), dtype=np.float32)
-        image += rng.normal(0, 12, image.shape)  # texture, so the JPEG is not trivially compressible
-        Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(root / f"bench_{i:04d}.jpg", quality=90)
+class _PILFiles(Dataset):
+    """(PIL RGB image -> transform, 0) per file: the official code's ImageFolder-style reading."""
+
+    def __init__(self, files: list[Path], transform: Callable) -> None:
+        self.files, self.transform = files, transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        with Image.open(self.files[i]) as image:
+            return self.transform(image.convert("RGB")), 0
 
 
-def _ours(files: list[Path], image_size: int, draft: bool) -> TransformedView:
-    resize = int(1.34 * image_size)
-    source = ImageFileList([Sample(f, 0) for f in files], draft=resize if draft else None)
-    transform = build_train_transform(image_size, resize, AugConfig(), IMAGENET_MEAN, IMAGENET_STD)
-    return TransformedView(source, range(len(files)), transform)
+def _official(size: int, resize: int) -> Callable:
+    from torchvision import transforms as V1
+    from torchvision.transforms import InterpolationMode
+
+    return V1.Compose([
+        V1.Resize((resize, resize), interpolation=InterpolationMode.BICUBIC), V1.RandomCrop(size),
+        V1.RandomHorizontalFlip(), V1.TrivialAugmentWide(), V1.ToTensor(), V1.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        V1.RandomErasing(p=0.3, scale=(0.02, 0.4), ratio=(0.3, 3.3), value=0),
+    ])  # fmt: skip
 
 
-def _fast_decode_effect(files: list[Path], image_size: int) -> tuple[float, float]:
-    """Mean |pixel change| (0..255) of the eval input from fast_decode, and from bilinear instead of bicubic."""
-    resize = int(1.34 * image_size)
-    plain = build_eval_transform(image_size, resize, (0, 0, 0), (1, 1, 1))
-    bilinear_resize = T.Resize((resize, resize), interpolation=InterpolationMode.BILINEAR, antialias=True)
-    bilinear = T.Compose([plain.transforms[0], bilinear_resize, *plain.transforms[2:]])  # ToImage, resize, rest
-    full, drafted = ImageFileList([Sample(f, 0) for f in files]), ImageFileList([Sample(f, 0) for f in files], resize)
-    fast, interp = [], []
-    for i in range(len(files)):
-        reference = plain(full[i][0])
-        fast.append((plain(drafted[i][0]) - reference).abs().mean().item() * 255)
-        interp.append((bilinear(full[i][0]) - reference).abs().mean().item() * 255)
-    return statistics.mean(fast), statistics.mean(interp)
+def _loader(view: Dataset, batch: int, seed: int = 0) -> DataLoader:
+    """Our training loader's structure (seeded sample keys), without workers."""
+    sampler = EpochSampler(view, seed, batch, drop_last=False)
+    return DataLoader(SeededView(view), batch_size=batch, sampler=sampler, collate_fn=SeededCollate(), num_workers=0)
+
+
+def _pipelines(files: list[Path], size: int, batch: int) -> tuple[dict[str, DataLoader], float]:
+    from timm.data import create_transform
+
+    resize = int(1.34 * size)
+    source = ImageFileList([Sample(f, 0) for f in files])
+    everything = range(len(files))
+
+    def ours(device_normalize: bool, cached: PrefixCache | None) -> DataLoader:
+        tf = build_train_transform(size, resize, AugConfig(), IMAGENET_MEAN, IMAGENET_STD, device_normalize)
+        view = (
+            TransformedView(cached, everything, without_prefix(tf))
+            if cached
+            else TransformedView(source, everything, tf)
+        )
+        return _loader(view, batch)
+
+    start = time.perf_counter()
+    cache = PrefixCache(source, resize, "ram", workers=1)
+    build_rate = len(files) / (time.perf_counter() - start)
+    plain = dict(batch_size=batch, shuffle=True, num_workers=0, generator=torch.Generator().manual_seed(0))
+    loaders = {
+        "official (PIL + torchvision v1)": DataLoader(_PILFiles(files, _official(size, resize)), **plain),
+        "timm create_transform": DataLoader(_PILFiles(files, create_transform(size, is_training=True)), **plain),
+        "ours, cache=off": ours(False, None),
+        "ours, cache=off, device_normalize": ours(True, None),
+        "ours, cache=ram": ours(False, cache),
+        "ours, cache=ram, device_normalize": ours(True, cache),
+    }
+    return loaders, build_rate
+
+
+def _decode_rates(files: list[Path], big: list[Path], resize: int) -> dict[str, float]:
+    """Images/s of decoding alone (+ conversion to a uint8 tensor, which both of our paths need)."""
+    from torchvision.io import ImageReadMode, decode_jpeg, read_file
+    from torchvision.transforms.v2 import functional as F
+
+    full, drafted = ImageFileList([Sample(f, 0) for f in big]), ImageFileList([Sample(f, 0) for f in big], resize)
+    plain = ImageFileList([Sample(f, 0) for f in files])
+    cases: dict[str, tuple[list, Callable]] = {
+        f"our reader (plain JPEG fast path, {_size(files[0])})": (
+            range(len(files)), lambda i: plain.fast_item(i)[0]),
+        f"PIL -> uint8 tensor ({_size(files[0])})": (files, lambda f: F.pil_to_tensor(_pil(f))),
+        f"torchvision.io.decode_jpeg ({_size(files[0])})": (
+            files, lambda f: decode_jpeg(read_file(str(f)), mode=ImageReadMode.RGB, apply_exif_orientation=True)),
+        f"PIL full decode ({_size(big[0])})": (range(len(big)), lambda i: F.pil_to_tensor(full.load(i)[0])),
+        f"PIL draft decode ({_size(big[0])}, >= {resize} px)": (
+            range(len(big)), lambda i: F.pil_to_tensor(drafted.load(i)[0])),
+    }  # fmt: skip
+    rates = {}
+    for name, (items, fn) in cases.items():
+        fn(items[0])
+        start = time.perf_counter()
+        for item in items:
+            fn(item)
+        rates[name] = len(items) / (time.perf_counter() - start)
+    return rates
+
+
+def _pil(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def _size(path: Path) -> str:
+    with Image.open(path) as image:
+        return f"{image.size[0]}x{image.size[1]}"
+
+
+def _time_pass(loader: DataLoader) -> float:
+    start, seen = time.perf_counter(), 0
+    for images, *_ in loader:
+        seen += len(images.image if hasattr(images, "image") else images)
+    return seen / (time.perf_counter() - start)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Print images/s of each pipeline and the ratio ours (fast_decode) / timm."""
+    """Print img/s per core of each pipeline (min / median / max over rounds) and the decoding rates."""
     parser = argparse.ArgumentParser(prog="python -m glsim_pl.bench data", description=__doc__.split("\n")[0])
-    parser.add_argument("--root", type=Path, required=True, help="folder of images (searched recursively)")
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of every pipeline")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--image-size", type=int, default=224, help="crop side S (ours resizes to 1.34 S first)")
-    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per pipeline, after one warm-up epoch")
-    parser.add_argument("--make", type=int, default=0, help="first write this many 1024x768 JPEGs into --root")
+    parser.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "glsim_bench_data",
+                        help="folder of JPEGs (searched recursively); generated there with --images")  # fmt: skip
+    parser.add_argument("--images", type=int, default=400, help="CUB-size JPEGs to generate (0: use --root as is)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--image-size", type=int, default=224, help="crop side S (resize to 1.34 S first)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed passes per pipeline, after one warm-up pass")
     args = parser.parse_args(argv)
-    if args.make:
-        make_jpegs(args.root, args.make)
-    files = sorted(p for p in args.root.rglob("*") if p.suffix.lower() in _SUFFIXES)
+    torch.set_num_threads(1)
+    root = args.root
+    if args.images:
+        root = write_cub_tree(
+            args.root / f"cub_{args.images}", args.images, 20, (500, 375), workers=os.cpu_count() or 1
+        )
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in _SUFFIXES)
     if not files:
-        raise SystemExit(f"error: no .jpg/.jpeg/.png files under {args.root} (use --make 60 to write some)")
+        raise SystemExit(f"error: no .jpg/.jpeg/.png files under {root} (use --images 400 to generate some)")
+    big_root = write_cub_tree(args.root / "large_40", 40, 4, (1000, 750), workers=os.cpu_count() or 1)
+    big = sorted((big_root / "images").rglob("*.jpg"))
 
-    from timm.data import ImageDataset, create_loader
-
-    timm_data = ImageDataset(str(args.root))
-    if sorted(Path(f) for f in timm_data.filenames(absolute=True)) != files:
-        raise SystemExit(f"error: timm and glsim_pl see different files under {args.root}")
-    common = dict(batch_size=args.batch_size, num_workers=args.workers, persistent_workers=args.workers > 0)
-    loaders = {
-        "ours (fast_decode)": DataLoader(_ours(files, args.image_size, True), shuffle=True, **common),
-        "ours": DataLoader(_ours(files, args.image_size, False), shuffle=True, **common),
-        "timm": create_loader(
-            timm_data,
-            input_size=(3, args.image_size, args.image_size),
-            is_training=True,
-            use_prefetcher=False,
-            device=torch.device("cpu"),
-            **common,
-        ),  # fmt: skip
-    }
+    loaders, build_rate = _pipelines(files, args.image_size, args.batch_size)
     rates: dict[str, list[float]] = {name: [] for name in loaders}
-    for epoch in range(args.epochs + 1):  # epoch 0 starts the workers and warms the page cache: not timed
+    for round_ in range(args.rounds + 1):  # round 0 warms caches and lazy imports: not timed
         for name, loader in loaders.items():
-            start, seen = time.perf_counter(), 0
-            for images, _ in loader:
-                seen += len(images)
-            if epoch:
-                rates[name].append(seen / (time.perf_counter() - start))
-    fast_diff, interp_diff = _fast_decode_effect(files[:8], args.image_size)
+            rate = _time_pass(loader)
+            if round_:
+                rates[name].append(rate)
+    decode = _decode_rates(files[:100], big, int(1.34 * args.image_size))
 
-    width, height = Image.open(files[0]).size
-    print(f"{len(files)} images (first {width}x{height}) from {args.root}; batch {args.batch_size}, "
-          f"{args.workers} workers, crop {args.image_size}; {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, torch {torch.__version__}")  # fmt: skip
+    cpu = _cpu_model()
+    print(f"{len(files)} images ({_size(files[0])}) from {root}; one process, one thread, batch {args.batch_size}, "
+          f"crop {args.image_size}; {cpu}, {os.cpu_count()} CPUs, torch {torch.__version__}")  # fmt: skip
+    print("\n| pipeline | img/s per core (median) | min | max | vs official |\n|---|---|---|---|---|")
+    base = statistics.median(rates["official (PIL + torchvision v1)"])
     for name, values in rates.items():
-        print(f"  {name:<20} {statistics.median(values):8.1f} images/s (median of {len(values)} epochs)")
-    ratio = statistics.median(rates["ours (fast_decode)"]) / statistics.median(rates["timm"])
-    print(f"  ratio ours (fast_decode) / timm: {ratio:.2f}x")
-    print(f"  fast_decode changes the eval input by {fast_diff:.2f}/255 on average "
-          f"(bilinear instead of bicubic resize: {interp_diff:.2f}/255)")  # fmt: skip
+        med = statistics.median(values)
+        print(f"| {name} | {med:.0f} | {min(values):.0f} | {max(values):.0f} | {med / base:.2f}x |")
+    print(f"\ncache=ram build: {build_rate:.0f} img/s per core (decode + resize, once)")
+    print("\n| decoding | img/s per core |\n|---|---|")
+    for name, rate in decode.items():
+        print(f"| {name} | {rate:.0f} |")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+if __name__ == "__main__":
+    main()

@@ -4,8 +4,8 @@
 
 - ``stop`` (default): the run ends with one message (step, epoch, learning rate, loss, gradient norm), exit status
   1, no test stage, no ``metrics.json``; ``last.ckpt`` keeps the last good weights. Without a per-step host
-  sync: each step only updates small device tensors (a "bad" flag and the first bad step's step / epoch / lr /
-  loss / grad norm, via ``torch.where``, all asynchronous on CUDA). The flag is read -- one sync -- every
+  sync: each step writes one row (loss, gradient norm) into a small device buffer -- one asynchronous copy on
+  CUDA, step / epoch / lr stay on the host. The buffer is read -- one sync -- every
   ``check_every_n_steps`` steps (default: ``trainer.log_every_n_steps``, when Lightning logs anyway), at each
   validation start and epoch end, and in ``on_save_checkpoint``, which Lightning calls before it writes any
   checkpoint: a bad step between two checks is therefore caught before its weights could be saved.
@@ -56,10 +56,12 @@ class DivergenceGuard(Callback):
             raise UserError(f"guard.nonfinite={nonfinite!r}: expected one of {', '.join(_MODES)}")
         self.mode, self.check_every_n_steps = nonfinite, check_every_n_steps
         self.skipped = 0
-        self._loss_ok: Tensor | None = None  # all losses since the last optimizer step finite (device bool)
+        self._loss_ok: Tensor | None = None  # sum of the losses since the last optimizer step (device)
         self._last_loss: Tensor | None = None
-        self._bad: Tensor | None = None  # any non-finite step so far (device bool)
-        self._first: Tensor | None = None  # (step, epoch, lr, loss, grad norm) of the first bad step (device f64)
+        self._rows: Tensor | None = None  # (n, 3) loss sum, last loss, grad norm of the steps since the last check
+        self._filled = 0  # rows of _rows in use
+        self._where: list[tuple[int, int, float]] = []  # (step, epoch, lr) of each row, on the host
+        self._first: tuple[float, ...] | None = None  # (step, epoch, lr, loss, grad norm) of the first bad step
 
     @property
     def state_key(self) -> str:
@@ -75,40 +77,39 @@ class DivergenceGuard(Callback):
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor) -> None:
         if self.mode == "off":
             return
-        loss = loss.detach()
-        ok = torch.isfinite(loss).all()
-        self._loss_ok = ok if self._loss_ok is None else self._loss_ok & ok
-        self._last_loss = loss.float().mean()
+        loss = loss.detach().float().mean()
+        # a sum stays non-finite once any micro-batch's loss is: one op per backward instead of a check
+        self._loss_ok = loss if self._loss_ok is None else self._loss_ok + loss
+        self._last_loss = loss
 
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
         if self.mode == "off" or self._last_loss is None:
             return
-        device = self._last_loss.device
-        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         has_scaler = getattr(trainer.precision_plugin, "scaler", None) is not None
-        norm = torch.nn.utils.get_total_norm(grads).float() if grads else torch.zeros((), device=device)
-        ok = self._loss_ok if self._loss_ok is not None else torch.ones((), dtype=torch.bool, device=device)
-        if not has_scaler:
-            ok = ok & torch.isfinite(norm)
-        self._loss_ok = None
+        loss_sum, self._loss_ok = self._loss_ok, None
         lr = float(optimizer.param_groups[0]["lr"])
         if self.mode == "skip":
+            norm = self._grad_norm(optimizer)
+            ok = torch.isfinite(loss_sum) if has_scaler else torch.isfinite(loss_sum) & torch.isfinite(norm)
             self._skip_if_bad(trainer, optimizer, ok, lr, norm)
             return
-        if self._bad is None:
-            self._bad = torch.zeros((), dtype=torch.bool, device=device)
-            self._first = torch.full((5,), math.nan, dtype=torch.float64, device=device)
-        new = ~ok & ~self._bad
-        values = torch.stack([
-            torch.full((), trainer.global_step + 1, dtype=torch.float64, device=device),
-            torch.full((), trainer.current_epoch, dtype=torch.float64, device=device),
-            torch.full((), lr, dtype=torch.float64, device=device),
-            self._last_loss.double(), norm.double(),
-        ])  # fmt: skip
-        self._first = torch.where(new, values, self._first)
-        self._bad = self._bad | ~ok
+        # stop: one row (loss sum, last loss, grad norm) per step into a device buffer, read at the next check;
+        # under a GradScaler non-finite gradients are the scaler's business, so the norm is not even computed
+        norm = self._last_loss.new_zeros(()) if has_scaler else self._grad_norm(optimizer).float()
+        if self._rows is None or self._filled == len(self._rows):
+            if self._rows is not None:
+                self._check(trainer)  # full: read it now (and start over)
+            every = self.check_every_n_steps or trainer.log_every_n_steps or 1
+            self._rows = self._last_loss.new_zeros((max(int(every), 1) + 1, 3))
+        torch.stack([loss_sum, self._last_loss, norm], out=self._rows[self._filled])
+        self._where.append((trainer.global_step + 1, trainer.current_epoch, lr))
+        self._filled += 1
+
+    def _grad_norm(self, optimizer: torch.optim.Optimizer) -> Tensor:
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        return torch.nn.utils.get_total_norm(grads) if grads else self._last_loss.new_zeros(())
 
     def _skip_if_bad(
         self, trainer: L.Trainer, optimizer: torch.optim.Optimizer, ok: Tensor, lr: float, norm: Tensor
@@ -147,14 +148,24 @@ class DivergenceGuard(Callback):
         self._check(trainer)
 
     def _check(self, trainer: L.Trainer) -> None:
-        if self.mode != "stop" or self._bad is None:
+        if self.mode != "stop":
             return
-        if not trainer.strategy.reduce_boolean_decision(bool(self._bad), all=False):
+        bad_here = False
+        if self._filled:
+            rows, where = self._rows[: self._filled], self._where
+            finite = torch.isfinite(rows[:, 0]) & torch.isfinite(rows[:, 2])  # (n,)
+            self._filled, self._where = 0, []
+            if not bool(finite.all()):  # the one host sync per check
+                k = int((~finite).nonzero()[0, 0])
+                loss, norm = rows[k, 1].item(), rows[k, 2].item()
+                self._first = (*where[k], loss, norm)
+                bad_here = True
+        if not trainer.strategy.reduce_boolean_decision(bad_here or self._first is not None, all=False):
             return
         raise DivergenceError(self._message(trainer))
 
     def _message(self, trainer: L.Trainer) -> str:
-        step, epoch, lr, loss, norm = self._first.tolist() if self._first is not None else [math.nan] * 5
+        step, epoch, lr, loss, norm = self._first if self._first is not None else [math.nan] * 5
         where = (f"at step {int(step)} (epoch {int(epoch)}, lr {lr:.3g}): loss {loss:.4g}, grad norm {norm:.4g}"
                  if math.isfinite(step) else "on another rank")  # fmt: skip
         last = _last_checkpoint(trainer)

@@ -20,17 +20,21 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
+from torchvision.transforms.v2.functional import get_size
 
 from ..errors import UserError
 from ..utils.logging import RankedLogger
+from .cache import cached_views, check_cache_args, resolve_device_normalize
 from .sampling import EpochSampler, ResumableLoader, SeededCollate, SeededView
 from .transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     AugConfig,
     MixUpCutMixCollate,
+    UInt8Crop,
     build_eval_transform,
     build_train_transform,
+    finish_on_device,
 )  # fmt: skip
 from .workers import resolve_num_workers
 
@@ -95,9 +99,10 @@ class TransformedView(Dataset):
         return len(self.indices)
 
     def _raw(self, i: int) -> tuple[Any, int, Any]:
+        fetch = getattr(self.source, "fast_item", None) or self.source.__getitem__  # data/jpeg.py fast path
         for attempt in range(len(self.indices)):
             try:
-                return self.source[self.indices[(i + attempt) % len(self.indices)]]
+                return fetch(self.indices[(i + attempt) % len(self.indices)])
             except UserError as exc:
                 if not self.skip_corrupt:
                     raise
@@ -108,7 +113,7 @@ class TransformedView(Dataset):
         image, label, box = self._raw(i)
         if not self.return_boxes:
             return self.transform(image), label
-        size = (image.height, image.width)
+        size = tuple(get_size(image))  # a PIL image, or a cached (3, R, R) tensor
         boxes = tv_tensors.BoundingBoxes([box], format="XYXY", canvas_size=size)  # (1, 4)
         image, boxes = self.transform(image, boxes)
         return image, label, boxes[0].as_subclass(torch.Tensor).float()
@@ -136,6 +141,10 @@ class FGVCDataModule(L.LightningDataModule):
         std: normalisation std when ``normalize=custom``.
         skip_corrupt: skip unreadable images (each one is logged) instead of stopping.
         fast_decode: decode JPEGs at reduced scale (PIL draft) when they are much larger than needed.
+        cache: ``off``, ``ram`` or ``disk``: keep decode + resize output (see :mod:`glsim_pl.data.cache`).
+        cache_dir: folder of ``cache=disk`` files (None: ``~/.cache/glsim_pl/prefix``).
+        device_normalize: ``auto`` (when training on CUDA), ``true`` or ``false``: train workers return uint8 crops
+            and ToDtype + Normalize + RandomErasing run batched on the device (:meth:`on_after_batch_transfer`).
     """
 
     name: ClassVar[str] = "dataset"
@@ -163,6 +172,9 @@ class FGVCDataModule(L.LightningDataModule):
         std: Sequence[float] | None = None,
         skip_corrupt: bool = False,
         fast_decode: bool = False,
+        cache: str = "off",
+        cache_dir: str | None = None,
+        device_normalize: bool | str = "auto",
     ) -> None:
         super().__init__()
         if protocol not in ("val", "paper"):
@@ -180,6 +192,8 @@ class FGVCDataModule(L.LightningDataModule):
         self.augs = AugConfig(**(augs or {}))
         self._normalize_args = (normalize, mean, std, backbone)  # resolved in check(): errors there print cleanly
         self.skip_corrupt, self.fast_decode = skip_corrupt, fast_decode
+        self.cache, self.cache_dir, self.device_normalize = check_cache_args(cache, cache_dir, device_normalize)
+        self._finish_batch = False  # train batches arrive as uint8 crops (device_normalize resolved in setup)
         self.data_train = self.data_val = self.data_test = None
         self.run_seed = 0  # the run's seed (train.py sets it): training order and augmentations derive from it
 
@@ -269,12 +283,17 @@ class FGVCDataModule(L.LightningDataModule):
         train_idx, val_idx = split_train_val(train_src.targets, self.train_fraction)
         if self.protocol == "paper":
             train_idx, val_idx = list(range(len(train_src))), []
-        train_tf = build_train_transform(self.image_size, self.resize_size, self.effective_augs(), self.mean, self.std)
+        self._finish_batch = resolve_device_normalize(self.device_normalize, self.trainer, self.augs)
+        augs = self.effective_augs()
+        train_tf = build_train_transform(self.image_size, self.resize_size, augs, self.mean, self.std,
+                                         device_normalize=self._finish_batch)  # fmt: skip
         eval_tf = build_eval_transform(self.image_size, self.resize_size, self.mean, self.std)
         has_boxes = getattr(test_src, "boxes", None) is not None
+        views = cached_views(self, train_src, test_src, train_idx, val_idx, train_tf, eval_tf)  # data/cache.py
+        (train_src, train_tf), (val_src, val_tf), (test_src, test_tf) = views
         self.data_train = TransformedView(train_src, train_idx, train_tf, skip_corrupt=self.skip_corrupt)
-        self.data_val = TransformedView(train_src, val_idx, eval_tf, has_boxes, self.skip_corrupt)
-        self.data_test = TransformedView(test_src, range(len(test_src)), eval_tf, has_boxes, self.skip_corrupt)
+        self.data_val = TransformedView(val_src, val_idx, val_tf, has_boxes, self.skip_corrupt)
+        self.data_test = TransformedView(test_src, range(len(test_src)), test_tf, has_boxes, self.skip_corrupt)
         log.info(f"dataset '{self.name}': train {len(train_idx)}, val {len(val_idx)}, test {len(test_src)} images, "
                  f"{self.num_classes} classes, protocol={self.protocol}")  # fmt: skip
 
@@ -300,6 +319,16 @@ class FGVCDataModule(L.LightningDataModule):
             sampler.set_epoch(trainer.fit_loop.epoch_progress.current.processed)  # before its set_epoch call
         return ResumableLoader(SeededView(data), sampler=sampler, drop_last=True, collate_fn=SeededCollate(collate),
                                **common)  # fmt: skip
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """``device_normalize``: a train batch of uint8 crops gets ToDtype + Normalize + RandomErasing here, on the
+        device, so the model receives the same tensor as from the per-sample CPU pipeline."""
+        if self._finish_batch and isinstance(batch[0], UInt8Crop):
+            images = finish_on_device(batch[0], self.mean, self.std)
+            if self.trainer is not None:  # "-true" precisions cast float inputs; the uint8 crops came through as is
+                images = self.trainer.precision_plugin.convert_input(images)
+            return (images, *batch[1:])
+        return batch
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled, last incomplete batch dropped (as the official runs)."""

@@ -9,10 +9,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from PIL import Image, ImageFile
 from torch.utils.data import Dataset
 
 from ..errors import UserError
+from .jpeg import read_plain_jpeg
 
 __all__ = ["Box", "ImageFileList", "Sample"]
 
@@ -67,3 +69,11 @@ class ImageFileList(Dataset):
         image, scale = self.load(index)
         box = sample.box if sample.box is None or scale == 1 else tuple(v * scale for v in sample.box)
         return image, sample.label, box
+
+    def fast_item(self, index: int) -> tuple[Image.Image | torch.Tensor, int, Box | None]:
+        """``self[index]``, with a plain JPEG as a (3, H, W) uint8 tensor: the same pixels, about twice as fast
+        (:mod:`glsim_pl.data.jpeg`); the transforms take either."""
+        sample = self.samples[index]
+        if self.draft is None and (image := read_plain_jpeg(sample.path)) is not None:
+            return image, sample.label, sample.box
+        return self[index]

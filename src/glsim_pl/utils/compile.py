@@ -9,10 +9,15 @@ ragged last eval batch, bs-1 latency) and the attention-recording selectors (rol
 hooks append to Python lists) and the confidence gate at evaluation (its second-pass batch is data-dependent) run the
 same module eagerly. This is what lets ``compile_mode=auto`` use CUDA graphs
 (``reduce-overhead``) on CUDA without recompiling or recording a graph per ragged batch.
+
+First contact: compilation happens at the first compiled call. If it raises (an inductor or Triton error, an op the
+installed torch cannot trace), ``compile=auto`` logs one warning saying why and runs eagerly from then on;
+``compile=true`` stops with the error. The first compiled call's wall time (compilation included) is logged.
 """
 
 from __future__ import annotations
 
+import time
 from types import MethodType
 from typing import Any
 
@@ -20,6 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from .logging import RankedLogger
 
 __all__ = [
     "CompiledForward",
@@ -32,6 +38,7 @@ __all__ = [
     "uses_cuda",
 ]
 
+log = RankedLogger(__name__)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 _EAGER_SELECTORS = ("rollout", "attn_last", "psm", "maws")
 
@@ -71,11 +78,15 @@ class CompiledForward:
     """``net.forward`` replacement: the compiled class forward for the static batch, the eager one otherwise.
 
     Compiles lazily on the first call; a copy or an unpickled module (``deepcopy``, DDP ``spawn``) compiles its own.
+    ``on_error``: ``eager`` (a failing first compiled call warns once and the module stays eager) or ``raise``.
     """
 
-    def __init__(self, net: nn.Module, mode: str, static_batch: int | None, backend: str = "inductor") -> None:
-        self.net, self.mode, self.static_batch, self.backend = net, mode, static_batch, backend
+    def __init__(self, net: nn.Module, mode: str, static_batch: int | None, backend: Any = "inductor",
+                 on_error: str = "raise") -> None:  # fmt: skip
+        self.net, self.mode, self.static_batch, self.backend, self.on_error = net, mode, static_batch, backend, on_error
         self._compiled: Any = None
+        self._first_done = False  # the first compiled call (where compilation happens) succeeded
+        self.failed: str | None = None  # why compilation failed (the module then runs eagerly)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_compiled": None}
@@ -83,11 +94,33 @@ class CompiledForward:
     def __call__(self, images: torch.Tensor) -> Any:
         net = self.net
         eager = MethodType(type(net).forward, net)
-        if _runs_eager(net, images, self.static_batch):
+        if self.failed is not None or _runs_eager(net, images, self.static_batch):
             return eager(images)
         if self._compiled is None:
             mode = None if self.mode == "default" or self.backend != "inductor" else self.mode
             self._compiled = torch.compile(eager, backend=self.backend, mode=mode, dynamic=False)
+        if self._first_done:
+            return self._call_compiled(images)
+        start = time.perf_counter()
+        try:
+            out = self._call_compiled(images)
+        except Exception as exc:  # any compiler failure: dynamo, inductor, Triton, the C++ toolchain
+            reason = _failure_reason(exc)
+            if self.on_error != "eager":
+                raise UserError(
+                    f"compile=true: torch.compile failed at the first compiled step ({reason}). "
+                    "Set compile=auto to continue eagerly when compiling fails, or compile=false"
+                ) from exc
+            self.failed = reason
+            log.warning(f"compile=auto: torch.compile failed at the first compiled step ({reason}); "
+                        "continuing eagerly (compile=false skips the attempt)")  # fmt: skip
+            torch._dynamo.reset()  # drop the half-built caches and guards of the failed attempt
+            return eager(images)
+        self._first_done = True
+        log.info(f"torch.compile: first compiled step {time.perf_counter() - start:.1f} s (compilation included)")
+        return out
+
+    def _call_compiled(self, images: torch.Tensor) -> Any:
         if self.mode not in ("reduce-overhead", "max-autotune") or self.backend != "inductor":
             return self._compiled(images)
         torch.compiler.cudagraph_mark_step_begin()  # one call = one step: earlier outputs may be reused
@@ -96,9 +129,20 @@ class CompiledForward:
         return type(out)(*(t.clone() if isinstance(t, torch.Tensor) else t for t in out))
 
 
+def _failure_reason(exc: BaseException) -> str:
+    """``Outer: root cause: first line``: dynamo wraps a backend error (BackendCompilerFailed) around the real one."""
+    root = exc
+    while (inner := getattr(root, "inner_exception", None) or root.__cause__) is not None and inner is not root:
+        root = inner
+    line = (str(root).strip().splitlines() or [""])[0][:300]
+    outer = f"{type(exc).__name__}: " if root is not exc else ""
+    return f"{outer}{type(root).__name__}: {line}"
+
+
 def compile_classifier(
-    net: nn.Module, mode: str = "default", static_batch: int | None = None, backend: str = "inductor"
-) -> nn.Module:
+    net: nn.Module, mode: str = "default", static_batch: int | None = None, backend: Any = "inductor",
+    on_error: str = "raise",
+) -> nn.Module:  # fmt: skip
     """Install a compiled forward on ``net`` (in place; parameters and ``state_dict`` keys unchanged).
 
     Args:
@@ -107,13 +151,15 @@ def compile_classifier(
         static_batch: the batch size the compiled graph serves; other sizes run eagerly. None: every size
             goes to the compiled forward (dynamo then recompiles per new size).
         backend: ``torch.compile`` backend; ``aot_eager`` (Dynamo + AOTAutograd, no code generation) lets CPU tests
-            check the captured graph in seconds.
+            check the captured graph in seconds (a callable backend is passed to ``torch.compile`` as is).
+        on_error: what a failing first compiled call does: ``raise`` (a UserError) or ``eager`` (one warning, then
+            the eager forward for the rest of the run).
 
     Returns:
         ``net`` itself.
     """
     if not is_compiled(net):
-        net.forward = CompiledForward(net, mode, static_batch, backend)
+        net.forward = CompiledForward(net, mode, static_batch, backend, on_error)
     return net
 
 
@@ -136,7 +182,8 @@ def prepare_classifier(net: nn.Module, compile_value: Any, mode_value: Any, cuda
     mode = resolve_compile_mode(mode_value, cuda)  # validated even when compile is off
     if not resolve_compile(compile_value, cuda):
         return False
-    compile_classifier(net, mode, static_batch=batch_size)
+    strict = isinstance(compile_value, bool) or str(compile_value).lower() == "true"  # auto: fall back to eager
+    compile_classifier(net, mode, static_batch=batch_size, on_error="raise" if strict else "eager")
     return True
 
 
