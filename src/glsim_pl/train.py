@@ -27,6 +27,7 @@ from .utils.compile import prepare_classifier, progress_bar_callbacks, uses_cuda
 from .utils.config import module_kwargs, resolve_trainer_precision, transform_augs
 from .utils.instantiate import instantiate, instantiate_collection
 from .utils.logging import RankedLogger, describe_loggers, finish_trackers, log_run_config
+from .utils.plugins import import_user_modules
 from .utils.validate import validate_config
 
 __all__ = ["main", "train"]
@@ -61,6 +62,7 @@ def _inactive_callbacks(cfg: DictConfig) -> set[str]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit on train, select on val, test the best checkpoint; returns the logged metrics (never the model)."""
     start = time.perf_counter()
+    import_user_modules(cfg.get("imports"))  # what they register (a selector) is then a valid choice
     validate_config(cfg)  # model arguments, before any data or weights are read
     seed = L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.dataset, augs=transform_augs(cfg))
