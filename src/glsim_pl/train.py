@@ -17,7 +17,7 @@ import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig
 
-from .aggregate import protocol, resolved_config, write_run_record
+from .aggregate import protocol, resolved_config, write_failure, write_run_record
 from .callbacks.divergence_guard import DivergenceGuard
 from .callbacks.rng_state import RNGStateCheckpoint
 from .errors import UserError, exit_on_user_error
@@ -83,8 +83,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log_run_config(loggers, resolved_config(cfg), protocol(cfg))  # every tracker gets the config and protocol
     resume = _resume_path(cfg)
 
+    fit_start = time.perf_counter()
     if cfg.get("train", True):
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    fit_seconds = time.perf_counter() - fit_start
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
     if cfg.get("test", True):
@@ -94,7 +96,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         metrics["best_ckpt"] = best
-    write_run_record(cfg, trainer, metrics, time.perf_counter() - start)  # metrics.json, for glsim_pl.aggregate
+    write_run_record(cfg, trainer, metrics, time.perf_counter() - start, fit_seconds)  # metrics.json: aggregate
     _summary(cfg, trainer, metrics)
     finish_trackers(trainer.loggers)  # the next job of a sweep (same process) gets its own W&B run
     return metrics
@@ -117,7 +119,11 @@ def _summary(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, Any]) -> No
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns ``cfg.optimized_metric`` for sweepers. Bad input ends with one clear message."""
-    metrics = train(cfg)
+    try:
+        metrics = train(cfg)
+    except Exception as exc:  # failed.json: the sweep's aggregation lists this job with its error line
+        write_failure(cfg, exc)
+        raise
     name = cfg.get("optimized_metric")
     value = metrics.get(name)
     if name and value is None and _sweeper_needs_a_value():
