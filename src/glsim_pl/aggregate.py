@@ -158,13 +158,18 @@ def write_run_record(
 
 
 # -- read back by the aggregation ----------------------------------------------------------------------------------
-def load_jobs(sweep_dir: Path, metric: str = METRIC) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def load_jobs(
+    sweep_dir: Path, metric: str = METRIC, include: Sequence[str] | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(finished jobs, failed jobs) under ``sweep_dir`` at any depth. A job folder has ``metrics.json``, or Hydra's
-    ``.hydra/overrides.yaml`` without it (failed: ``failed.json``'s error line, or killed / still running)."""
+    ``.hydra/overrides.yaml`` without it (failed: ``failed.json``'s error line, or killed / still running).
+    ``include``: only job folders below a folder of one of these names (``seeds`` of ``reproduce``)."""
     if not sweep_dir.is_dir():
         raise UserError(f"{sweep_dir}: no such directory (expected a Hydra multirun folder)")
     folders = {p.parent for p in sweep_dir.rglob(RECORD)} | {p.parent.parent for p in sweep_dir.rglob("overrides.yaml")
                                                             if p.parent.name == ".hydra"}  # fmt: skip
+    if include:
+        folders = {f for f in folders if set(f.relative_to(sweep_dir).parts) & set(include)}
     done, failed = [], []
     for folder in sorted(folders, key=_job_order):
         path = folder / RECORD
@@ -249,13 +254,13 @@ def _name(done: list[dict[str, Any]], sweep_dir: Path) -> str:
 
 def aggregate(sweep_dir: str | Path, out_dir: str | Path = "results", name: str | None = None,
               formats: Sequence[str] = ("png",), metric: str = METRIC, baseline: str | None = None,
-              quiet: bool = False) -> list[Path]:  # fmt: skip
+              quiet: bool = False, include: Sequence[str] | None = None) -> list[Path]:  # fmt: skip
     """Write ``<out_dir>/<name>.md``, ``.csv``, ``.tex`` and the figure (one per format in ``formats``; none when
     empty); print the Markdown table; return the paths. ``name``: default the common experiment, else the task name,
     else the folder's name."""
     formats = check_formats(formats) if formats else []
     sweep_dir = Path(sweep_dir)
-    done, failed = load_jobs(sweep_dir, metric)
+    done, failed = load_jobs(sweep_dir, metric, include)
     missing = missing_seeds(done, failed)
     keys, rows = build_rows(done, metric, baseline)
     name = name or _name(done, sweep_dir)
