@@ -92,3 +92,11 @@ def test_the_extending_page_example_runs_end_to_end(tmp_path: Path) -> None:
     assert record["config"]["dataset"]["_target_"] == "my_dataset.ListFileDataModule"
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert any("test/acc1" in json.loads(line) for line in lines)
+
+
+@pytest.mark.parametrize("name", ["my_selectors", "my_dataset", "my_backbone", "my_logger"])
+def test_the_docs_show_the_examples_as_they_are(name: str) -> None:
+    """docs/extending.md carries each example's code verbatim (after its docstring): what the tests run."""
+    source = (EXAMPLES / f"{name}.py").read_text()
+    code = source.split('"""', 2)[2].strip()
+    assert code in (EXAMPLES.parents[1] / "docs" / "extending.md").read_text()

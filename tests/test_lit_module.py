@@ -43,9 +43,8 @@ def test_no_weight_decay_on_biases_norms_and_embeddings() -> None:
 
 
 def test_optimizer_step_i_uses_lr_of_step_i(make_cfg) -> None:
-    """The LR order (docs/reproduction.md): optimizer step i runs at warmup_cosine(i), the scheduler steps after it.
-    The official trainer runs step i at lr(i - 1) (its scheduler is updated before the step counter moves); the
-    difference is one step of the schedule."""
+    """The LR order (docs/reproduction.md): optimizer step i runs at warmup_cosine(i), the scheduler steps after it
+    (the official trainer's step i runs at lr(i - 1); one step of the schedule apart)."""
     import lightning as L
 
     from glsim_pl.utils.config import module_kwargs, transform_augs
