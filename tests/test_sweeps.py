@@ -84,3 +84,27 @@ def test_the_sweep_runs_6_jobs_and_aggregates(tmp_path: Path) -> None:
                          cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Δ top-1" in out.stdout and "GFLOPs" in out.stdout
+
+
+def test_a_failed_job_writes_its_error_line(tmp_path: Path) -> None:
+    from glsim_pl.aggregate import load_jobs, write_failure
+
+    cfg = compose_cfg(["seed=3"], tmp_path / "sweep" / "0")
+    (tmp_path / "sweep" / "0" / ".hydra").mkdir(parents=True)
+    (tmp_path / "sweep" / "0" / ".hydra" / "overrides.yaml").write_text("- seed=3\n")
+    write_failure(cfg, UserError("dataset.root=/x: no such folder\nmore detail"))
+    record = json.loads((tmp_path / "sweep" / "0" / "failed.json").read_text())
+    assert record["error"] == "UserError: dataset.root=/x: no such folder" and record["seed"] == 3
+    with pytest.raises(UserError, match=r"no job has 'test/acc1' \(1 failed: UserError: dataset.root=/x"):
+        load_jobs(tmp_path / "sweep")
+
+
+@pytest.mark.slow
+def test_a_failing_job_does_not_stop_the_sweep_and_the_sweep_exits_1(tmp_path: Path) -> None:
+    sweep = tmp_path / "multirun"
+    cmd = [sys.executable, "-m", "glsim_pl.train", "-m", "dataset=folder", f"dataset.root={tmp_path / 'none'}",
+           "seed=1,2", "trainer.accelerator=cpu", f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1
+    assert sorted(p.parent.name for p in sweep.glob("*/failed.json")) == ["0", "1"]  # the second job still ran
+    assert "sweep: 2 job(s) failed" in proc.stdout + proc.stderr

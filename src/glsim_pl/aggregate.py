@@ -118,8 +118,11 @@ def write_failure(cfg: DictConfig, exc: BaseException) -> Path | None:
     """``<output_dir>/failed.json``: the job's overrides and its error line, for the aggregation's list of failures."""
     if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)) or 0) != 0:
         return None
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    error = f"{type(exc).__name__}: {lines[-1] if lines else ''}".rstrip(": ")
+    from .errors import user_message
+
+    text = user_message(exc) if isinstance(exc, UserError) else str(exc)
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    error = f"{type(exc).__name__}: {lines[0 if isinstance(exc, UserError) else -1] if lines else ''}".rstrip(": ")
     experiment, overrides = _hydra_job()
     path = Path(cfg.paths.output_dir) / FAILURE
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from .aggregate import protocol, resolved_config, write_failure, write_run_record
 from .callbacks.divergence_guard import DivergenceGuard
 from .callbacks.rng_state import RNGStateCheckpoint
-from .errors import UserError, exit_on_user_error
+from .errors import UserError, exit_on_user_error, user_message
 from .lit_module import GLSimLitModule
 from .utils.atomic_io import AtomicCheckpointIO, check_checkpoint_readable
 from .utils.compile import prepare_classifier, progress_bar_callbacks, uses_cuda
@@ -123,13 +123,33 @@ def main(cfg: DictConfig) -> float | None:
         metrics = train(cfg)
     except Exception as exc:  # failed.json: the sweep's aggregation lists this job with its error line
         write_failure(cfg, exc)
-        raise
+        if not _sweep_goes_on():
+            raise
+        where = f"{cfg.paths.output_dir}/failed.json"
+        if isinstance(exc, UserError):  # bad input: its one line, no traceback
+            log.error(f"error: {user_message(exc)}\nthis job failed; the sweep goes on ({where})")
+        else:
+            log.exception(f"this job failed; the sweep goes on ({where})")
+        return None
     name = cfg.get("optimized_metric")
     value = metrics.get(name)
     if name and value is None and _sweeper_needs_a_value():
         raise UserError(f"optimized_metric={name!r} was not logged by this run (logged: {', '.join(sorted(metrics))}); "
                         "the sweeper needs it: pick one of those, or keep validation on")  # fmt: skip
     return float(value) if value is not None else None
+
+
+def _sweep_goes_on() -> bool:
+    """True in a job of the merging sweeper (the default): one failed job does not stop the others; the sweeper
+    exits 1 at the end and names the failed jobs."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hydra_cfg = HydraConfig.get()
+        return hydra_cfg.mode == RunMode.MULTIRUN and "MergingSweeper" in str(hydra_cfg.sweeper.get("_target_", ""))
+    except ValueError:  # not under Hydra
+        return False
 
 
 def _sweeper_needs_a_value() -> bool:

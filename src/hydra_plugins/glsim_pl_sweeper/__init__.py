@@ -5,6 +5,7 @@ one imports glsim_pl (torch) only when it sweeps."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -28,6 +29,19 @@ class MergingSweeper(BasicSweeper):
             log.info(line)
         size = max_batch_size or len(unique) or 1
         return [unique[i : i + size] for i in range(0, len(unique), size)]
+
+    def sweep(self, arguments: list[str]) -> Any:
+        """Hydra's sweep; then, if jobs failed (each wrote ``failed.json``, the others ran), exit 1 naming them."""
+        returns = super().sweep(arguments)
+        failed = []
+        for job in (r for batch in returns for r in batch):
+            folder = OmegaConf.select(job.hydra_cfg, "hydra.runtime.output_dir") if job.hydra_cfg else None
+            if folder and (Path(folder) / "failed.json").is_file():
+                failed.append(str(folder))
+        if failed:
+            log.error(f"sweep: {len(failed)} job(s) failed, see failed.json in {', '.join(failed)}")
+            raise SystemExit(1)
+        return returns
 
     def _compose(self, job: list[str]) -> dict[str, Any]:
         """The job's config as Hydra will launch it, without the ``hydra`` node (job numbers and folders differ)."""
