@@ -125,9 +125,12 @@ def write_failure(cfg: DictConfig, exc: BaseException) -> Path | None:
     error = f"{type(exc).__name__}: {lines[0 if isinstance(exc, UserError) else -1] if lines else ''}".rstrip(": ")
     experiment, overrides = _hydra_job()
     path = Path(cfg.paths.output_dir) / FAILURE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"experiment": experiment, "seed": cfg.get("seed"), "overrides": overrides,
-                                "error": error}, indent=2))  # fmt: skip
+    try:  # never hide the job's own error behind one of writing this file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"experiment": experiment, "seed": cfg.get("seed"), "overrides": overrides,
+                                    "error": error}, indent=2))  # fmt: skip
+    except OSError:
+        return None
     return path
 
 
