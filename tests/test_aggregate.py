@@ -156,3 +156,11 @@ def test_smoke_reproduce_multirun_end_to_end(tmp_path: Path) -> None:
     rows = list(csv.DictReader((tmp_path / "results" / "smoke_reproduce.csv").open()))
     assert rows[0]["n"] == "2"
     assert rows[0]["seeds"] == "1 10"
+
+
+def test_protocol_names_the_official_test_split_only_for_benchmarks(make_cfg) -> None:
+    from glsim_pl.aggregate import protocol
+
+    assert protocol(make_cfg("dataset=cub", tiny=False))["test_split"] == "official test"
+    assert protocol(make_cfg("dataset=folder", tiny=False))["test_split"] == "test split"
+    assert protocol(make_cfg())["test_split"] == "test split"  # synthetic

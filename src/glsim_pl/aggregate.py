@@ -59,7 +59,7 @@ def device_name(trainer: Any) -> str:
     return f"{name} x{trainer.world_size}"
 
 
-_OWN_SPLITS = ("FolderDataModule", "CSVDataModule", "CsvDataModule", "SyntheticDataModule")  # no official test set
+_OWN_SPLITS = ("ImageFolderDataModule", "CSVDataModule", "SyntheticDataModule")  # no official test set
 
 
 def protocol(cfg: DictConfig) -> dict[str, Any]:
