@@ -81,28 +81,28 @@ export: $(STAMP) ## checkpoint -> model.safetensors + config.json: make export C
 predict: $(STAMP) ## predict on an image, folder or CSV: make predict CKPT=path INPUT=folder
 	$(PY) -m glsim_pl.predict ckpt_path=$(CKPT) input=$(INPUT)
 
-# -- paper reproduction (conf/experiment/{glsim,vit}_<row>_vit_b16.yaml) --------------------------------------------
+# -- paper reproduction, the official protocol (python -m glsim_pl.reproduce; docs/reproduction.md) -----------------
+# stage 1: LR grid {0.03, 0.01, 0.003, 0.001} on train/val, best val top-1 (ties -> smaller LR); stage 2: SEEDS on
+# train/test at that LR; GLSim and the ViT baseline each. LR=0.01 skips stage 1. ARGS="..." adds overrides.
 SEEDS ?= 1,10,100
 RESULTS ?= results
 ARGS ?=
+LR ?=
 RUN_ID := $(shell date +%Y-%m-%d_%H-%M-%S)
 REPRO_DIR ?= multirun/reproduce/$(RUN_ID)
 REPRO_ROWS := cub nabirds inat17 dogs pets flowers food vegfru cub448
 REPRO_TARGETS := $(addprefix reproduce-,$(REPRO_ROWS))
-# one experiment: a seeds multirun into $(REPRO_DIR)/<experiment>, then results/<experiment>.{md,csv}
-reproduce_one = $(PY) -m glsim_pl.train -m experiment=$(1) seed=$(SEEDS) hydra.sweep.dir=$(REPRO_DIR)/$(1) $(ARGS) \
-	&& $(PY) -m glsim_pl.aggregate $(REPRO_DIR)/$(1) --out $(RESULTS)
+reproduce_args = --dir $(REPRO_DIR)/$(1) --out $(RESULTS) --seeds $(SEEDS) $(if $(LR),--lr $(LR))
 
-reproduce-cub: ## a Table 4 row: GLSim + ViT-B/16 baseline, seeds 1,10,100 -> results/ (also reproduce-<nabirds|inat17|dogs|pets|flowers|food|vegfru|cub448>; ARGS="..." adds overrides)
+reproduce-cub: ## a Table 4 row (GLSim + ViT-B/16): LR on val, seeds 1,10,100 -> results/cub.md (also reproduce-<nabirds|inat17|dogs|pets|flowers|food|vegfru|cub448>; LR=0.01 skips the LR search)
 
 $(REPRO_TARGETS): reproduce-%: $(STAMP)
-	$(call reproduce_one,glsim_$*_vit_b16)
-	$(call reproduce_one,vit_$*_vit_b16)
+	$(PY) -m glsim_pl.reproduce $* $(call reproduce_args,$*) -- $(ARGS)
 
-reproduce-table: $(REPRO_TARGETS) ## every Table 4 row plus CUB 448 (18 experiments x 3 seeds; days on one GPU)
+reproduce-table: $(REPRO_TARGETS) ## every Table 4 row plus CUB 448 (python -m glsim_pl.reproduce --cost: GPU-hours)
 
-smoke-reproduce: $(STAMP) ## the reproduction path on the synthetic set with a tiny model (CPU, about a minute)
-	$(call reproduce_one,smoke_reproduce)
+smoke-reproduce: $(STAMP) ## both stages on the synthetic set with a tiny model (CPU, a few minutes) -> results/smoke.md
+	$(PY) -m glsim_pl.reproduce --experiments smoke_reproduce --name smoke $(call reproduce_args,smoke) -- $(ARGS)
 
 .PHONY: reproduce-table smoke-reproduce $(REPRO_TARGETS)
 

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from glsim_pl.aggregate import aggregate, main
+from glsim_pl.errors import UserError
 from glsim_pl.train import train
 
 
@@ -31,32 +31,82 @@ def test_mean_std_over_seeds_beside_the_paper(tmp_path: Path) -> None:
     for num, (seed, acc) in enumerate([(1, 0.90), (10, 0.91), (100, 0.92)]):
         _fake_job(tmp_path / "sweep", num, seed, acc)
     paths = aggregate(tmp_path / "sweep", tmp_path / "results", formats=["png", "svg"])
-    assert sorted(p.name for p in paths) == ["glsim_cub_vit_b16." + e for e in ("csv", "md", "png", "svg")]
-    with Image.open(tmp_path / "results" / "glsim_cub_vit_b16.png") as image:
-        assert image.size == (750, 675)  # one setting: 5 x 4.5 in at 150 dpi
+    assert sorted(p.name for p in paths) == ["glsim_cub_vit_b16." + e for e in ("csv", "md", "png", "svg", "tex")]
     rows = list(csv.DictReader((tmp_path / "results" / "glsim_cub_vit_b16.csv").open()))
     assert len(rows) == 1
     assert float(rows[0]["acc1_mean"]) == pytest.approx(91.0)
     assert float(rows[0]["acc1_std"]) == pytest.approx(1.0)  # sample std over the 3 seeds
-    assert float(rows[0]["delta"]) == pytest.approx(91.0 - 90.93)
+    assert float(rows[0]["delta_paper"]) == pytest.approx(91.0 - 90.93)
     assert rows[0]["seeds"] == "1 10 100"
-    assert rows[0]["epochs"] == "50"
     md = (tmp_path / "results" / "glsim_cub_vit_b16.md").read_text()
-    assert "| 91.00 ± 1.00 | 90.93 ± 0.24 | +0.07 |" in md
-    assert "train split: official train (all of it)" in md
+    assert "| 91.00 ± 1.00 | n/a | n/a | 90.93 ± 0.24 | +0.07 |" in md  # no macro / cost recorded: n/a
+    assert "Protocol (every row): train: official train (all of it)" in md
 
 
-def test_settings_other_than_seed_are_separate_rows(tmp_path: Path) -> None:
-    for num, (lr, seed, acc) in enumerate([(0.01, 1, 0.5), (0.01, 10, 0.7), (0.003, 1, 0.2)]):
-        _fake_job(tmp_path / "s", num, seed, acc, experiment="sweep", paper=None,
-                  overrides=[f"optim.lr={lr}", f"seed={seed}"])  # fmt: skip
-    aggregate(tmp_path / "s", tmp_path / "r", formats=[])
-    assert not (tmp_path / "r" / "sweep.png").exists()  # formats=[]: tables only
-    rows = {r["setting"]: r for r in csv.DictReader((tmp_path / "r" / "sweep.csv").open())}
-    assert set(rows) == {"optim.lr=0.01", "optim.lr=0.003"}
-    assert float(rows["optim.lr=0.01"]["acc1_mean"]) == pytest.approx(60.0)
-    assert rows["optim.lr=0.003"]["acc1_std"] == ""  # one seed: no std
-    assert rows["optim.lr=0.01"]["paper_acc1"] == ""
+def _sweep_job(root: Path, num: int, method: str, selector: str | None, seed: int, acc: float, **extra) -> None:
+    overrides = [f"method={method}", *([f"method.selector={selector}"] if selector else []), f"seed={seed}",
+                 "dataset=folder", "dataset.root=/data/birds", "logger=csv"]  # fmt: skip
+    protocol = {"train_split": "first 0.8 of train/class", "selection_split": "val", "test_split": "test split",
+                "epochs": 1}  # fmt: skip
+    config = {"method": {"method": method, "selector": selector or "none"}}
+    metrics = {"test/acc1": acc, "test/acc1_macro": acc - 0.1}
+    _fake_job(root, num, seed, acc, experiment=None, overrides=overrides, paper=None,
+              config=config, **{"protocol": protocol, **extra}, metrics=metrics,
+              cost={"gflops": 35.0 if method == "glsim" else 17.6, "fit_img_s": 100.0})  # fmt: skip
+
+
+def _crashed_job(root: Path, num: int, overrides: list[str], error: str) -> None:
+    job = root / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (job / "failed.json").write_text(json.dumps({"overrides": overrides, "seed": 2, "error": error}))
+
+
+def test_paper_table_of_a_method_x_selector_sweep_with_a_crashed_job(tmp_path: Path, capsys) -> None:
+    """Rows labelled by what differs only (method, selector; not the dataset or logger), Δ vs the ViT row, cost
+    columns, the crashed job and the seed it leaves missing listed under the table; CSV and LaTeX agree."""
+    sweep = tmp_path / "sweep"
+    jobs = [("glsim", "gls", 1, 0.60), ("glsim", "gls", 2, 0.62), ("glsim", "rollout", 1, 0.55),
+            ("glsim", "rollout", 2, 0.57), ("vit", None, 1, 0.50)]  # fmt: skip
+    for num, job in enumerate(jobs):
+        _sweep_job(sweep, num, *job)
+    vit2 = ["method=vit", "seed=2", "dataset=folder", "dataset.root=/data/birds", "logger=csv"]
+    _crashed_job(sweep, 5, vit2, "UserError: dataset.root=/data/birds: no such folder")
+    aggregate(sweep, tmp_path / "results", name="sel", formats=["png"])
+    printed = capsys.readouterr().out
+    md = (tmp_path / "results" / "sel.md").read_text()
+    header = "| method | method.selector | n | top-1 (%) | macro top-1 (%) | GFLOPs/img | fit img/s | Δ top-1 |"
+    assert header in printed and header in md
+    assert "| glsim | gls | 2 | 61.00 ± 1.41 | 51.00 ± 1.41 | 35.00 | 100.0 | +11.00 |" in md
+    assert "| glsim | rollout | 2 | 56.00 ± 1.41 | 46.00 ± 1.41 | 35.00 | 100.0 | +6.00 |" in md
+    assert "| vit | — | 1 | 50.00 | 40.00 | 17.60 | 100.0 | baseline |" in md
+    assert "dataset.root" not in md.split("## Jobs")[0].split("Failed")[0]  # the same in every row: no label
+    assert "paper (%)" not in md  # no paper row, no paper column
+    assert f"- `{sweep / '5'}` (method=vit seed=2 dataset=folder dataset.root=/data/birds logger=csv): UserError: " \
+           "dataset.root=/data/birds: no such folder" in md  # fmt: skip
+    assert "- missing:" not in md  # the crashed job is listed as failed, not as missing
+    assert "Protocol (every row): train: first 0.8 of train/class; select: val; test: test split; 1 ep." in md
+    rows = {(r["method"], r["method.selector"]): r for r in csv.DictReader((tmp_path / "results" / "sel.csv").open())}
+    assert float(rows[("glsim", "gls")]["delta"]) == pytest.approx(11.0)
+    assert rows[("vit", "—")]["baseline"] == "True"
+    tex = (tmp_path / "results" / "sel.tex").read_text()
+    assert tex.startswith("\\begin{tabular}{llrrrrrr}\n\\toprule\nmethod & method.selector & n & top-1 (\\%)")
+    assert "glsim & gls & 2 & 61.00 $\\pm$ 1.41 & 51.00 $\\pm$ 1.41 & 35.00 & 100.0 & +11.00 \\\\" in tex
+    assert "\\midrule" in tex and tex.rstrip().endswith("\\bottomrule\n\\end{tabular}")
+
+
+def test_baseline_flag_and_a_protocol_column_when_rows_differ(tmp_path: Path) -> None:
+    sweep = tmp_path / "s"
+    _sweep_job(sweep, 0, "glsim", "gls", 1, 0.6)
+    _sweep_job(sweep, 1, "glsim", "gls", 2, 0.6)
+    _sweep_job(sweep, 2, "glsim", "rollout", 1, 0.5, protocol={"train_split": "all of train", "epochs": 1})
+    aggregate(sweep, tmp_path / "r", name="t", formats=[], baseline="method.selector=rollout", quiet=True)
+    md = (tmp_path / "r" / "t.md").read_text()
+    assert "| Δ top-1 | protocol |" in md
+    assert "| gls | 2 | 60.00 ± 0.00 | 50.00 ± 0.00 | 35.00 | 100.0 | +10.00 | train: first 0.8" in md  # method: same
+    assert "- missing: method.selector=rollout seed=2" in md  # the sweep stopped before it
+    with pytest.raises(UserError, match="--baseline 'method=vit' matches 0 rows"):
+        aggregate(sweep, tmp_path / "r", formats=[], baseline="method=vit", quiet=True)
 
 
 def test_bad_sweep_dirs_give_one_clear_error(tmp_path: Path) -> None:
@@ -67,7 +117,7 @@ def test_bad_sweep_dirs_give_one_clear_error(tmp_path: Path) -> None:
         main([str(tmp_path / "empty")])
     (tmp_path / "bad" / "0").mkdir(parents=True)
     (tmp_path / "bad" / "0" / "metrics.json").write_text(json.dumps({"metrics": {"val/acc1": 0.5}}))
-    with pytest.raises(SystemExit, match=r"bad/0/metrics.json: no 'test/acc1'"):
+    with pytest.raises(SystemExit, match=r"no job has 'test/acc1' \(1 failed: no 'test/acc1' in its metrics.json"):
         main([str(tmp_path / "bad")])
 
 
@@ -88,8 +138,9 @@ def test_train_writes_metrics_json_that_aggregates(make_cfg, tmp_path: Path) -> 
         assert len(record["git_commit"]) >= 7
     aggregate(tmp_path / "sweep", tmp_path / "results", name="smoke")
     md = (tmp_path / "results" / "smoke.md").read_text()
-    assert "| 1 10 |" in md
+    assert "| (as configured) | 2 |" in md
     assert "## Resolved config" in md
+    assert json.loads((tmp_path / "sweep" / "0" / "metrics.json").read_text())["cost"]["gflops"] > 0
 
 
 @pytest.mark.slow
@@ -105,3 +156,11 @@ def test_smoke_reproduce_multirun_end_to_end(tmp_path: Path) -> None:
     rows = list(csv.DictReader((tmp_path / "results" / "smoke_reproduce.csv").open()))
     assert rows[0]["n"] == "2"
     assert rows[0]["seeds"] == "1 10"
+
+
+def test_protocol_names_the_official_test_split_only_for_benchmarks(make_cfg) -> None:
+    from glsim_pl.aggregate import protocol
+
+    assert protocol(make_cfg("dataset=cub", tiny=False))["test_split"] == "official test"
+    assert protocol(make_cfg("dataset=folder", tiny=False))["test_split"] == "test split"
+    assert protocol(make_cfg())["test_split"] == "test split"  # synthetic

@@ -21,8 +21,9 @@ from .test_eval import TINY_KW, compose_tool, save_lightning_ckpt
 TINY = dict(img_size=32, backbone_kwargs=dict(patch_size=8, embed_dim=32, depth=2, num_heads=2))
 
 
-def gated_model(seed: int = 0) -> GLSim:
-    """A tiny gated GLSim with random (non-zero) heads, so confidences spread and both heads matter."""
+def gated_model(seed: int = 2) -> GLSim:
+    """A tiny gated GLSim with random (non-zero) heads, so confidences spread and both heads matter (seed 2: spread
+    over 0.47-1 on these inputs; some seeds saturate every confidence at 1)."""
     torch.manual_seed(seed)
     model = GLSim("vit_tiny_patch16_224", num_classes=6, top_o=3, gate="confidence", **TINY).eval()
     torch.nn.init.normal_(model.head.weight, std=2.0)

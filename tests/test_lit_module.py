@@ -40,3 +40,30 @@ def test_no_weight_decay_on_biases_norms_and_embeddings() -> None:
     assert "encoder.blocks.0.attn.qkv.weight" in names
     assert not {"encoder.cls_token", "encoder.pos_embed", "head.bias", "aggregator.norm.weight"} & names
     assert optimizer.param_groups[0]["nesterov"] is True
+
+
+def test_optimizer_step_i_uses_lr_of_step_i(make_cfg) -> None:
+    """The LR order (docs/reproduction.md): optimizer step i runs at warmup_cosine(i), the scheduler steps after it
+    (the official trainer's step i runs at lr(i - 1); one step of the schedule apart)."""
+    import lightning as L
+
+    from glsim_pl.utils.config import module_kwargs, transform_augs
+    from glsim_pl.utils.instantiate import instantiate
+
+    cfg = make_cfg("optim.warmup_steps=4", "optim.lr=0.1", "optim.warmup_lr=0.0", "optim.min_lr=0.0")
+    datamodule = instantiate(cfg.dataset, augs=transform_augs(cfg))
+    module = GLSimLitModule(**module_kwargs(cfg, datamodule.class_names))
+    seen: list[float] = []
+
+    class Record(L.Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+            seen.append(optimizer.param_groups[0]["lr"])
+
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[Record()])  # fmt: skip
+    trainer.fit(module, datamodule=datamodule)
+    total = trainer.estimated_stepping_batches
+    expected = [warmup_cosine(i, total, 0.1, 4, 0.0, 0.0) for i in range(len(seen))]
+    assert len(seen) == total >= 5
+    assert seen == pytest.approx(expected, abs=1e-12)
+    assert seen[1] == pytest.approx(0.025) and seen[0] == 0.0  # lr(i - 1) would repeat 0.0 at step 1

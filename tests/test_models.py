@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from glsim_pl.models import (
+    Aggregator,
     GLSim,
     ViTClassifier,
     crop_and_resize,
@@ -166,3 +169,19 @@ def test_unknown_backbone_and_offline_pretrained_are_clear_errors() -> None:
         GLSim("vit_tiny_patch16_224", num_classes=3, pretrained=True, pretrained_file="/nonexistent/w.safetensors")
     with pytest.raises(UserError, match=r"model\.pretrained=false"):
         GLSim("vit_tiny_patch16_224.augreg_in21k", num_classes=3, pretrained=True, **TINY)
+
+
+def test_aggregator_init_is_the_official_one() -> None:
+    """Xavier-uniform weights (bound sqrt(6 / (fan_in + fan_out)), variance bound^2 / 3) and N(0, 1e-6) biases."""
+    torch.manual_seed(0)
+    agg = Aggregator(192, layers=2)
+    linears = [m for m in agg.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 8  # qkv, proj, fc1, fc2 per block
+    for lin in linears:
+        fan_out, fan_in = lin.weight.shape
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        assert lin.weight.abs().max() <= bound
+        assert lin.weight.std().item() == pytest.approx(bound / math.sqrt(3.0), rel=0.05)
+        assert lin.bias.abs().max() < 1e-5 and lin.bias.std().item() == pytest.approx(1e-6, rel=0.25)
+    norms = [m for m in agg.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert all(bool((n.weight == 1).all()) and bool((n.bias == 0).all()) for n in norms)

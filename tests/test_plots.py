@@ -149,6 +149,22 @@ def test_model_cost_and_reproduction_figures(tmp_path: Path) -> None:
                 "paper_std": 0.24, "delta": 0.07}]  # fmt: skip
     rep = reproduction_figure("glsim_cub_vit_b16", summary)
     ours, paper = [c for c in rep.axes[0].containers if isinstance(c, BarContainer)]
-    assert ours.patches[0].get_height() == 91.0 and paper.patches[0].get_height() == 90.93
+    assert ours.patches[0].get_width() == 91.0 and paper.patches[0].get_width() == 90.93
     (png,) = save_figure(rep, tmp_path / "rep")
-    assert _png_size(png) == (round(5.0 * 150), round(4.5 * 150))
+    assert _png_size(png)[0] == round(6.0 * 150)
+
+
+def test_sweep_figure_labels_whole_axes_contain_error_bars_no_empty_legend() -> None:
+    """Two long selector labels that share a prefix stay distinct; 57.3 ± 13.3 fits the axis; no paper entry."""
+    row = lambda s, m, sd: {"setting": s, "n": 3, "acc1_mean": m, "acc1_std": sd, "paper_acc1": None, "delta": None}
+    rows = [row("method=glsim method.selector=attention_rollout_mean", 57.3, 13.3),
+            row("method=glsim method.selector=attention_rollout_max", 60.1, 0.5)]  # fmt: skip
+    fig = reproduction_figure("sweep", rows)
+    ax = fig.axes[0]
+    labels = [t.get_text().replace("\n", " ") for t in ax.get_yticklabels()]
+    assert sorted(labels) == sorted(r["setting"] for r in rows)  # wrapped, never cut
+    low, high = ax.get_xlim()
+    assert low <= 57.3 - 13.3 and high >= 57.3 + 13.3
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["ours (mean ± std over seeds)"]
+    assert len([c for c in ax.containers if isinstance(c, BarContainer)]) == 1

@@ -38,7 +38,7 @@ from .errors import UserError, exit_on_user_error
 from .gate_sweep import apply_gate_threshold, sweep_from_config
 from .lit_module import GLSimLitModule
 from .models import GLSim
-from .models.selectors import check_selector
+from .models.selectors import check_selector, selector_names
 from .plots import check_formats, save_figure
 from .plots.cost import accuracy_cost_figure, accuracy_cost_points
 from .run_dir import apply_model_preprocessing, explicit_overrides, run_dataset_config
@@ -155,7 +155,7 @@ def _localization(
     own = module.net.selector
     img = int(datamodule.image_size)
     per = {own: {"acc1": first.accuracy(), **first.localization(), "gflops": model_gflops(module.net, img, own)}}
-    for selector in cfg.eval.selectors:
+    for selector in cfg.eval.get("selectors") or selector_names():  # null: every registered selector
         if check_selector(selector) in per:
             continue
         module.net.selector = selector

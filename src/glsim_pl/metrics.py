@@ -1,4 +1,9 @@
-"""Metrics, built explicitly: FGVC papers report micro (overall) top-1; torchmetrics defaults to macro."""
+"""Metrics, built explicitly: FGVC papers report micro (overall) top-1; torchmetrics defaults to macro.
+
+Every metric keeps its own state (``compute_groups=False``): torchmetrics' compute groups merge metrics whose states
+are equal after the first update, which makes a top-5 share a top-1's state when the first batch is all right (or
+all wrong) at both, and every later top-5 is the top-1 again. The saving is one tiny confusion count per metric.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ def build_metrics(num_classes: int, prefix: str) -> MetricCollection:
             "acc1_macro": MulticlassAccuracy(num_classes, top_k=1, average="macro"),
         },
         prefix=prefix,
+        compute_groups=False,
     )
 
 

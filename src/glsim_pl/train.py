@@ -17,12 +17,12 @@ import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig
 
-from .aggregate import protocol, resolved_config, write_run_record
+from .aggregate import protocol, resolved_config, write_failure, write_run_record
 from .callbacks.divergence_guard import DivergenceGuard
 from .callbacks.progress_log import display_callbacks
 from .callbacks.rng_state import RNGStateCheckpoint
 from .config_dir import CONFIG_DIR
-from .errors import UserError, exit_on_user_error
+from .errors import UserError, exit_on_user_error, user_message
 from .lit_module import GLSimLitModule
 from .utils.atomic_io import AtomicCheckpointIO, check_checkpoint_readable
 from .utils.compile import prepare_classifier, uses_cuda
@@ -36,6 +36,7 @@ from .utils.logging import (
     log_run_config,
     quiet_library_notices,
 )
+from .utils.plugins import import_user_modules
 from .utils.validate import validate_config
 
 __all__ = ["main", "train"]
@@ -82,6 +83,7 @@ def _inactive_callbacks(cfg: DictConfig) -> set[str]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit on train, select on val, test the best checkpoint; returns the logged metrics (never the model)."""
     start = time.perf_counter()
+    import_user_modules(cfg.get("imports"))  # what they register (a selector) is then a valid choice
     validate_config(cfg)  # model arguments, before any data or weights are read
     seed = L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.dataset, augs=transform_augs(cfg))
@@ -103,8 +105,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     log_run_config(loggers, resolved_config(cfg), protocol(cfg))  # every tracker gets the config and protocol
 
+    fit_start = time.perf_counter()
     if cfg.get("train", True):
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    fit_seconds = time.perf_counter() - fit_start
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
     if cfg.get("test", True):
@@ -114,7 +118,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         metrics["best_ckpt"] = best
-    write_run_record(cfg, trainer, metrics, time.perf_counter() - start)  # metrics.json, for glsim_pl.aggregate
+    write_run_record(cfg, trainer, metrics, time.perf_counter() - start, fit_seconds)  # metrics.json: aggregate
     _summary(cfg, trainer, metrics)
     finish_trackers(trainer.loggers)  # the next job of a sweep (same process) gets its own W&B run
     return metrics
@@ -139,13 +143,37 @@ def _summary(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, Any]) -> No
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns ``cfg.optimized_metric`` for sweepers. Bad input ends with one clear message."""
-    metrics = train(cfg)
+    try:
+        metrics = train(cfg)
+    except Exception as exc:  # failed.json: the sweep's aggregation lists this job with its error line
+        write_failure(cfg, exc)
+        if not _sweep_goes_on():
+            raise
+        where = f"{cfg.paths.output_dir}/failed.json"
+        if isinstance(exc, UserError):  # bad input: its one line, no traceback
+            log.error(f"error: {user_message(exc)}\nthis job failed; the sweep goes on ({where})")
+        else:
+            log.exception(f"this job failed; the sweep goes on ({where})")
+        return None
     name = cfg.get("optimized_metric")
     value = metrics.get(name)
     if name and value is None and _sweeper_needs_a_value():
         raise UserError(f"optimized_metric={name!r} was not logged by this run (logged: {', '.join(sorted(metrics))}); "
                         "the sweeper needs it: pick one of those, or keep validation on")  # fmt: skip
     return float(value) if value is not None else None
+
+
+def _sweep_goes_on() -> bool:
+    """True in a job of the merging sweeper (the default): one failed job does not stop the others; the sweeper
+    exits 1 at the end and names the failed jobs."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hydra_cfg = HydraConfig.get()
+        return hydra_cfg.mode == RunMode.MULTIRUN and "MergingSweeper" in str(hydra_cfg.sweeper.get("_target_", ""))
+    except ValueError:  # not under Hydra
+        return False
 
 
 def _sweeper_needs_a_value() -> bool:

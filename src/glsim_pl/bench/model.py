@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..models import GLSim, build_classifier, crop_and_resize, gls_scores, select_boxes
+from ..models import GLSim, build_classifier, crop_and_resize, select_boxes
 from ..models.attention import capture_attention
-from ..models.selectors import SELECTORS, capture_plan, head_mean, zoo_scores
+from ..models.selectors import SelectorInputs, capture_plan, get_selector, head_mean, selector_names
 from ..plots import check_formats, save_figure
 from ..plots.cost import model_cost_figure
 from ._timing import median_seconds
@@ -122,10 +122,9 @@ def selector_step_seconds(model: GLSim, x: torch.Tensor, selector: str, repeats:
         t_rec, maps = (median_seconds(recorded, repeats) - t_enc, recorded()) if layers is not None else (0.0, [])
 
         def step() -> torch.Tensor:
-            if selector == "gls":
-                s = gls_scores(tokens[:, 0], tokens[:, model.num_prefix_tokens :], model.sim_metric)
-            else:
-                s = zoo_scores(selector, maps, x.shape[0], grid, model.num_prefix_tokens, x.device)
+            p = model.num_prefix_tokens
+            inputs = SelectorInputs(tokens[:, 0], tokens[:, p:], maps, grid, p, model.sim_metric)
+            s = get_selector(selector).scores(inputs)
             return crop_and_resize(x, select_boxes(s, grid, model.patch_px, model.top_o, model.box_rule), x.shape[-2:])
 
         return t_enc, max(t_rec, 0.0) + median_seconds(step, repeats)
@@ -140,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--num-classes", type=int, default=200)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--selectors", default=",".join(SELECTORS))
+    p.add_argument("--selectors", default=",".join(selector_names()))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument(
         "--out", default="bench_results/model", help="folder for model_cost.md/.csv/.png, selector_flops.csv"
@@ -152,9 +151,10 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as exc:
         raise SystemExit(f"error: --formats: {exc}") from None
     selectors = [s for s in args.selectors.split(",") if s]
-    unknown = set(selectors) - set(SELECTORS)
+    known = selector_names()
+    unknown = set(selectors) - set(known)
     if unknown:
-        raise SystemExit(f"error: --selectors: unknown {sorted(unknown)}; expected some of {', '.join(SELECTORS)}")
+        raise SystemExit(f"error: --selectors: unknown {sorted(unknown)}; expected some of {', '.join(known)}")
     torch.manual_seed(0)
     common = dict(backbone=args.backbone, num_classes=args.num_classes, img_size=args.img_size,
                   backbone_kwargs=json.loads(args.backbone_kwargs) or None)  # fmt: skip

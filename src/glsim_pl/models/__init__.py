@@ -7,7 +7,7 @@ from .gate import GATES
 from .glsim import FirstPass, GLSim, GLSimFeatures, GLSimOutput, ViTClassifier, build_classifier
 from .official import is_official_checkpoint, load_official_checkpoint, read_official_checkpoint
 from .selector import gls_scores, select_boxes
-from .selectors import SELECTORS
+from .selectors import SELECTORS, SelectorInputs, register_selector, selector_names
 
 __all__ = [
     "GATES",
@@ -17,6 +17,7 @@ __all__ = [
     "GLSim",
     "GLSimFeatures",
     "GLSimOutput",
+    "SelectorInputs",
     "ViTClassifier",
     "build_classifier",
     "create_encoder",
@@ -26,5 +27,7 @@ __all__ = [
     "is_official_checkpoint",
     "load_official_checkpoint",
     "read_official_checkpoint",
+    "register_selector",
     "select_boxes",
+    "selector_names",
 ]

@@ -18,6 +18,8 @@ class Aggregator(nn.Module):
         layers: number of blocks (the paper uses 1).
         drop_path: stochastic-depth rate of every block.
         eps: LayerNorm epsilon (1e-12 in the official architecture, 1e-6 in timm's).
+
+    Every Linear starts as in the official code: Xavier-uniform weights, N(0, 1e-6) biases (LayerNorms: ones, zeros).
     """
 
     def __init__(self, dim: int, layers: int = 1, drop_path: float = 0.0, eps: float = 1e-6) -> None:
@@ -27,6 +29,10 @@ class Aggregator(nn.Module):
         block = lambda: Block(dim, heads, mlp_ratio=4.0, qkv_bias=True, drop_path=drop_path, norm_layer=norm)
         self.blocks = nn.Sequential(*[block() for _ in range(layers)])
         self.norm = norm(dim)
+        for module in self.modules():  # the official init (the aggregator is never in a pretrained file)
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.normal_(module.bias, std=1e-6)
 
     def forward(self, tokens: Tensor) -> Tensor:
         """(B, T, D) -> (B, T, D)."""

@@ -26,10 +26,13 @@ from .attention import capture_attention
 from .crop import crop_and_resize
 from .encoder import create_encoder
 from .gate import cascade, check_gate
-from .selector import BoxRule, SimMetric, gls_scores, metric_prefers_largest, select_boxes
-from .selectors import capture_plan, check_selector, head_mean, zoo_scores
+from .selector import BoxRule, SimMetric, metric_prefers_largest, select_boxes
+from .selectors import SelectorInputs, SelectorSpec, get_selector, head_mean
 
-__all__ = ["FirstPass", "GLSim", "GLSimFeatures", "GLSimOutput", "ViTClassifier", "build_classifier"]
+__all__ = ["GLSIM_ONLY_KEYS", "FirstPass", "GLSim", "GLSimFeatures", "GLSimOutput", "ViTClassifier", "build_classifier"]
+
+# method keys the plain ViT has no use for (no crop, no aggregator): a sweep over them collapses for method=vit
+GLSIM_ONLY_KEYS = ("top_o", "sim_metric", "box_rule", "aggregator_layers", "selector", "gate_threshold")
 
 
 class GLSimOutput(NamedTuple):
@@ -79,9 +82,9 @@ class GLSim(nn.Module):
         drop_path_uniform: same rate in every encoder block, as the official architecture (timm ramps it).
         layer_norm_eps: LayerNorm epsilon of encoder and aggregator (official architecture: 1e-12).
         backbone_kwargs: extra timm constructor keywords (plain values).
-        selector: what scores the patches for the crop: ``gls`` (the paper) or one of the zoo in
+        selector: what scores the patches for the crop: ``gls`` (the paper) or any registered selector of
             :mod:`glsim_pl.models.selectors` (``rollout``, ``attn_last``, ``psm``, ``maws``, ``random``, ``center``,
-            ``full``); attention is recorded during the first pass only when the selector needs it.
+            ``full``, or one of your own); attention is recorded during the first pass only when the selector needs it.
         gate: ``none`` (the paper) or ``confidence``: a first-pass head on the global CLS; at evaluation images
             whose first-pass confidence reaches ``gate_threshold`` exit early (:mod:`glsim_pl.models.gate`).
         gate_threshold: tau of the gate (max softmax probability); 0 = first pass only, > 1 = always two passes.
@@ -113,7 +116,7 @@ class GLSim(nn.Module):
         gate_threshold: float = 0.9,
     ) -> None:
         super().__init__()
-        self.selector = check_selector(selector)
+        self.selector = selector  # a registered name; the spec itself is kept (it pickles into spawned workers)
         self.gate, self.gate_threshold = check_gate(gate), float(gate_threshold)
         self.largest = metric_prefers_largest(sim_metric)
         self.sim_metric, self.box_rule, self.top_o = sim_metric, box_rule, top_o
@@ -142,19 +145,19 @@ class GLSim(nn.Module):
         """Encode images (B, 3, H, W) and select the crop boxes (the selector runs without gradient)."""
         h, w = images.shape[-2:]
         grid_hw = (h // self.patch_px, w // self.patch_px)
-        layers, mean_only = capture_plan(self.selector, len(self.encoder.blocks))
+        spec = self._selector
+        layers = spec.plan(len(self.encoder.blocks))
+        maps: list[Tensor] = []
         if layers is None:
             tokens = self.encoder.forward_features(images)  # (B, P + N, D), after the final norm
         else:  # the same pass, with attention probabilities recorded
-            with capture_attention(self.encoder, layers, head_mean if mean_only else None) as maps:
+            with capture_attention(self.encoder, layers, head_mean if spec.head_mean else None) as maps:
                 tokens = self.encoder.forward_features(images)
         cls_global, patches = tokens[:, 0], tokens[:, self.num_prefix_tokens :]  # (B, D), (B, N, D)
         with torch.no_grad():
-            if self.selector == "gls":
-                scores = gls_scores(cls_global, patches, self.sim_metric)  # (B, N)
-                boxes = select_boxes(scores, grid_hw, self.patch_px, self.top_o, self.box_rule, self.largest)  # (B, 4)
-            else:
-                scores, boxes = self._zoo_boxes(maps if layers is not None else [], images.shape[0], grid_hw)
+            inputs = SelectorInputs(cls_global, patches, maps, grid_hw, self.num_prefix_tokens, self.sim_metric)
+            scores = spec.scores(inputs)  # (B, N)
+            boxes = self._boxes(spec, scores, grid_hw)  # (B, 4)
         return FirstPass(cls_global, boxes, scores)
 
     def second_pass(self, images: Tensor, boxes: Tensor, cls_global: Tensor) -> Tensor:
@@ -164,12 +167,21 @@ class GLSim(nn.Module):
         cls_local = self.encoder.forward_features(crops)[:, 0]  # (M, D), same encoder
         return self.aggregator(torch.stack([cls_global, cls_local], dim=1))  # (M, 2, D)
 
-    def _zoo_boxes(self, maps: list[Tensor], batch: int, grid_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
-        """Scores (B, N) and boxes (B, 4) of a non-GLS selector; ``full`` boxes every patch (the whole image)."""
-        scores = zoo_scores(self.selector, maps, batch, grid_hw, self.num_prefix_tokens, self.head.weight.device)
-        if self.selector == "full":
-            return scores, select_boxes(scores, grid_hw, self.patch_px, scores.shape[-1], "inclusive")
-        return scores, select_boxes(scores, grid_hw, self.patch_px, self.top_o, self.box_rule, largest=True)
+    @property
+    def selector(self) -> str:
+        """The registered selector that scores the patches (:mod:`glsim_pl.models.selectors`); assignable."""
+        return self._selector.name
+
+    @selector.setter
+    def selector(self, name: str) -> None:
+        self._selector = get_selector(name)
+
+    def _boxes(self, spec: SelectorSpec, scores: Tensor, grid_hw: tuple[int, int]) -> Tensor:
+        """Boxes (B, 4) from scores (B, N): the top-O box, or every patch (the whole image) for ``whole_image``."""
+        if spec.whole_image:
+            return select_boxes(scores, grid_hw, self.patch_px, scores.shape[-1], "inclusive")
+        largest = self.largest if spec.largest is None else spec.largest
+        return select_boxes(scores, grid_hw, self.patch_px, self.top_o, self.box_rule, largest)
 
     def forward_head(self, feats: GLSimFeatures, pre_logits: bool = False) -> Tensor:
         """Token 0 (the original image's aggregated CLS) -> logits (B, K), or the token itself."""
@@ -268,7 +280,7 @@ def build_classifier(method: str, **kwargs: Any) -> GLSim | ViTClassifier:
     if method == "vit":
         if kwargs.pop("gate", "none") != "none":
             raise UserError("method.gate needs method=glsim: the plain ViT is the gate's first pass already")
-        for key in ("top_o", "sim_metric", "box_rule", "aggregator_layers", "selector", "gate_threshold"):
+        for key in GLSIM_ONLY_KEYS:
             kwargs.pop(key, None)
         return ViTClassifier(**kwargs)
     raise ValueError(f"method must be 'glsim' or 'vit', got {method!r}")

@@ -16,44 +16,159 @@ here except the l1/l2 GLS distances (see :func:`glsim_pl.models.selector.metric_
   and layers.
 - ``random``, ``center``: ablation baselines (uniform random scores; minus the distance to the grid centre).
 - ``full``: constant scores; the box is the whole image (every patch, inclusive rule).
+
+A registry, like timm's models: ``@register_selector("name", layers=...)`` on a function of
+:class:`SelectorInputs` -> scores (B, N) adds a selector everywhere at once (``method.selector`` choices, the eval
+comparison list, the compile rule: a selector that records attention runs eager). Outside the package, register it
+in your own module and list that module in the ``imports`` config key, or expose it under the ``glsim_pl.selectors``
+entry-point group of your package (docs/extending.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from ..errors import UserError
+from .selector import gls_scores
 
 __all__ = [
-    "ATTENTION_SELECTORS",
+    "ENTRY_POINT_GROUP",
     "SELECTORS",
-    "Selector",
+    "SelectorInputs",
+    "SelectorSpec",
     "attn_last_scores",
     "capture_plan",
     "center_scores",
     "check_selector",
+    "get_selector",
     "head_mean",
     "maws_scores",
     "psm_scores",
     "random_scores",
+    "register_selector",
     "rollout_scores",
-    "zoo_scores",
+    "selector_names",
 ]
 
-Selector = Literal["gls", "rollout", "attn_last", "psm", "maws", "random", "center", "full"]
-SELECTORS: tuple[str, ...] = ("gls", "rollout", "attn_last", "psm", "maws", "random", "center", "full")
-ATTENTION_SELECTORS: tuple[str, ...] = ("rollout", "attn_last", "psm", "maws")
+ENTRY_POINT_GROUP = "glsim_pl.selectors"
+LayerPlan = str | Callable[[int], list[int]] | None
+
+
+class SelectorInputs(NamedTuple):
+    """What a selector sees after the first pass: cls (B, D) and patches (B, N, D) after the final norm; maps: the
+    recorded attention probabilities, one (B, H, T, T) per requested layer (H = 1 with ``head_mean``), else [];
+    grid_hw (g_h, g_w); num_prefix tokens before the patches; sim_metric: ``method.sim_metric``."""
+
+    cls: Tensor
+    patches: Tensor
+    maps: Sequence[Tensor]
+    grid_hw: tuple[int, int]
+    num_prefix: int
+    sim_metric: str
+
+
+@dataclass(frozen=True)
+class SelectorSpec:
+    """A registered selector.
+
+    Attributes:
+        name: the ``method.selector`` value.
+        scores: SelectorInputs -> (B, N) scores (run without gradient).
+        layers: attention to record during the first pass: None (none), ``all``, ``last``, ``all_but_last`` or a
+            function depth -> layer indices.
+        head_mean: keep only the head mean of the recorded maps (less memory) instead of every head.
+        largest: the box takes the largest scores (False: the smallest; None: as ``method.sim_metric`` prefers).
+        whole_image: the box is every patch (the ``full`` ablation): top_o and box_rule do not apply.
+    """
+
+    name: str
+    scores: Callable[[SelectorInputs], Tensor]
+    layers: LayerPlan = None
+    head_mean: bool = True
+    largest: bool | None = True
+    whole_image: bool = False
+
+    def plan(self, depth: int) -> list[int] | None:
+        """Layer indices to record in an encoder of ``depth`` blocks, or None."""
+        if self.layers is None or callable(self.layers):
+            return self.layers(depth) if self.layers else None
+        return {"all": list(range(depth)), "last": [depth - 1], "all_but_last": list(range(max(depth - 1, 1)))}[
+            self.layers
+        ]
+
+    @property
+    def records_attention(self) -> bool:
+        """Recording patches the attention modules (no fused kernel, hooks): such selectors run eager."""
+        return self.layers is not None
+
+
+_REGISTRY: dict[str, SelectorSpec] = {}
+_entry_points_loaded = False
+
+
+def register_selector(
+    name: str,
+    *,
+    layers: LayerPlan = None,
+    head_mean: bool = True,
+    largest: bool | None = True,
+    whole_image: bool = False,
+    overwrite: bool = False,
+) -> Callable[[Callable[[SelectorInputs], Tensor]], Callable[[SelectorInputs], Tensor]]:
+    """Decorator: register ``fn(inputs: SelectorInputs) -> (B, N)`` as selector ``name`` (see :class:`SelectorSpec`)."""
+    if isinstance(layers, str) and layers not in ("all", "last", "all_but_last"):
+        raise ValueError(f"layers={layers!r}: expected None, 'all', 'last', 'all_but_last' or a function of depth")
+
+    def add(fn: Callable[[SelectorInputs], Tensor]) -> Callable[[SelectorInputs], Tensor]:
+        old = _REGISTRY.get(name)
+        if old is not None and not overwrite and old.scores is not fn:
+            raise ValueError(f"selector {name!r} is registered already (by {old.scores.__module__}); overwrite=True")
+        _REGISTRY[name] = SelectorSpec(name, fn, layers, head_mean, largest, whole_image)
+        return fn
+
+    return add
+
+
+def _load_entry_points() -> None:
+    """Import every module installed under the ``glsim_pl.selectors`` entry-point group (once)."""
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()
+        except Exception as exc:
+            where = f"entry point {ep.name} = {ep.value} ({ENTRY_POINT_GROUP})"
+            raise UserError(f"{where}: import failed ({exc})") from None
+
+
+def selector_names() -> tuple[str, ...]:
+    """Every registered selector, built-ins first."""
+    _load_entry_points()
+    return tuple(_REGISTRY)
+
+
+def get_selector(name: str, key: str = "method.selector") -> SelectorSpec:
+    """The registered selector ``name``, else a UserError naming the choices and how to register one."""
+    if name not in _REGISTRY:
+        _load_entry_points()
+    if name not in _REGISTRY:
+        raise UserError(f"{key}={name!r}: expected one of {', '.join(_REGISTRY)} (a selector of your own: "
+                        "register it with glsim_pl.models.selectors.register_selector in a module listed in "
+                        "imports=[...], see docs/extending.md)")  # fmt: skip
+    return _REGISTRY[name]
 
 
 def check_selector(selector: str) -> str:
-    """Return ``selector`` if known, else raise a UserError naming the choices."""
-    if selector not in SELECTORS:
-        raise UserError(f"method.selector={selector!r}: expected one of {', '.join(SELECTORS)}")
-    return selector
+    """Return ``selector`` if registered, else raise a UserError naming the choices."""
+    return get_selector(selector).name
 
 
 def head_mean(attn: Tensor) -> Tensor:
@@ -62,20 +177,9 @@ def head_mean(attn: Tensor) -> Tensor:
 
 
 def capture_plan(selector: str, depth: int) -> tuple[list[int] | None, bool]:
-    """Which encoder layers an attention selector records and whether a head mean is enough.
-
-    Returns:
-        (layer indices or None when no attention is needed, keep only the head mean).
-    """
-    if selector == "rollout":
-        return list(range(depth)), True
-    if selector == "attn_last":
-        return [depth - 1], True
-    if selector == "psm":
-        return list(range(max(depth - 1, 1))), False
-    if selector == "maws":
-        return list(range(depth)), False
-    return None, False
+    """Which encoder layers a selector records (None: no attention) and whether a head mean is enough."""
+    spec = get_selector(selector)
+    return spec.plan(depth), spec.head_mean
 
 
 def rollout_scores(attns: Sequence[Tensor], num_prefix: int = 1) -> Tensor:
@@ -133,27 +237,46 @@ def center_scores(batch: int, grid_hw: tuple[int, int], device: torch.device) ->
     return (-dist).flatten().expand(batch, -1)  # (B, N)
 
 
-def zoo_scores(
-    selector: str, maps: Sequence[Tensor], batch: int, grid_hw: tuple[int, int], num_prefix: int, device: torch.device
-) -> Tensor:
-    """Scores of any selector but ``gls`` (which needs the tokens). maps: what :func:`capture_plan` recorded.
+# -- the built-in selectors, in the order the docs and eval list them (module-level functions: a model holding their
+# spec pickles, e.g. into spawned DDP workers)
+@register_selector("gls", largest=None)
+def _gls(x: SelectorInputs) -> Tensor:
+    return gls_scores(x.cls, x.patches, x.sim_metric)
 
-    Shape:
-        maps L x (B, H, T, T) -> (B, N)
-    """
-    n = grid_hw[0] * grid_hw[1]
-    if selector == "rollout":
-        return rollout_scores(maps, num_prefix)
-    if selector == "attn_last":
-        return attn_last_scores(maps[-1], num_prefix)
-    if selector == "psm":
-        return psm_scores(maps, num_prefix)
-    if selector == "maws":
-        return maws_scores(maps, num_prefix)
-    if selector == "random":
-        return random_scores(batch, n, device)
-    if selector == "center":
-        return center_scores(batch, grid_hw, device)
-    if selector == "full":
-        return torch.ones(batch, n, device=device)
-    raise UserError(f"method.selector={selector!r}: expected one of {', '.join(SELECTORS[1:])} here")
+
+@register_selector("rollout", layers="all")
+def _rollout(x: SelectorInputs) -> Tensor:
+    return rollout_scores(x.maps, x.num_prefix)
+
+
+@register_selector("attn_last", layers="last")
+def _attn_last(x: SelectorInputs) -> Tensor:
+    return attn_last_scores(x.maps[-1], x.num_prefix)
+
+
+@register_selector("psm", layers="all_but_last", head_mean=False)
+def _psm(x: SelectorInputs) -> Tensor:
+    return psm_scores(x.maps, x.num_prefix)
+
+
+@register_selector("maws", layers="all", head_mean=False)
+def _maws(x: SelectorInputs) -> Tensor:
+    return maws_scores(x.maps, x.num_prefix)
+
+
+@register_selector("random")
+def _random(x: SelectorInputs) -> Tensor:
+    return random_scores(x.patches.shape[0], x.patches.shape[1], x.patches.device)
+
+
+@register_selector("center")
+def _center(x: SelectorInputs) -> Tensor:
+    return center_scores(x.patches.shape[0], x.grid_hw, x.patches.device)
+
+
+@register_selector("full", whole_image=True)
+def _full(x: SelectorInputs) -> Tensor:
+    return torch.ones(x.patches.shape[:2], device=x.patches.device)
+
+
+SELECTORS: tuple[str, ...] = tuple(_REGISTRY)  # the built-ins; selector_names() adds the registered ones

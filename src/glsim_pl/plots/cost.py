@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..errors import UserError
-from . import FONT, check_formats, ellipsize, new_figure, save_figure
+from . import FONT, check_formats, new_figure, save_figure
 
 __all__ = ["accuracy_cost_figure", "accuracy_cost_points", "model_cost_figure", "reproduction_figure"]
 
@@ -99,29 +100,42 @@ def model_cost_figure(rows: Sequence[dict[str, Any]], flops: Sequence[dict[str, 
     return fig
 
 
-def reproduction_figure(name: str, rows: Sequence[dict[str, Any]]) -> Figure:
-    """Our mean ± std over seeds next to the paper's number ± std, one pair of bars per setting (``aggregate``
-    rows, values in %); the y axis starts near the lowest value so sub-point differences stay visible."""
+def reproduction_figure(name: str, rows: Sequence[dict[str, Any]], metric: str = "test/acc1") -> Figure:
+    """One horizontal bar per row (``glsim_pl.results_table`` rows, values in %): mean ± std over seeds, the paper's
+    number ± std beside it only where the row is a paper row. Row labels sit on the y axis, wrapped, never cut; the
+    x range contains every bar's error bar; the legend lists only what was drawn."""
     n = len(rows)
-    fig, (ax,) = new_figure(max(5.0, 1.4 * n + 2), 4.5)
-    idx = np.arange(n)
-    ours = [r["acc1_mean"] for r in rows]
-    ours_err = [r["acc1_std"] or 0.0 for r in rows]
-    paper = [r["paper_acc1"] if r["paper_acc1"] is not None else np.nan for r in rows]
-    paper_err = [r["paper_std"] or 0.0 for r in rows]
-    ax.bar(idx - 0.2, ours, 0.4, yerr=ours_err, capsize=3, color="tab:blue", label="ours (mean ± std over seeds)")
-    ax.bar(idx + 0.2, paper, 0.4, yerr=paper_err, capsize=3, color="tab:gray", label="paper")
+    labels = [textwrap.fill(r["setting"], 28, break_long_words=False, break_on_hyphens=False) for r in rows]
+    height = max(2.4, 0.55 * n + 0.25 * sum(label.count("\n") for label in labels) + 1.2)
+    fig, (ax,) = new_figure(6.0, height)
+    idx = np.arange(n)[::-1]  # first row at the top
+    ours = np.array([np.nan if r["acc1_mean"] is None else r["acc1_mean"] for r in rows], dtype=float)
+    ours_err = np.array([r["acc1_std"] or 0.0 for r in rows], dtype=float)
+    papers = [i for i, r in enumerate(rows) if r.get("paper_acc1") is not None]
+    bar = 0.38 if papers else 0.6
+    shift = bar / 2 if papers else 0.0
+    ax.barh(idx + shift, ours, bar, xerr=ours_err, capsize=3, color="tab:blue", label="ours (mean ± std over seeds)")
+    ends = [*(ours - ours_err), *(ours + ours_err)]
+    if papers:
+        paper = np.array([rows[i]["paper_acc1"] for i in papers], dtype=float)
+        paper_err = np.array([rows[i].get("paper_std") or 0.0 for i in papers], dtype=float)
+        ax.barh(idx[papers] - shift, paper, bar, xerr=paper_err, capsize=3, color="tab:gray", label="paper")
+        ends += [*(paper - paper_err), *(paper + paper_err)]
     for i, r in enumerate(rows):
-        text = f"n={r['n']}" + (f"\nΔ {r['delta']:+.2f}" if r.get("delta") is not None else "")
-        ax.annotate(text, (i - 0.2, ours[i] + ours_err[i]), xytext=(0, 3), textcoords="offset points",
-                    ha="center", fontsize=FONT - 2)  # fmt: skip
-    values = [v for v in [*ours, *paper] if not np.isnan(v)]
-    low = max(0.0, min(values) - 5) if values else 0.0
-    ax.set_ylim(low, min(100.0, max(values) + 5) if values else 100.0)
-    ax.set_xticks(idx, [ellipsize(r["setting"], 30) for r in rows], rotation=20 if n > 3 else 0, fontsize=FONT - 1)
-    ax.set_ylabel("test top-1 (%)", fontsize=FONT)
-    ax.set_title(f"{name}: reproduction vs paper", fontsize=FONT + 1)
-    ax.legend(fontsize=FONT - 1, loc="upper right")  # the y range leaves 5 points of room above the bars
+        if np.isnan(ours[i]):
+            continue
+        delta = "baseline" if r.get("baseline") else (f"Δ {r['delta']:+.2f}" if r.get("delta") is not None else "")
+        text = f"{ours[i]:.2f} (n={r['n']})" + (f", {delta}" if delta else "")
+        ax.annotate(text, (ours[i] + ours_err[i], idx[i] + shift), xytext=(4, 0), textcoords="offset points",
+                    va="center", fontsize=FONT - 2)  # fmt: skip
+    finite = [v for v in ends if np.isfinite(v)]
+    low, high = (min(finite), max(finite)) if finite else (0.0, 100.0)
+    span = max(high - low, 1.0)
+    ax.set_xlim(max(0.0, low - 0.15 * span), high + 0.45 * span)  # room on the right for the value labels
+    ax.set_yticks(idx, labels, fontsize=FONT - 1)
+    ax.set_xlabel(f"{metric} (%)", fontsize=FONT)
+    ax.set_title(name, fontsize=FONT + 1)
+    fig.legend(fontsize=FONT - 1, loc="outside lower center", ncols=2)  # below the axes: never over a bar
     return fig
 
 

@@ -5,9 +5,9 @@ costs minutes on a small CPU for seconds of work). The compiled forward is insta
 wrapper module, so ``state_dict`` keys stay plain (no ``_orig_mod.`` prefix) and checkpoints load anywhere.
 
 Static shapes: the compiled forward serves one batch size (train batches are ``drop_last``); any other batch (the
-ragged last eval batch, bs-1 latency) and the attention-recording selectors (rollout, attn_last, psm, maws: their
-hooks append to Python lists) and the confidence gate at evaluation (its second-pass batch is data-dependent) run the
-same module eagerly. This is what lets ``compile_mode=auto`` use CUDA graphs
+ragged last eval batch, bs-1 latency), the selectors that record attention (rollout, attn_last, psm, maws, any
+registered with ``layers``: their hooks append to Python lists) and the confidence gate at evaluation (its second-pass
+batch is data-dependent) run the same module eagerly. This is what lets ``compile_mode=auto`` use CUDA graphs
 (``reduce-overhead``) on CUDA without recompiling or recording a graph per ragged batch.
 
 First contact: compilation happens at the first compiled call. If it raises (an inductor or Triton error, an op the
@@ -40,7 +40,6 @@ __all__ = [
 
 log = RankedLogger(__name__)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-_EAGER_SELECTORS = ("rollout", "attn_last", "psm", "maws")
 
 
 def uses_cuda(accelerator: str | None = "auto") -> bool:
@@ -168,7 +167,8 @@ def _runs_eager(net: nn.Module, images: torch.Tensor, static_batch: int | None) 
     if static_batch is not None and images.shape[0] != static_batch:
         return True
     gated_eval = getattr(net, "gate", "none") != "none" and not net.training
-    return gated_eval or getattr(net, "selector", "gls") in _EAGER_SELECTORS
+    spec = getattr(net, "_selector", None)  # GLSim's registered selector: one that records attention runs eager
+    return gated_eval or (spec is not None and spec.records_attention)
 
 
 def prepare_classifier(net: nn.Module, compile_value: Any, mode_value: Any, cuda: bool, batch_size: int) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from ..errors import UserError
-from ..models.selectors import SELECTORS
+from ..models.selectors import get_selector
 
 __all__ = ["patch_size_of", "validate_config", "validate_selectors"]
 
@@ -52,7 +52,7 @@ def _positive_int(key: str, value: Any) -> int:
 def validate_selectors(selector: Any, key: str = "method.selector") -> None:
     """A selector override (eval / predict); None means the checkpoint's own."""
     if selector is not None:
-        _choice(key, selector, SELECTORS)
+        get_selector(selector, key)
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -70,8 +70,11 @@ def validate_config(cfg: DictConfig) -> None:
                         f"model.backbone={model.get('backbone')!r}: the patch grid would silently drop the last "
                         f"{size % patch} pixel rows and columns. Use dataset.image_size={options}")  # fmt: skip
     if name != "glsim":
+        if method.get("selector", "none") not in (None, "none"):
+            raise UserError(f"method.selector={method.get('selector')!r} with method={name}: the plain ViT has no "
+                            "crop, so no selector; drop the override (a multirun merges such jobs)")  # fmt: skip
         return
-    _choice("method.selector", method.get("selector", "gls"), SELECTORS)
+    get_selector(method.get("selector", "gls"))
     _choice("method.sim_metric", method.get("sim_metric", "cos"), SIM_METRICS)
     _choice("method.box_rule", method.get("box_rule", "official"), BOX_RULES)
     _choice("method.gate", method.get("gate", "none"), GATES)

@@ -1,0 +1,178 @@
+"""The official protocol in one command: the LR on validation, then the seeds on train/test at that LR, one table.
+
+    python -m glsim_pl.reproduce cub                         # = make reproduce-cub
+    python -m glsim_pl.reproduce cub --lr 0.01               # skip stage 1 (= make reproduce-cub LR=0.01)
+    python -m glsim_pl.reproduce --experiments smoke_reproduce --name smoke -- trainer.max_epochs=1
+    python -m glsim_pl.reproduce --cost                      # GPU-hours per row (the estimate of docs/reproduction.md)
+
+For each experiment of the row (``glsim_<row>_vit_b16`` and its baseline ``vit_<row>_vit_b16``):
+
+1. stage 1, the official LR grid {0.03, 0.01, 0.003, 0.001} on train/val (``dataset.protocol=val``: the first 80 % of
+   each class's train images train, the rest validate; no test), seed = the first seed; the best ``val/acc1_best``
+   picks the LR, ties go to the smaller LR;
+2. stage 2, seeds 1, 10, 100 at that LR with the experiment's own protocol (``paper``: all of train, test once).
+
+Everything lands under ``--dir`` (``<experiment>/lr`` and ``<experiment>/seeds`` multiruns) and in ``--out``:
+``<name>.md/.csv/.tex/.png`` (the table, Δ vs the ViT row, the paper's numbers), ``<name>_lr.md/.csv`` (every stage-1
+run) and ``<name>_lr.json`` (the chosen LR per experiment). The chosen LR is also written in ``<name>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from .aggregate import aggregate, load_jobs
+from .errors import UserError
+
+__all__ = ["GRID", "choose_lr", "gpu_hours", "main", "reproduce"]
+
+GRID = (0.03, 0.01, 0.003, 0.001)
+SELECT = "val/acc1_best"
+ROWS = ("cub", "nabirds", "inat17", "dogs", "pets", "flowers", "food", "vegfru", "cub448")
+
+
+def choose_lr(results: dict[float, float]) -> float:
+    """The LR with the best validation top-1; ties -> the smaller LR."""
+    if not results:
+        raise UserError("stage 1 gave no validation result (every LR run failed); see the runs' train.log")
+    best = max(results.values())
+    return min(lr for lr, acc in results.items() if acc == best)
+
+
+def _multirun(overrides: list[str], sweep_dir: Path) -> None:
+    cmd = [sys.executable, "-m", "glsim_pl.train", "-m", *overrides, f"hydra.sweep.dir={sweep_dir}"]
+    print("+ " + " ".join(cmd[1:]), flush=True)
+    if subprocess.run(cmd).returncode:
+        print(f"some runs under {sweep_dir} failed; the table lists them", flush=True)
+
+
+def _stage1(experiment: str, grid: tuple[float, ...], seed: str, root: Path, extra: list[str]) -> dict[float, float]:
+    sweep = root / experiment / "lr"
+    lrs = ",".join(str(lr) for lr in grid)
+    _multirun([f"experiment={experiment}", f"optim.lr={lrs}", f"seed={seed}", "dataset.protocol=val", "test=false",
+               *extra], sweep)  # fmt: skip
+    done, _ = load_jobs(sweep, SELECT)
+    return {float(job["config"]["optim"]["lr"]): float(job["metrics"][SELECT]) for job in done}
+
+
+def reproduce(
+    experiments: list[str],
+    name: str,
+    root: Path,
+    out: Path,
+    lr: float | None = None,
+    grid: tuple[float, ...] = GRID,
+    seeds: str = "1,10,100",
+    extra: list[str] | None = None,
+) -> dict:
+    """Run both stages for every experiment; returns ``{experiment: {"lr": chosen, "stage1": {lr: val top-1}}}``."""
+    extra = list(extra or [])
+    out.mkdir(parents=True, exist_ok=True)
+    chosen: dict[str, dict[str, Any]] = {}
+    for experiment in experiments:
+        if lr is None:
+            results = _stage1(experiment, grid, seeds.split(",")[0], root, extra)
+            chosen[experiment] = {"lr": choose_lr(results), "stage1": {str(k): v for k, v in sorted(results.items())}}
+        else:
+            chosen[experiment] = {"lr": float(lr), "stage1": None}
+        print(f"{experiment}: lr {chosen[experiment]['lr']} ({'given' if lr is not None else 'chosen on val'})")
+        _multirun([f"experiment={experiment}", f"seed={seeds}", f"optim.lr={chosen[experiment]['lr']}", *extra],
+                  root / experiment / "seeds")  # fmt: skip
+    (out / f"{name}_lr.json").write_text(json.dumps(chosen, indent=2))
+    if lr is None:
+        aggregate(root, out, f"{name}_lr", formats=[], metric=SELECT, quiet=True, include=["lr"])
+    aggregate(root, out, name, include=["seeds"])
+    _add_lr_section(out / f"{name}.md", chosen, name)
+    return chosen
+
+
+def _add_lr_section(path: Path, chosen: dict[str, dict[str, Any]], name: str) -> None:
+    lines = ["", "## Learning rate (stage 1: train/val, best val/acc1_best, ties -> smaller LR)", ""]
+    lines += ["| experiment | " + " | ".join(f"lr {lr}" for lr in GRID) + " | chosen LR |", "|---|" + "---|" * 5]
+    for experiment, c in chosen.items():
+        stage1 = c["stage1"] or {}
+        cells = [f"{100 * stage1[str(lr)]:.2f}" if str(lr) in stage1 else "—" for lr in GRID]
+        lines.append(f"| {experiment} | " + " | ".join(cells) + f" | {c['lr']} |")
+    if any(c["stage1"] is None for c in chosen.values()):
+        lines.append("\n— : stage 1 skipped (LR given on the command line).")
+    lines.append(f"\nEvery stage-1 run: `{name}_lr.md`; chosen LRs: `{name}_lr.json`.")
+    text = path.read_text()
+    cut = text.find("\n## Jobs")
+    path.write_text(text[:cut] + "\n".join(lines) + "\n" + text[cut:] if cut >= 0 else text + "\n".join(lines))
+
+
+# -- cost ------------------------------------------------------------------------------------------------------------
+# (train+val images, train images of stage 1, val images, test images, image side) per row; docs/datasets.md sizes
+SIZES = {"cub": (5994, 4794, 1200, 5794, 224), "nabirds": (23929, 18957, 4972, 24633, 224),
+         "inat17": (579184, 463347, 115837, 95986, 224), "dogs": (12000, 9600, 2400, 8580, 224),
+         "pets": (3680, 2941, 739, 3669, 224), "flowers": (2040, 1020, 1020, 6149, 224),
+         "food": (75750, 15150, 60600, 25250, 224), "vegfru": (43800, 35040, 8760, 116931, 224),
+         "cub448": (5994, 4794, 1200, 5794, 448)}  # fmt: skip
+# training img/s of the real loop, ViT-B/16, batch 8, 16-mixed, one H200 (224 px: `python -m glsim_pl.train
+# dataset=cub model=vit_b16`; 448 px: scaled by the 224 -> 448 ratio of `python -m glsim_pl.bench gpu`, batch 32 bf16)
+TRAIN_IMG_S = {("glsim", 224): 137.0, ("vit", 224): 328.0, ("glsim", 448): 137.0 * 295 / 691,
+               ("vit", 448): 328.0 * 588 / 1237}  # fmt: skip
+EVAL_SPEEDUP = 3.0  # forward only vs forward + backward (an assumption, not measured in the loop)
+
+
+def gpu_hours(row: str, epochs: int = 50, grid: int = len(GRID), seeds: int = 3, stage1: bool = True) -> dict:
+    """Estimated GPU-hours of one row (GLSim + ViT; stage 1: ``grid`` runs on train with val every epoch; stage 2:
+    ``seeds`` runs on train+val, test once) from :data:`TRAIN_IMG_S`."""
+    train_val, train, val, test, side = SIZES[row]
+    hours = {}
+    for method in ("glsim", "vit"):
+        speed = TRAIN_IMG_S[(method, side)]
+        s1 = grid * epochs * (train + val / EVAL_SPEEDUP) / speed if stage1 else 0.0
+        s2 = seeds * (epochs * train_val + test / EVAL_SPEEDUP) / speed
+        hours[method] = (s1 + s2) / 3600
+    hours["row"] = hours["glsim"] + hours["vit"]
+    return hours
+
+
+def cost_table() -> str:
+    lines = ["| row | GLSim (GPU-h) | ViT (GPU-h) | row, both stages (GPU-h) | row with LR=... (GPU-h) |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for row in ROWS:
+        h, fixed = gpu_hours(row), gpu_hours(row, stage1=False)
+        lines.append(f"| {row} | {h['glsim']:.1f} | {h['vit']:.1f} | {h['row']:.1f} | {fixed['row']:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    p = argparse.ArgumentParser(prog="python -m glsim_pl.reproduce", description=__doc__.splitlines()[0])
+    p.add_argument("row", nargs="?", help=f"a paper row: {', '.join(ROWS)} (GLSim and its ViT baseline)")
+    p.add_argument("--experiments", nargs="+", help="experiment names instead of a row")
+    p.add_argument("--name", help="results file name (default: the row)")
+    p.add_argument("--lr", type=float, help="skip stage 1 and train the seeds at this LR")
+    p.add_argument("--seeds", default="1,10,100")
+    p.add_argument("--dir", default=None, help="where the runs go (default: multirun/reproduce/<name>)")
+    p.add_argument("--out", default="results")
+    p.add_argument("--cost", action="store_true", help="print the GPU-hour estimate per row and exit")
+    args = p.parse_args(argv)
+    if args.cost:
+        print(cost_table())
+        return
+    if not args.experiments and args.row not in ROWS:
+        p.error(f"row {args.row!r}: expected one of {', '.join(ROWS)}, or --experiments")
+    experiments = args.experiments or [f"glsim_{args.row}_vit_b16", f"vit_{args.row}_vit_b16"]
+    name = args.name or args.row or experiments[0]
+    root = Path(args.dir or f"multirun/reproduce/{name}")
+    try:
+        chosen = reproduce(experiments, name, root, Path(args.out), args.lr, seeds=args.seeds, extra=extra)
+    except UserError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    for experiment, c in chosen.items():
+        print(f"{experiment}: lr {c['lr']}")
+    print(f"results: {Path(args.out) / name}.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""A sweep's jobs -> the table of a paper: one row per setting (jobs that differ only in ``seed``), labelled by the
+settings that differ between rows, with mean ± std over seeds, cost columns and Δ to the baseline row.
+
+Pure functions over the job records (``metrics.json`` dicts, see :mod:`glsim_pl.aggregate`); Markdown, CSV and LaTeX
+(booktabs) renderers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from collections import defaultdict
+from typing import Any
+
+__all__ = ["Job", "build_rows", "render_csv", "render_latex", "render_markdown", "setting_of"]
+
+Job = dict[str, Any]
+_NOT_SETTINGS = ("seed", "hydra.", "paths.", "logger", "callbacks", "trainer.enable_", "ckpt_path", "task_name", "tags")
+_ABSENT = "—"
+
+
+def setting_of(job: Job) -> dict[str, str]:
+    """The overrides that define a job's row: everything but the seed, folders, loggers and display switches."""
+    out = {}
+    for override in job.get("overrides", []):
+        key, _, value = override.lstrip("+~").partition("=")
+        if not key.startswith(_NOT_SETTINGS):
+            out[key] = value
+    return out
+
+
+def _config_value(job: Job, key: str) -> str:
+    """``method.selector`` read from the job's resolved config (a group choice such as ``method`` reads its name)."""
+    node: Any = job.get("config", {})
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _ABSENT
+        node = node[part]
+    if isinstance(node, dict):  # a config group: its own name key (method.method), else absent
+        node = node.get(key.rsplit(".", 1)[-1], _ABSENT)
+    return _ABSENT if node in (None, "none") else str(node)
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def _pct(job: Job, key: str) -> float | None:
+    value = job.get("metrics", {}).get(key)
+    return None if value is None else 100.0 * float(value)
+
+
+def _protocol_text(protocol: dict[str, Any]) -> str:
+    train, select = protocol.get("train_split", "?"), protocol.get("selection_split", "?")
+    return f"train: {train}; select: {select}; test: {protocol.get('test_split', '?')}; {protocol.get('epochs')} ep"
+
+
+def build_rows(jobs: list[Job], metric: str = "test/acc1", baseline: str | None = None) -> tuple[list[str], list[dict]]:
+    """(setting keys that differ between rows, rows). ``baseline``: ``key=value`` pairs (space separated) naming the
+    baseline row; None picks the ``method=vit`` row when there is exactly one. Δ = row mean - baseline mean."""
+    groups: dict[tuple, list[Job]] = defaultdict(list)
+    for job in jobs:
+        groups[tuple(sorted(setting_of(job).items()))].append(job)
+    keys = sorted({k for job in jobs for k in setting_of(job)})
+    labels = {g: {k: dict(g).get(k) or _config_value(members[0], k) for k in keys} for g, members in groups.items()}
+    differing = [k for k in keys if len({lab[k] for lab in labels.values()}) > 1]
+    rows = []
+    for g, members in groups.items():
+        mean, std = _mean_std([v for v in (_pct(j, metric) for j in members) if v is not None])
+        macro_mean, macro_std = _mean_std([v for v in (_pct(j, metric + "_macro") for j in members) if v is not None])
+        cost = [j.get("cost") or {} for j in members]
+        img_s = [c["fit_img_s"] for c in cost if c.get("fit_img_s")]
+        paper = members[0].get("paper") or {}
+        rows.append({
+            "label": {k: labels[g][k] for k in differing},
+            "setting": " ".join(f"{k}={v}" for k, v in labels[g].items() if k in differing and v != _ABSENT)
+            or "(as configured)",
+            "n": len(members),
+            "seeds": " ".join(str(j.get("seed")) for j in members),
+            "acc1_mean": mean, "acc1_std": std, "acc1_macro_mean": macro_mean, "acc1_macro_std": macro_std,
+            "gflops": cost[0].get("gflops"),
+            "img_s": statistics.fmean(img_s) if img_s else None,
+            "paper_acc1": paper.get("acc1"), "paper_std": paper.get("std"),
+            "protocol": _protocol_text(members[0].get("protocol", {})),
+            "wall_time_s": round(sum(j.get("wall_time_s", 0.0) for j in members), 1),
+        })  # fmt: skip
+    base = _baseline_row(rows, baseline)
+    for row in rows:
+        row["baseline"] = row is base
+        ok = base is not None and row["acc1_mean"] is not None and base["acc1_mean"] is not None
+        row["delta"] = row["acc1_mean"] - base["acc1_mean"] if ok else None
+        row["delta_paper"] = row["acc1_mean"] - row["paper_acc1"] if row["paper_acc1"] is not None else None
+    return differing, rows
+
+
+def _baseline_row(rows: list[dict], baseline: str | None) -> dict | None:
+    if baseline:
+        want = dict(p.partition("=")[::2] for p in baseline.split())
+        found = [r for r in rows if all(r["label"].get(k, r["setting"]) == v for k, v in want.items())]
+        if len(found) != 1:
+            from .errors import UserError
+
+            choices = "; ".join(r["setting"] for r in rows)
+            raise UserError(f"--baseline {baseline!r} matches {len(found)} rows; expected one of: {choices}")
+        return found[0]
+    vit = [r for r in rows if r["label"].get("method") == "vit"]
+    return vit[0] if len(vit) == 1 else None
+
+
+def _pm(mean: float | None, std: float | None, digits: int = 2) -> str:
+    if mean is None:
+        return "n/a"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if std is not None else f"{mean:.{digits}f}"
+
+
+def _gflops(value: float | None) -> str:
+    return "n/a" if value is None else (f"{value:.2f}" if value >= 1 else f"{value:.3g}")
+
+
+def _cells(keys: list[str], rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells shared by Markdown and LaTeX; columns only where some row has a value."""
+    any_paper = any(r["paper_acc1"] is not None for r in rows)
+    any_img_s = any(r["img_s"] for r in rows)
+    any_base = any(r["baseline"] for r in rows)
+    protocols = {r["protocol"] for r in rows}
+    header = [*(keys or ["setting"]), "n", "top-1 (%)", "macro top-1 (%)", "GFLOPs/img"]
+    header += ["fit img/s"] * any_img_s + ["Δ top-1"] * any_base + ["paper (%)", "Δ paper"] * any_paper
+    header += ["protocol"] * (len(protocols) > 1)
+    table = []
+    for r in rows:
+        cells = [r["label"][k] for k in keys] if keys else [r["setting"]]
+        cells += [str(r["n"]), _pm(r["acc1_mean"], r["acc1_std"]), _pm(r["acc1_macro_mean"], r["acc1_macro_std"])]
+        cells.append(_gflops(r["gflops"]))
+        if any_img_s:
+            cells.append(f"{r['img_s']:.1f}" if r["img_s"] else _ABSENT)
+        if any_base:
+            cells.append("baseline" if r["baseline"] else (f"{r['delta']:+.2f}" if r["delta"] is not None else "n/a"))
+        if any_paper:
+            paper = r["paper_acc1"] is not None
+            cells += [_pm(r["paper_acc1"], r["paper_std"]) if paper else _ABSENT,
+                      f"{r['delta_paper']:+.2f}" if r["delta_paper"] is not None else _ABSENT]  # fmt: skip
+        if len(protocols) > 1:
+            cells.append(r["protocol"])
+        table.append(cells)
+    return header, table
+
+
+def _notes(rows: list[dict], failed: list[Job], missing: list[str], metric: str) -> list[str]:
+    lines = [f"top-1: `{metric}`, mean ± sample std over the n seeds of a row; GFLOPs: analytic, per image."]
+    if any(r["img_s"] for r in rows):
+        lines.append("fit img/s: training images / fit wall time (validation included), as recorded by the job.")
+    protocols = {r["protocol"] for r in rows}
+    if len(protocols) == 1:
+        lines.append(f"Protocol (every row): {protocols.pop()}.")
+    if failed or missing:
+        lines += ["", "Failed or missing jobs (not in the table):", ""]
+        lines += [f"- `{j['dir']}` ({' '.join(j.get('overrides', []) or ['?'])}): {j['error']}" for j in failed]
+        lines += [f"- missing: {m}" for m in missing]
+    return lines
+
+
+def render_markdown(keys: list[str], rows: list[dict], failed: list[Job], missing: list[str], metric: str) -> str:
+    header, table = _cells(keys, rows)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in table]
+    return "\n".join([*lines, "", *_notes(rows, failed, missing, metric)]) + "\n"
+
+
+def _tex(text: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"), ("$", r"\$")):
+        text = text.replace(a, b)
+    return text.replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("—", "--")
+
+
+def render_latex(keys: list[str], rows: list[dict]) -> str:
+    """A booktabs ``tabular`` (needs ``\\usepackage{booktabs}``); settings left-aligned, numbers right-aligned."""
+    header, table = _cells(keys, rows)
+    left = len(keys or ["setting"])
+    spec = "l" * left + "r" * (len(header) - left)
+    lines = [rf"\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(map(_tex, header)) + r" \\", r"\midrule"]
+    lines += [" & ".join(map(_tex, cells)) + r" \\" for cells in table]
+    return "\n".join([*lines, r"\bottomrule", r"\end{tabular}"]) + "\n"
+
+
+def render_csv(keys: list[str], rows: list[dict]) -> str:
+    """Raw numbers, one row per setting (the label keys as columns)."""
+    fields = [*keys, "setting", "n", "seeds", "acc1_mean", "acc1_std", "acc1_macro_mean", "acc1_macro_std", "gflops",
+              "img_s", "baseline", "delta", "paper_acc1", "paper_std", "delta_paper", "protocol",
+              "wall_time_s"]  # fmt: skip
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({**r["label"], **{k: ("" if v is None else v) for k, v in r.items() if k != "label"}})
+    return buffer.getvalue()
