@@ -50,15 +50,15 @@ def hf_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_public_names_listed_shown_and_documented() -> None:
     expected = {"GLSim", "ViTClassifier", "load_pretrained", "load_official_checkpoint", "transforms_for",
-                "predict_image", "Preprocessing", "SELECTORS"}  # fmt: skip
+                "predict_image", "Preprocessing", "SelectorInputs", "register_selector", "selector_names"}  # fmt: skip
     assert set(glsim_pl.__all__) == expected
     assert expected <= set(dir(glsim_pl))
-    for name in expected - {"SELECTORS"}:  # a tuple has no docstring of its own; the package docstring covers it
+    for name in expected:
         doc = getattr(glsim_pl, name).__doc__ or ""
         assert len(doc.strip().splitlines()) > 1, name
         assert "Example" in doc, name
-    assert "load_pretrained" in glsim_pl.__doc__ and "SELECTORS" in glsim_pl.__doc__
-    assert "gls" in glsim_pl.SELECTORS
+    assert "load_pretrained" in glsim_pl.__doc__ and "register_selector" in glsim_pl.__doc__
+    assert "gls" in glsim_pl.selector_names()
 
 
 def test_docs_example_runs_offline_from_a_hub_cache(official_pth: Path, tmp_path: Path) -> None:

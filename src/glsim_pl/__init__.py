@@ -15,7 +15,8 @@ Hydra or matplotlib):
 - :class:`Preprocessing`: the stored eval transform (input size, resize rule, mean/std).
 - :class:`GLSim`, :class:`ViTClassifier`: the models (pure torch + timm).
 - :func:`load_official_checkpoint`: an official GLSim ``.pth`` -> :class:`GLSim`.
-- ``SELECTORS``: the patch selectors a GLSim model can crop with (``model.selector = "rollout"``).
+- :func:`selector_names`, :func:`register_selector`, :class:`SelectorInputs`: the registry of patch selectors a
+  GLSim model can crop with (``method.selector=rollout``); a selector of your own is one decorated function.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ _EXPORTS = {
     "GLSim": "glsim_pl.models.glsim",
     "ViTClassifier": "glsim_pl.models.glsim",
     "load_official_checkpoint": "glsim_pl.models.official",
-    "SELECTORS": "glsim_pl.models.selectors",
+    "SelectorInputs": "glsim_pl.models.selectors",
+    "register_selector": "glsim_pl.models.selectors",
+    "selector_names": "glsim_pl.models.selectors",
     "Preprocessing": "glsim_pl.preprocessing",
     "load_pretrained": "glsim_pl.pretrained",
     "predict_image": "glsim_pl.pretrained",

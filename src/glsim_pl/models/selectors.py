@@ -63,7 +63,13 @@ LayerPlan = str | Callable[[int], list[int]] | None
 class SelectorInputs(NamedTuple):
     """What a selector sees after the first pass: cls (B, D) and patches (B, N, D) after the final norm; maps: the
     recorded attention probabilities, one (B, H, T, T) per requested layer (H = 1 with ``head_mean``), else [];
-    grid_hw (g_h, g_w); num_prefix tokens before the patches; sim_metric: ``method.sim_metric``."""
+    grid_hw (g_h, g_w); num_prefix tokens before the patches; sim_metric: ``method.sim_metric``.
+
+    Example::
+
+        def cls_dot(inputs: SelectorInputs) -> Tensor:  # a selector's scores, (B, N)
+            return (inputs.patches @ inputs.cls[:, :, None]).squeeze(-1)
+    """
 
     cls: Tensor
     patches: Tensor
@@ -121,7 +127,18 @@ def register_selector(
     whole_image: bool = False,
     overwrite: bool = False,
 ) -> Callable[[Callable[[SelectorInputs], Tensor]], Callable[[SelectorInputs], Tensor]]:
-    """Decorator: register ``fn(inputs: SelectorInputs) -> (B, N)`` as selector ``name`` (see :class:`SelectorSpec`)."""
+    """Decorator: register ``fn(inputs: SelectorInputs) -> (B, N)`` as selector ``name`` (see :class:`SelectorSpec`).
+
+    Example::
+
+        import glsim_pl
+
+        @glsim_pl.register_selector("token_norm")
+        def token_norm(inputs: glsim_pl.SelectorInputs):
+            return inputs.patches.norm(dim=-1)  # (B, N): the box covers the top-O patches by norm
+
+        # then: python -m glsim_pl.train imports=[my_selectors] method.selector=token_norm
+    """
     if isinstance(layers, str) and layers not in ("all", "last", "all_but_last"):
         raise ValueError(f"layers={layers!r}: expected None, 'all', 'last', 'all_but_last' or a function of depth")
 
@@ -150,7 +167,14 @@ def _load_entry_points() -> None:
 
 
 def selector_names() -> tuple[str, ...]:
-    """Every registered selector, built-ins first."""
+    """Every registered selector, built-ins first (the ``glsim_pl.selectors`` entry-point group is imported first).
+
+    Example::
+
+        >>> import glsim_pl
+        >>> glsim_pl.selector_names()[:2]
+        ('gls', 'rollout')
+    """
     _load_entry_points()
     return tuple(_REGISTRY)
 
