@@ -19,12 +19,12 @@ from typing import Any
 import hydra
 import torch
 from omegaconf import DictConfig
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from .callbacks.crop_visualizer import render_crop_panels
 from .callbacks.eval_report import tensor_to_pil, upscaled
 from .checkpoint_io import load_module
+from .data.image_io import read_image
 from .data.transforms import build_eval_transform
 from .errors import UserError, exit_on_user_error
 from .gate_sweep import apply_gate_threshold
@@ -74,8 +74,7 @@ class _Images(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, str]:
         try:
-            with Image.open(self.files[i]) as im:
-                return self.transform(im.convert("RGB")), i, ""
+            return self.transform(read_image(self.files[i])), i, ""
         except Exception as exc:  # any unreadable file becomes a row in the CSV, not a crash
             return torch.zeros(3, self.size, self.size), i, f"{type(exc).__name__}: {exc}".replace("\n", " ")
 
