@@ -32,7 +32,7 @@ from .models.selectors import check_selector
 from .utils.compile import prepare_classifier
 from .utils.instantiate import instantiate
 from .utils.logging import RankedLogger
-from .utils.validate import validate_selectors
+from .utils.validate import validate_predict, validate_selectors
 
 __all__ = ["list_inputs", "main", "predict"]
 
@@ -95,6 +95,7 @@ def predict(cfg: DictConfig) -> Path:
     if not cfg.get("ckpt_path") or not cfg.get("input"):
         raise UserError("ckpt_path and input are required: python -m glsim_pl.predict ckpt_path=... input=...")
     validate_selectors(cfg.get("selector"), "selector")  # before the checkpoint is read
+    validate_predict(cfg)
     module, _ = load_module(cfg.ckpt_path, cfg.get("class_names_file"))
     net = module.net
     if cfg.get("selector") and hasattr(net, "selector"):
