@@ -121,8 +121,14 @@ def test_bad_files_are_one_line_naming_the_file(tmp_path):
     os.symlink(tmp_path / "gone.jpg", tmp_path / "dangling.jpg")
     (tmp_path / "text.png").write_text("not an image")
     _truncated_jpeg(tmp_path / "cut.jpg")
-    expected = {"empty.jpg": "empty file", "folder.jpg": "is a folder", "dangling.jpg": "broken symbolic link",
-                "text.png": "not an image format", "missing.png": "no such file", "cut.jpg": "cannot read image"}
+    expected = {
+        "empty.jpg": "empty file",
+        "folder.jpg": "is a folder",
+        "dangling.jpg": "broken symbolic link",
+        "text.png": "not an image format",
+        "missing.png": "no such file",
+        "cut.jpg": "cannot read image",
+    }
     for name, reason in expected.items():
         with pytest.raises(UserError) as info:
             read_image(tmp_path / name)
