@@ -148,3 +148,12 @@ def test_skip_corrupt_needs_the_check(tmp_path: Path) -> None:
         ImageFolderDataModule(root=str(tmp_path), skip_corrupt=True, verify="off")
     with pytest.raises(UserError, match="dataset.verify='quick': expected one of fast, full, off"):
         ImageFolderDataModule(root=str(tmp_path), verify="quick")
+
+
+def test_a_class_left_without_test_images_is_named(tmp_path: Path, caplog) -> None:
+    paths = [_jpeg(tmp_path / f"{i}.jpg", i) for i in range(4)]
+    paths[3].write_bytes(b"")
+    source = _Source(paths, [0, 1, 0, 1])
+    with caplog.at_level("WARNING"):
+        run_data_check("t", None, {"train": (source, [0, 1]), "test": (source, [2, 3])}, ["oak", "elm"], "fast", True)
+    assert "the test split has no image of class(es) elm" in caplog.text

@@ -165,6 +165,7 @@ def run_data_check(
         raise UserError(f"dataset '{name}': the data check found {len(bad)} bad file(s) of {len(paths)}:\n  "
                         f"{listed}{more}\nReplace or delete them, or set dataset.skip_corrupt=true to leave them "
                         "out of their split")  # fmt: skip
+    _warn_empty_classes(name, result, splits, class_names)
     for split, files in removed.items():
         if files:
             listed = "\n  ".join(reason for _, reason in files[:_SHOWN])
@@ -188,6 +189,22 @@ def _log_summary(name: str, result: DataCheck, splits: dict[str, tuple[Any, list
         f"  bad files: {n_bad}",
     ]
     log.info("\n".join(lines))
+
+
+def _warn_empty_classes(name: str, result: DataCheck, splits: dict[str, tuple[Any, list[int]]],
+                        class_names: Sequence[str]) -> None:  # fmt: skip
+    """After removal a class may have no image left in train or test: its accuracy would be undefined."""
+    for split in ("train", "test"):
+        if split not in splits or not splits[split][1]:
+            continue
+        src, before = splits[split]
+        had, has = {src.targets[i] for i in before}, {src.targets[i] for i in result.kept[split]}
+        lost = [class_names[c] for c in sorted(had - has)]
+        if lost:
+            log.warning(
+                f"dataset '{name}': after the data check the {split} split has no image of class(es) "
+                f"{', '.join(lost[:10])}" + (f" and {len(lost) - 10} more" if len(lost) > 10 else "")
+            )
 
 
 def write_removed_files(check: DataCheck | None, out_dir: Path) -> Path | None:
