@@ -32,6 +32,8 @@ BAD_TRAIN_VALUES = [
     ("augs.random_erasing=1.5", "augs.random_erasing=1.5: out of range, expected a number >= 0 and <= 1"),
     ("augs.mixup_alpha=-1", "augs.mixup_alpha=-1: out of range, expected a number >= 0"),
     ("augs.drop_path_rate=1", "augs.drop_path_rate=1: out of range, expected a number >= 0 and < 1"),
+    ("trainer.max_epochs=0", "trainer.max_epochs=0: out of range, expected an integer >= 1"),
+    ("+trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches=0: out of range, expected an integer >= 1"),
 ]
 
 

@@ -102,6 +102,12 @@ _AUGS_RANGES: dict[str, dict[str, Any]] = {
 }
 
 
+_TRAINER_RANGES: dict[str, dict[str, Any]] = {
+    "accumulate_grad_batches": dict(low=1, integer=True),
+    "gradient_clip_val": dict(low=0, optional=True),
+}
+
+
 def _check_section(prefix: str, section: Any, ranges: dict[str, dict[str, Any]]) -> None:
     for key, rule in ranges.items():
         if section is not None and key in section:
@@ -120,6 +126,11 @@ def validate_values(cfg: DictConfig) -> None:
     _check_section("dataset", dataset, _DATASET_RANGES)
     _check_section("optim", cfg.get("optim"), _OPTIM_RANGES)
     _check_section("augs", cfg.get("augs"), _AUGS_RANGES)
+    trainer = cfg.get("trainer")
+    _check_section("trainer", trainer, _TRAINER_RANGES)
+    epochs = trainer.get("max_epochs") if trainer is not None else None
+    if epochs is not None and epochs != -1:  # -1: no epoch limit (max_steps ends the run)
+        check_range("trainer.max_epochs", epochs, low=1, integer=True)
     if dataset is not None:
         num_classes = dataset.get("num_classes")
         if num_classes not in (None, 0):  # unset: read from the files (folder, csv)
