@@ -70,6 +70,7 @@ def test_ddp_popen_inside_a_hydra_multirun(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "glsim_pl.train", "-m", "experiment=smoke_reproduce", "trainer=ddp",
            "trainer.accelerator=cpu", "trainer.devices=2", "seed=1,2", "trainer.max_epochs=1",
            "dataset.train_size=40", "dataset.test_size=20", f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    cmd.append("dataset.batch_size=8")  # 40 images on 2 ranks: a batch of 32 would give no training step
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.parent.name for p in sweep.glob("*/train_rank1.log")) == ["0", "1"]

@@ -36,7 +36,7 @@ def test_predict_folder_with_unreadable_file_and_vis(tmp_path: Path) -> None:
     rows = list(csv.DictReader(predict(cfg).open()))
     assert len(rows) == 4
     broken = next(r for r in rows if r["file"].endswith("broken.jpg"))
-    assert "UnidentifiedImageError" in broken["error"]
+    assert "broken.jpg: not an image format" in broken["error"]
     assert broken["class_1"] == ""
     good = [r for r in rows if not r["error"]]
     for r in good:
@@ -77,7 +77,7 @@ def test_predict_official_checkpoint_from_csv_with_class_file(official_fixture: 
     rows = list(csv.DictReader(predict(cfg).open()))
     assert [Path(r["file"]).name for r in rows] == ["img0.png", "deep.jpg", "missing.png"]
     assert rows[0]["class_1"].startswith("species ")
-    assert "FileNotFoundError" in rows[2]["error"]
+    assert "missing.png: no such file" in rows[2]["error"]
 
 
 def test_predict_bad_inputs_are_clear(tmp_path: Path) -> None:

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
+from .data.image_io import read_image, to_rgb
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform
 from .errors import UserError
 
@@ -35,15 +36,11 @@ def factor_for(resize_size: int, input_size: int) -> float:
 
 
 def open_rgb(image: Image.Image | str | Path) -> Image.Image:
-    """A PIL image or an image file -> an RGB PIL image (one clear error naming the file if it cannot be read)."""
+    """A PIL image or an image file -> an 8-bit RGB PIL image, read as every dataset reads its files
+    (:func:`glsim_pl.data.image_io.read_image`: EXIF orientation, 16-bit and float scaling, transparency, limits)."""
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    path = Path(image).expanduser()
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{str(path)!r}: cannot be read as an image ({type(exc).__name__}: {exc})") from exc
+        return to_rgb(ImageOps.exif_transpose(image))
+    return read_image(Path(image).expanduser())
 
 
 @dataclass(frozen=True)

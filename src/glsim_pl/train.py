@@ -15,13 +15,14 @@ from typing import Any
 import hydra
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from .aggregate import protocol, resolved_config, write_failure, write_run_record
 from .callbacks.divergence_guard import DivergenceGuard
 from .callbacks.progress_log import display_callbacks
 from .callbacks.rng_state import RNGStateCheckpoint
 from .config_dir import CONFIG_DIR
+from .data.verify import write_removed_files
 from .errors import UserError, exit_on_user_error, user_message
 from .lit_module import GLSimLitModule
 from .utils.atomic_io import AtomicCheckpointIO, check_checkpoint_readable
@@ -37,6 +38,7 @@ from .utils.logging import (
     quiet_library_notices,
 )
 from .utils.plugins import import_user_modules
+from .utils.run_guard import RunIdentityCheckpoint, check_resume, claim_output_dir, run_identity
 from .utils.validate import validate_config
 
 __all__ = ["main", "train"]
@@ -82,24 +84,34 @@ def _inactive_callbacks(cfg: DictConfig) -> set[str]:
 @quiet_library_notices()  # no library tips or known deprecation warnings in the run's output
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit on train, select on val, test the best checkpoint; returns the logged metrics (never the model)."""
-    start = time.perf_counter()
     import_user_modules(cfg.get("imports"))  # what they register (a selector) is then a valid choice
-    validate_config(cfg)  # model arguments, before any data or weights are read
+    validate_config(cfg)  # every value and the model arguments, before any data or weights are read
+    with claim_output_dir(cfg.paths.output_dir):  # a second run in this folder is refused by name
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> dict[str, Any]:
+    start = time.perf_counter()
     seed = L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.dataset, augs=transform_augs(cfg))
     datamodule.run_seed = seed  # training order and augmentations: functions of (seed, epoch, sample)
     datamodule.check()
+    with open_dict(cfg):
+        cfg.dataset.num_classes = datamodule.num_classes  # read from the files when left unset (folder, csv)
+    resume = _resume_path(cfg)
+    check_resume(cfg, resume)  # a resume with another lr / batch / dataset / model: refused by name
+    datamodule.setup("fit")  # the data check of every split, before the model is built
     module = GLSimLitModule(**module_kwargs(cfg, datamodule.class_names))
     resolve_trainer_precision(cfg)
     cuda = uses_cuda(cfg.trainer.get("accelerator"))
     prepare_classifier(module.net, cfg.get("compile"), cfg.get("compile_mode"), cuda, int(datamodule.batch_size))
-    resume = _resume_path(cfg)
     loggers = instantiate_collection(cfg.get("logger"))
     continue_logger_runs(loggers, resume or _slurm_requeue_path(cfg))  # same TensorBoard / CSV version folder
     callbacks = instantiate_collection(cfg.get("callbacks"), skip=_inactive_callbacks(cfg))
     callbacks = [c for c in callbacks if loggers or not isinstance(c, LearningRateMonitor)]  # it needs a logger
     display, display_overrides = display_callbacks(cfg.get("progress"), cfg.trainer, cuda, callbacks)  # lines / bar
     callbacks += display + [RNGStateCheckpoint(), DivergenceGuard(**(cfg.get("guard") or {}))]  # exact resume
+    callbacks += [RunIdentityCheckpoint(run_identity(cfg))]
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()], **display_overrides
     )
@@ -118,10 +130,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         metrics["best_ckpt"] = best
+    metrics.update(_input_metrics(cfg, datamodule, module))
     write_run_record(cfg, trainer, metrics, time.perf_counter() - start, fit_seconds)  # metrics.json: aggregate
     _summary(cfg, trainer, metrics)
     finish_trackers(trainer.loggers)  # the next job of a sweep (same process) gets its own W&B run
     return metrics
+
+
+def _input_metrics(cfg: DictConfig, datamodule: Any, module: GLSimLitModule) -> dict[str, float]:
+    """Files the data check removed per split (listed in removed_files.csv) and the share of pretrained tensors."""
+    out: dict[str, float] = {}
+    check = getattr(datamodule, "data_check", None)
+    if check is not None:
+        out.update(check.metrics())
+        listed = write_removed_files(check, Path(cfg.paths.output_dir))
+        if listed is not None:
+            log.info(f"files left out by the data check: {listed}")
+    share = getattr(module.net.encoder, "pretrained_share", None)
+    if share is not None:
+        out["pretrained/loaded_share"] = float(share)
+    return out
 
 
 def _summary(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, Any]) -> None:

@@ -140,7 +140,8 @@ def _plan(args: argparse.Namespace, out: Path) -> list[tuple[str, str, list[str]
             ("train", "bench train (real Lightning loop vs bare loop)", [*bench, *train, "--out", str(out / "train")],
              320),
             ("eval", "eval throughput, eager vs compiled", [*me, "--section", "eval"], 150),
-            ("synthetic", "2-epoch synthetic run (python -m glsim_pl.train trainer=gpu: precision=auto, compile=auto)", synth, 150)]  # fmt: skip
+            ("synthetic", "2-epoch synthetic run (glsim_pl.train trainer=gpu, precision=auto, compile=auto)", synth,
+             150)]  # fmt: skip
     plan += [(f"forward{b}", f"bench forward, batch {b} (fp32 eager)", [*bench, "forward", "--batch", str(b), *fwd],
               60) for b in ((8, 64, 256) if not args.smoke else (2,))]  # fmt: skip
     plan += [(f"crop{b}", f"bench crop, batch {b}", [*bench, "crop", "--batch", str(b), *crop], 60)

@@ -283,7 +283,8 @@ def resolve_device_normalize(value: str, trainer: Any, augs: Any) -> bool:
 
 
 def cached_views(datamodule: Any, train_src: Dataset, test_src: Dataset, train_idx: Sequence[int],
-                 val_idx: Sequence[int], train_tf: Any, eval_tf: Any) -> list[tuple[Dataset, Any]]:  # fmt: skip
+                 val_idx: Sequence[int], test_idx: Sequence[int], train_tf: Any,
+                 eval_tf: Any) -> list[tuple[Dataset, Any]]:  # fmt: skip
     """(source, transform) of the train, val and test views: the cached sources with the transforms after the
     prefix when ``dataset.cache`` is on, else the sources and transforms as they are."""
     from .transforms import has_prefix, without_prefix
@@ -297,7 +298,7 @@ def cached_views(datamodule: Any, train_src: Dataset, test_src: Dataset, train_i
                  "images are decoded every epoch, val and test come from the cache")  # fmt: skip
     wanted = [*train_idx, *val_idx] if train_cached else list(val_idx)
     cached_train = PrefixCache(train_src, resize, mode, where, f"{name}_train", wanted) if wanted else train_src
-    cached_test = PrefixCache(test_src, resize, mode, where, f"{name}_test")
+    cached_test = PrefixCache(test_src, resize, mode, where, f"{name}_test", test_idx)  # what the data check kept
     rest = without_prefix(eval_tf)
     train = (cached_train, without_prefix(train_tf)) if train_cached else (train_src, train_tf)
     return [train, (cached_train if val_idx else train_src, rest), (cached_test, rest)]

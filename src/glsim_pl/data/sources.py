@@ -10,17 +10,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageFile
+from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import UserError
+from .image_io import MAX_PIXELS, decode_image
+from .jpeg import MAX_PIXELS as PLAIN_JPEG_MAX_PIXELS
 from .jpeg import read_plain_jpeg
 
 __all__ = ["Box", "ImageFileList", "Sample"]
 
 Box = tuple[float, float, float, float]  # pixel (x1, y1, x2, y2) in the original image, end exclusive
-
-ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated JPEG is an error we report, not grey pixels we train on
 
 
 @dataclass(frozen=True)
@@ -38,31 +38,29 @@ class ImageFileList(Dataset):
     Args:
         samples: the files with their 0-based labels, in the dataset's official order.
         draft: let PIL decode JPEGs at a reduced scale no smaller than ``draft`` pixels per side (fast path).
+        max_pixels: refuse larger images (decompression bombs); None: no limit.
     """
 
-    def __init__(self, samples: Sequence[Sample], draft: int | None = None) -> None:
+    def __init__(
+        self, samples: Sequence[Sample], draft: int | None = None, max_pixels: int | None = MAX_PIXELS
+    ) -> None:
         self.samples = list(samples)
         self.targets = [s.label for s in self.samples]
         self.boxes = [s.box for s in self.samples] if all(s.box is not None for s in self.samples) else None
-        self.draft = draft
+        self.draft, self.max_pixels = draft, max_pixels
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def load(self, index: int) -> tuple[Image.Image, float]:
-        """Decode as RGB -> (image, decoded width / stored width); a decode failure is a UserError naming the file."""
+        """Decode as RGB (:func:`~glsim_pl.data.image_io.read_image`) -> (image, decoded side / stored side)."""
         path = self.samples[index].path
         try:
-            with Image.open(path) as image:
-                full_width = image.size[0]
-                if self.draft is not None:
-                    image.draft("RGB", (self.draft, self.draft))
-                image.load()
-                rgb = image if image.mode == "RGB" else image.convert("RGB")  # no copy for the usual RGB JPEG
-                return rgb, image.size[0] / full_width
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise UserError(f"{path}: cannot read image ({exc}). Replace the file, or set dataset.skip_corrupt=true "
-                            "to skip unreadable images") from exc  # fmt: skip
+            image, stored = decode_image(path, self.max_pixels, self.draft)
+        except UserError as exc:
+            raise UserError(f"{exc}. Replace the file, or set dataset.skip_corrupt=true to leave unreadable images "
+                            "out of their split") from None  # fmt: skip
+        return image, max(image.size) / max(stored)  # max: the same for an EXIF-rotated image
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int, Box | None]:
         sample = self.samples[index]
@@ -72,8 +70,9 @@ class ImageFileList(Dataset):
 
     def fast_item(self, index: int) -> tuple[Image.Image | torch.Tensor, int, Box | None]:
         """``self[index]``, with a plain JPEG as a (3, H, W) uint8 tensor: the same pixels, about twice as fast
-        (:mod:`glsim_pl.data.jpeg`); the transforms take either."""
+        (:mod:`glsim_pl.data.jpeg`); the transforms take either. Anything else goes through ``read_image``."""
         sample = self.samples[index]
-        if self.draft is None and (image := read_plain_jpeg(sample.path)) is not None:
+        within_limit = self.max_pixels is None or self.max_pixels >= PLAIN_JPEG_MAX_PIXELS
+        if self.draft is None and within_limit and (image := read_plain_jpeg(sample.path)) is not None:
             return image, sample.label, sample.box
         return self[index]
