@@ -12,7 +12,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev]" -c constraints.txt
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv (if missing) and install the package with dev tools
@@ -68,8 +68,8 @@ gpu-check: ## on one GPU, no venv (after gpu-bundle): parity, bench train/forwar
 
 .PHONY: bench-train bench-gate gpu-bundle gpu-check
 
-eval: $(STAMP) ## test a checkpoint (ours or official): make eval CKPT=path DATASET=cub
-	$(PY) -m glsim_pl.eval dataset=$(or $(DATASET),synthetic) ckpt_path=$(CKPT)
+eval: $(STAMP) ## test a checkpoint (ours, official or hf-hub:...): make eval CKPT=path [DATASET=cub]
+	$(PY) -m glsim_pl.eval $(if $(DATASET),dataset=$(DATASET)) ckpt_path=$(CKPT)
 
 TARGET_COST ?= 1.5
 gate-sweep: $(STAMP) ## gated checkpoint (method.gate=confidence): accuracy vs cost over tau, tau for TARGET_COST (1.5) x ViT chosen on val: make gate-sweep CKPT=path DATASET=cub
@@ -106,6 +106,20 @@ smoke-reproduce: $(STAMP) ## the reproduction path on the synthetic set with a t
 	$(call reproduce_one,smoke_reproduce)
 
 .PHONY: reproduce-table smoke-reproduce $(REPRO_TARGETS)
+
+# -- packaging: the wheel (conf/ inside) and the lowest supported versions -----------------------------------------
+MIN_VENV ?= .venv-min
+DIST ?= dist
+
+wheel: $(STAMP) ## build dist/glsim_pl-<version>-py3-none-any.whl (the configs travel inside it)
+	$(PY) -m pip wheel --no-deps --no-build-isolation -w $(DIST) .
+
+test-min: wheel ## opt-in: a separate venv with the lowest supported torch/torchvision/timm/lightning, the wheel, the fast suite
+	@test -x $(MIN_VENV)/bin/python || python3 -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/pip install --quiet -c constraints-min.txt "$$(ls -t $(DIST)/glsim_pl-*.whl | head -1)[dev]"
+	HF_HUB_OFFLINE=1 $(MIN_VENV)/bin/python -m pytest -m "not slow" $(ARGS)
+
+.PHONY: wheel test-min
 
 .PHONY: help install train test test-full smoke lint format bench bench-model eval gate-sweep export predict
 

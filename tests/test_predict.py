@@ -43,7 +43,8 @@ def test_predict_folder_with_unreadable_file_and_vis(tmp_path: Path) -> None:
         probs = [float(r[f"prob_{j}"]) for j in (1, 2, 3)]
         assert probs == sorted(probs, reverse=True)
         assert r["class_1"].startswith("c")
-        assert 0 <= int(r["x1"]) < int(r["x2"]) <= 32
+        assert 0 <= int(r["input_x1"]) < int(r["input_x2"]) <= 32  # model-input pixels
+        assert 0 <= float(r["x1"]) < float(r["x2"]) <= 56 and 0 <= float(r["y1"]) < float(r["y2"]) <= 40  # original
     assert len(list((out / "vis").glob("*.png"))) == 3
 
 

@@ -1,17 +1,51 @@
-"""glsim_pl."""
+"""glsim_pl: fine-grained visual classification with GLSim (Global-Local Similarity) vision transformers.
+
+From ``pip install`` to a prediction::
+
+    import glsim_pl
+    model = glsim_pl.load_pretrained("hf-hub:NYCU-PCSxNTHU-MIS/GLSim/cub_vit_b16_16_2.pth")
+    print(glsim_pl.predict_image(model, "bird.jpg"))   # top-5 (class, probability), crop box in image pixels
+
+Public names (imported on first use, so ``import glsim_pl`` stays light; inference never imports Lightning,
+Hydra or matplotlib):
+
+- :func:`load_pretrained`: any model file or ``hf-hub:`` id -> classifier in eval mode with ``.preprocess``.
+- :func:`transforms_for`: the model's eval preprocessing (PIL image or path -> input tensor).
+- :func:`predict_image`: top-k classes and the crop box (original-image pixels) for one image.
+- :class:`Preprocessing`: the stored eval transform (input size, resize rule, mean/std).
+- :class:`GLSim`, :class:`ViTClassifier`: the models (pure torch + timm).
+- :func:`load_official_checkpoint`: an official GLSim ``.pth`` -> :class:`GLSim`.
+- ``SELECTORS``: the patch selectors a GLSim model can crop with (``model.selector = "rollout"``).
+"""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["load_pretrained"]
+
+_EXPORTS = {
+    "GLSim": "glsim_pl.models.glsim",
+    "ViTClassifier": "glsim_pl.models.glsim",
+    "load_official_checkpoint": "glsim_pl.models.official",
+    "SELECTORS": "glsim_pl.models.selectors",
+    "Preprocessing": "glsim_pl.preprocessing",
+    "load_pretrained": "glsim_pl.pretrained",
+    "predict_image": "glsim_pl.pretrained",
+    "transforms_for": "glsim_pl.pretrained",
+}
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
-    """Lazy exports: ``import glsim_pl`` stays light (no torch, Lightning or Hydra until used)."""
-    if name == "load_pretrained":
-        from .export import load_pretrained
-
-        return load_pretrained
+    """Lazy exports: torch and timm load with the first public name used, not with ``import glsim_pl``."""
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'glsim_pl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

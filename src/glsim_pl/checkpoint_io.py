@@ -1,7 +1,8 @@
 """Open any model file the tools accept: our Lightning checkpoints and the official GLSim ``.pth`` files.
 
-Both come back as a :class:`GLSimLitModule` in eval mode, so eval / predict / export / visualize share one path.
-Class names: the checkpoint's (Lightning), else a ``class_id,class_name`` CSV, else ``0..K-1``.
+Both come back as a :class:`GLSimLitModule` in eval mode, so eval / predict / export / visualize share one path;
+so do exported folders and ``hf-hub:`` ids of any of these. ``module.preprocessing`` is the stored eval transform.
+Class names: a ``class_id,class_name`` CSV, else the checkpoint's, else ``0..K-1``.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from typing import Any
 import torch
 
 from .errors import UserError
+from .hub import is_hub_id, resolve_model_path
 from .lit_module import GLSimLitModule
 from .models import is_official_checkpoint, load_official_checkpoint
 from .models.official import official_model_kwargs
+from .pretrained import load_pretrained, stored_preprocessing
 
 __all__ = ["load_module", "read_class_names"]
 
@@ -35,13 +38,20 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def load_module(ckpt_path: str | Path, class_names_file: str | None = None) -> tuple[GLSimLitModule, str]:
-    """Checkpoint -> (module in eval mode on CPU, ``"lightning"`` or ``"official"``).
+    """Checkpoint -> (module in eval mode on CPU, ``"lightning"``, ``"official"`` or ``"export"``).
 
     Args:
-        ckpt_path: a Lightning ``.ckpt`` of this project or an official GLSim ``.pth``.
+        ckpt_path: a Lightning ``.ckpt`` of this project, an official GLSim ``.pth``, an exported folder, or an
+            ``hf-hub:`` id of any of these.
         class_names_file: optional ``class_id,class_name`` CSV that replaces the stored names.
     """
-    path = Path(ckpt_path).expanduser()
+    path = resolve_model_path(ckpt_path)
+    if path.is_dir():  # an exported folder (config.json + model.safetensors)
+        net = load_pretrained(path)
+        module = GLSimLitModule(method=net.pretrained_cfg["method"], warmup_steps=0, class_names=net.class_names,
+                                **net.pretrained_cfg["model_kwargs"])  # fmt: skip
+        module.net, module.preprocessing = net, net.preprocess
+        return _with_names(module, class_names_file), "export"
     if not path.is_file():
         raise UserError(f"ckpt_path={str(ckpt_path)!r}: no such file")
     ckpt = _read(path)
@@ -58,9 +68,15 @@ def load_module(ckpt_path: str | Path, class_names_file: str | None = None) -> t
             f"ckpt_path={str(ckpt_path)!r}: neither a glsim_pl Lightning checkpoint (state_dict + hyper_parameters) "
             f"nor an official GLSim checkpoint (argparse config + model); found keys {sorted(ckpt)[:8]}"
         )
+    where = str(ckpt_path) if is_hub_id(ckpt_path) else str(path)
+    module.preprocessing = stored_preprocessing(ckpt, int(module.hparams.img_size), f"ckpt_path={where}")
+    return _with_names(module, class_names_file), kind
+
+
+def _with_names(module: GLSimLitModule, class_names_file: str | None) -> GLSimLitModule:
     if class_names_file:
         module.hparams.class_names = read_class_names(class_names_file, int(module.hparams.num_classes))
-    return module.eval(), kind
+    return module.eval()
 
 
 def read_class_names(path: str | Path, num_classes: int) -> list[str]:

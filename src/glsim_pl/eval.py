@@ -1,11 +1,15 @@
 """Evaluate a checkpoint (ours or an official GLSim ``.pth``) on a dataset's test split.
 
-    python -m glsim_pl.eval dataset=cub ckpt_path=outputs/.../checkpoints/epoch_049-acc1_0.9090.ckpt
-    python -m glsim_pl.eval dataset=cub ckpt_path=cub_vit_b16_16_2.pth             # official checkpoint
-    python -m glsim_pl.eval dataset=cub ckpt_path=... eval.localization=true        # crop box vs object box
-    python -m glsim_pl.eval dataset=cub ckpt_path=... eval.gate_sweep=true          # gated model: accuracy vs cost
+    glsim-eval ckpt_path=outputs/.../checkpoints/epoch_049-acc1_0.9090.ckpt   # the run's dataset, stored preprocessing
+    glsim-eval dataset=cub ckpt_path=cub_vit_b16_16_2.pth             # official checkpoint (or hf-hub:...)
+    glsim-eval ckpt_path=... eval.localization=true                   # crop box vs object box
+    glsim-eval ckpt_path=... eval.gate_sweep=true                     # gated model: accuracy vs cost
 
-Writes to the run folder: ``eval_metrics.json`` (test top-1/top-5, cost figures, localisation per selector),
+Without ``dataset=`` the test split is the one of the run that wrote the checkpoint (``<run>/.hydra/config.yaml``);
+image size, resize and mean/std are the checkpoint's stored preprocessing (``dataset.image_size=`` etc. on the
+command line win). Output folder: ``<run>/eval/<checkpoint name>/<date>_<time>`` (``hydra.run.dir=`` wins).
+
+Writes: ``eval_metrics.json`` (test top-1/top-5, cost figures, localisation per selector),
 ``test_per_class_acc.csv`` + ``.png``, ``confusion_matrix.png`` (<= ``eval.confusion_max_classes`` classes),
 ``confused_pairs.csv`` + ``.png`` (the ``eval.confused_pairs`` most confused class pairs), ``error_gallery.png``
 (most confident mistakes with their crops), ``localization.csv`` and ``accuracy_vs_cost.png`` (per selector).
@@ -22,13 +26,14 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from .bench.model import measure_cost, model_gflops
 from .callbacks import PerClassAccuracyCSV
 from .callbacks.eval_collector import EvalCollector
 from .callbacks.eval_report import save_error_gallery, write_class_reports
 from .checkpoint_io import load_module
+from .config_dir import CONFIG_DIR
 from .errors import UserError, exit_on_user_error
 from .gate_sweep import apply_gate_threshold, sweep_from_config
 from .lit_module import GLSimLitModule
@@ -36,6 +41,7 @@ from .models import GLSim
 from .models.selectors import check_selector
 from .plots import check_formats, save_figure
 from .plots.cost import accuracy_cost_figure, accuracy_cost_points
+from .run_dir import apply_model_preprocessing, explicit_overrides, run_dataset_config
 from .utils.compile import prepare_classifier, uses_cuda
 from .utils.config import resolve_trainer_precision, transform_augs
 from .utils.instantiate import instantiate, instantiate_collection
@@ -57,6 +63,18 @@ def _check_compatible(module: GLSimLitModule, datamodule: Any, ckpt: str) -> Non
                         f"{datamodule.image_size}; set dataset.image_size={hp.img_size}")  # fmt: skip
 
 
+def _choose_dataset(cfg: DictConfig, module: GLSimLitModule) -> None:
+    """``dataset=`` if given, else the checkpoint's run's; its eval transform set to the model's preprocessing."""
+    if cfg.get("dataset") is None:
+        dataset = run_dataset_config(cfg.ckpt_path)
+        if dataset is None:
+            raise UserError(f"ckpt_path={cfg.ckpt_path!r} sits in no training run folder (no .hydra/config.yaml "
+                            "beside it), so its dataset is unknown: pass dataset=<name>")  # fmt: skip
+        with open_dict(cfg):
+            cfg.dataset = dataset
+    apply_model_preprocessing(cfg.dataset, module.preprocessing, explicit_overrides(cfg))
+
+
 def _test(cfg: DictConfig, module: GLSimLitModule, datamodule: Any, callbacks: list[L.Callback],
           loggers: list[Any] | None = None) -> dict[str, float]:  # fmt: skip
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -67,13 +85,14 @@ def _test(cfg: DictConfig, module: GLSimLitModule, datamodule: Any, callbacks: l
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test the checkpoint and write the reports; returns the metrics written to ``eval_metrics.json``."""
     if cfg.get("ckpt_path") is None:
-        raise UserError("ckpt_path is required: python -m glsim_pl.eval dataset=<name> ckpt_path=/path/to/ckpt")
+        raise UserError("ckpt_path is required: glsim-eval ckpt_path=/path/to/ckpt [dataset=<name>]")
     validate_selectors(cfg.method.get("selector"))  # before the checkpoint and the data are read
     for selector in cfg.eval.get("selectors") or []:
         validate_selectors(selector, "eval.selectors")
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.paths.output_dir)
     module, kind = load_module(cfg.ckpt_path, cfg.eval.get("class_names_file"))
+    _choose_dataset(cfg, module)
     datamodule = instantiate(cfg.dataset, augs=transform_augs(cfg))
     datamodule.check()
     _check_compatible(module, datamodule, cfg.ckpt_path)
@@ -172,7 +191,7 @@ def _summary(result: dict[str, Any], out: Path) -> None:
     log.info("eval\n  " + "\n  ".join(lines))
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="eval")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     """Hydra entry point; bad input ends with one clear message."""

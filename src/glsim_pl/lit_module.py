@@ -159,8 +159,14 @@ class GLSimLitModule(L.LightningModule):
             self.val_acc1_best.update(torch.tensor(resumed, device=self.device))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """The best val/acc1 so far (a metric state, not in the state dict) for an exact ``val/acc1_best`` on resume."""
+        """The best val/acc1 so far (a metric state, not in the state dict) for an exact ``val/acc1_best`` on resume,
+        and the datamodule's eval preprocessing (``glsim_pl.preprocessing``) for eval / predict / export."""
         checkpoint["val_acc1_best"] = float(self.val_acc1_best.max_value)
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None and hasattr(datamodule, "resize_size"):  # the eval transform travels with the model
+            from .preprocessing import Preprocessing
+
+            checkpoint["preprocessing"] = Preprocessing.from_datamodule(datamodule).to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._resumed_acc1_best = checkpoint.get("val_acc1_best")

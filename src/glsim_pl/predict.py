@@ -1,9 +1,12 @@
 """Predict classes for an image, a folder or a CSV of paths with any checkpoint (ours or official GLSim).
 
-    python -m glsim_pl.predict ckpt_path=best.ckpt input=photos/ [output=preds/] [save_vis=true] [topk=5]
-    python -m glsim_pl.predict ckpt_path=cub_vit_b16_16_2.pth input=list.csv class_names_file=classes.csv
+    glsim-predict ckpt_path=best.ckpt input=photos/ [output=preds/] [save_vis=true] [topk=5]
+    glsim-predict ckpt_path=hf-hub:NYCU-PCSxNTHU-MIS/GLSim/cub_vit_b16_16_2.pth input=list.csv class_names_file=c.csv
 
-``<output>/predictions.csv``: file, error, box (x1, y1, x2, y2 in model-input pixels), second_pass (1 when the
+The checkpoint's stored preprocessing (input size, resize, mean/std) builds the transform; ``mean`` / ``std`` /
+``resize_factor`` or ``dataset=`` given on the command line replace it.
+``<output>/predictions.csv``: file, error, box (x1, y1, x2, y2 in original-image pixels), the same box in model-input
+pixels (input_x1 .. input_y2), second_pass (1 when the
 prediction came from the crop -> second pass -> aggregator -> head; with a gated checkpoint, 0 when the image exited
 after the first pass at ``gate_threshold``), then top-k class names and probabilities. Unreadable files get a row
 with the error and no prediction. ``save_vis=true`` writes
@@ -19,16 +22,17 @@ from typing import Any
 import hydra
 import torch
 from omegaconf import DictConfig
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from .callbacks.crop_visualizer import render_crop_panels
 from .callbacks.eval_report import tensor_to_pil, upscaled
 from .checkpoint_io import load_module
-from .data.transforms import build_eval_transform
+from .config_dir import CONFIG_DIR
 from .errors import UserError, exit_on_user_error
 from .gate_sweep import apply_gate_threshold
 from .models.selectors import check_selector
+from .preprocessing import Preprocessing, factor_for, open_rgb
+from .pretrained import prediction_rows
 from .utils.compile import prepare_classifier
 from .utils.instantiate import instantiate
 from .utils.logging import RankedLogger
@@ -64,7 +68,7 @@ def list_inputs(spec: str) -> list[Path]:
 
 
 class _Images(Dataset):
-    """(image tensor or zeros, index, error message or '')."""
+    """(image tensor or zeros, index, error message or '', original width, original height)."""
 
     def __init__(self, files: list[Path], transform: Any, size: int) -> None:
         self.files, self.transform, self.size = files, transform, size
@@ -72,23 +76,29 @@ class _Images(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, str]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, str, int, int]:
         try:
-            with Image.open(self.files[i]) as im:
-                return self.transform(im.convert("RGB")), i, ""
+            image = open_rgb(self.files[i])
+            return self.transform(image), i, "", *image.size
         except Exception as exc:  # any unreadable file becomes a row in the CSV, not a crash
-            return torch.zeros(3, self.size, self.size), i, f"{type(exc).__name__}: {exc}".replace("\n", " ")
+            return torch.zeros(3, self.size, self.size), i, f"{type(exc).__name__}: {exc}".replace("\n", " "), 0, 0
 
 
-def _class_names_and_norm(cfg: DictConfig, module: Any) -> tuple[list[str], list[float], list[float]]:
-    names, mean, std = module.hparams.get("class_names"), list(cfg.mean), list(cfg.std)
+def resolve_preprocessing(cfg: DictConfig, module: Any) -> tuple[list[str], Preprocessing]:
+    """Class names and preprocessing: the checkpoint's, replaced by ``dataset=`` (names only when the checkpoint
+    has none) and then by ``mean`` / ``std`` / ``resize_factor`` given explicitly."""
+    stored = getattr(module, "preprocessing", None) or Preprocessing(input_size=int(module.hparams.img_size))
+    names, changes = module.hparams.get("class_names"), {}
     if cfg.get("dataset") is not None:
         datamodule = instantiate(cfg.dataset)
-        mean, std = list(datamodule.mean), list(datamodule.std)
+        factor = factor_for(datamodule.resize_size, int(datamodule.image_size))
+        changes.update(mean=datamodule.mean, std=datamodule.std, resize_factor=factor)
         if not names:
             datamodule.check()
             names = datamodule.class_names
-    return list(names or [str(i) for i in range(int(module.hparams.num_classes))]), mean, std
+    changes.update({k: cfg.get(k) for k in ("mean", "std", "resize_factor") if cfg.get(k) is not None})
+    pre = Preprocessing.from_dict({**stored.to_dict(), **changes}, "mean/std/resize_factor")
+    return list(names or [str(i) for i in range(int(module.hparams.num_classes))]), pre
 
 
 def predict(cfg: DictConfig) -> Path:
@@ -101,10 +111,10 @@ def predict(cfg: DictConfig) -> Path:
     if cfg.get("selector") and hasattr(net, "selector"):
         net.selector = check_selector(cfg.selector)
     apply_gate_threshold(net, cfg.get("gate_threshold"))
-    names, mean, std = _class_names_and_norm(cfg, module)
-    size = int(module.hparams.img_size)
+    names, pre = resolve_preprocessing(cfg, module)
+    size = pre.input_size
     files = list_inputs(str(cfg.input))
-    transform = build_eval_transform(size, int(float(cfg.resize_factor) * size), mean, std)
+    transform = pre.transform()
     loader = DataLoader(
         _Images(files, transform, size), batch_size=int(cfg.batch_size), num_workers=int(cfg.num_workers)
     )
@@ -115,7 +125,8 @@ def predict(cfg: DictConfig) -> Path:
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     k = min(int(cfg.topk), len(names))
-    header = ["file", "error", "x1", "y1", "x2", "y2", "second_pass"] + [
+    header = ["file", "error", "x1", "y1", "x2", "y2", "input_x1", "input_y1", "input_x2", "input_y2",
+              "second_pass"] + [
         f"{c}_{j}" for j in range(1, k + 1) for c in ("class", "prob")
     ]
     patch = getattr(net, "patch_px", None)
@@ -123,19 +134,20 @@ def predict(cfg: DictConfig) -> Path:
     with (out / "predictions.csv").open("w", newline="") as f, torch.inference_mode():
         writer = csv.writer(f)
         writer.writerow(header)
-        for images, index, errors in loader:
+        for images, index, errors, widths, heights in loader:
             ok = [j for j, e in enumerate(errors) if not e]
+            sizes = [(int(widths[j]), int(heights[j])) for j in ok]
             result = net(images[ok].to(device)) if ok else None
+            rows = prediction_rows(result, sizes, pre, names, k) if ok else []
             for j, i in enumerate(index.tolist()):
                 if errors[j]:
                     writer.writerow([files[i], errors[j]] + [""] * (len(header) - 2))
                     continue
                 r = ok.index(j)
-                prob, cls = result.logits[r].float().softmax(-1).topk(k)
-                box = result.boxes[r].tolist() if result.boxes is not None else [0, 0, size, size]
-                top = [v for c, p in zip(cls.tolist(), prob.tolist(), strict=True) for v in (names[c], f"{p:.6f}")]
-                took = int(result.second_pass[r]) if result.second_pass is not None else int(result.boxes is not None)
-                writer.writerow([files[i], "", *[int(v) for v in box], took, *top])
+                row = rows[r]
+                box = row["box_input"]
+                top = [v for name, p in row["top"] for v in (name, f"{p:.6f}")]
+                writer.writerow([files[i], "", *row["box"], *box, int(row["second_pass"]), *top])
                 n_ok += 1
                 if cfg.save_vis:
                     scores = result.scores[r : r + 1] if result.scores is not None else None
@@ -147,7 +159,7 @@ def predict(cfg: DictConfig) -> Path:
     return out / "predictions.csv"
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="predict")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="predict")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     """Hydra entry point; bad input ends with one clear message."""

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from .aggregate import protocol, resolved_config, write_run_record
 from .callbacks.divergence_guard import DivergenceGuard
 from .callbacks.rng_state import RNGStateCheckpoint
+from .config_dir import CONFIG_DIR
 from .errors import UserError, exit_on_user_error
 from .lit_module import GLSimLitModule
 from .utils.atomic_io import AtomicCheckpointIO, check_checkpoint_readable
@@ -111,7 +112,7 @@ def _summary(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, Any]) -> No
     log.info("summary\n  " + "\n  ".join(lines))
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns ``cfg.optimized_metric`` for sweepers. Bad input ends with one clear message."""

@@ -19,6 +19,7 @@ from torch import Tensor
 from .callbacks.crop_visualizer import selector_panel, to_unit
 from .callbacks.eval_report import captioned, tensor_to_pil
 from .checkpoint_io import load_module
+from .config_dir import CONFIG_DIR
 from .errors import UserError, exit_on_user_error
 from .eval import _check_compatible
 from .models import GLSim
@@ -85,7 +86,7 @@ def _sheet(columns: list[list[Tensor]], titles: list[str], scale: int, pad: int 
     return sheet
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="visualize")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="visualize")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     """Hydra entry point; bad input ends with one clear message."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,8 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 from torch import nn
 
 from ..errors import UserError
-from ..utils.logging import RankedLogger
 
-log = RankedLogger(__name__)
+log = logging.getLogger(__name__)  # not utils.logging: models/ imports no Lightning
 
 __all__ = ["create_encoder", "load_weights_file"]
 

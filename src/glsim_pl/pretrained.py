@@ -1,0 +1,242 @@
+"""Models for inference, without Lightning or Hydra: load any model file, preprocess an image, predict.
+
+    >>> import glsim_pl
+    >>> model = glsim_pl.load_pretrained("hf-hub:NYCU-PCSxNTHU-MIS/GLSim/cub_vit_b16_16_2.pth")   # doctest: +SKIP
+    >>> glsim_pl.predict_image(model, "bird.jpg")["top"][0]                                      # doctest: +SKIP
+    ('0', 0.93...)
+
+Sources :func:`load_pretrained` reads: an exported folder (``config.json`` + ``model.safetensors``), a glsim_pl
+Lightning checkpoint (``.ckpt``), an official GLSim checkpoint (``.pth``) and ``hf-hub:`` ids of any of these.
+Every loaded model carries ``pretrained_cfg`` (architecture, class names, preprocessing), ``preprocess`` (a
+:class:`~glsim_pl.preprocessing.Preprocessing`: PIL image or path -> the tensor eval uses) and ``class_names``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import nn
+
+from .errors import UserError
+from .hub import resolve_model_path
+from .models import GLSim, ViTClassifier, build_classifier, is_official_checkpoint, load_official_checkpoint
+from .models.official import official_model_kwargs
+from .preprocessing import Preprocessing, open_rgb
+
+__all__ = [
+    "CONFIG", "FORMAT", "WEIGHTS", "atomic_write", "classifier_kwargs", "load_pretrained", "predict_image",
+    "prediction_rows", "read_checkpoint", "save_pretrained", "stored_preprocessing", "transforms_for",
+]  # fmt: skip
+
+FORMAT = "glsim_pl.pretrained"
+WEIGHTS, CONFIG = "model.safetensors", "config.json"
+
+
+def atomic_write(path: Path, write: Any, mode: int = 0o644) -> Path:
+    """``write(temp_path)``, then chmod ``mode`` and ``os.replace`` onto ``path``: readers see the old file or the
+    whole new one, and the file is readable by the group and others (the umask does not apply)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(temp)
+        with open(temp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(temp, mode)
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def classifier_kwargs(method: str, hparams: dict[str, Any]) -> dict[str, Any]:
+    """The constructor keywords of the ``method`` classifier found in ``hparams``, with the backbone built empty
+    (the weights come from the file being loaded, so no download)."""
+    cls = GLSim if method == "glsim" else ViTClassifier
+    names = [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
+    kwargs = {n: hparams[n] for n in names if n in hparams}
+    kwargs.update(pretrained=False, pretrained_file=None)
+    return json.loads(json.dumps(kwargs))  # plain JSON values only (fails loudly otherwise)
+
+
+def read_checkpoint(path: Path, key: str = "ckpt_path") -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` (only ``argparse.Namespace`` may unpickle, for official files)."""
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling / zip errors: not a file we can use
+        raise UserError(f"{key}={str(path)!r}: cannot be read as a checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(ckpt, dict):
+        raise UserError(f"{key}={str(path)!r}: expected a checkpoint dict, got {type(ckpt).__name__}")
+    return ckpt
+
+
+def stored_preprocessing(ckpt: dict[str, Any], img_size: int, where: str) -> Preprocessing:
+    """The checkpoint's preprocessing record; official files and older checkpoints (no record) get the paper's
+    eval transform at their input size with ImageNet statistics, which is what the official runs used."""
+    record = ckpt.get("preprocessing")
+    if isinstance(record, dict):
+        return Preprocessing.from_dict(record, f"{where}: preprocessing")
+    if not is_official_checkpoint(ckpt):
+        warnings.warn(f"{where}: no preprocessing record (a checkpoint from an older version); using the default "
+                      f"eval transform at {img_size} px with ImageNet mean/std", stacklevel=2)  # fmt: skip
+    return Preprocessing(input_size=int(img_size))
+
+
+def _from_checkpoint(ckpt: dict[str, Any], where: str) -> tuple[nn.Module, dict[str, Any]]:
+    if is_official_checkpoint(ckpt):
+        net, kwargs = load_official_checkpoint(ckpt), official_model_kwargs(ckpt["config"])
+        return net, {"method": "glsim", "model_kwargs": {**kwargs, "selector": "gls"}, "class_names": None,
+                     "source": "official"}  # fmt: skip
+    if "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+        raise UserError(f"{where}: neither a glsim_pl checkpoint (state_dict + hyper_parameters) nor an official "
+                        f"GLSim checkpoint (argparse config + model); found keys {sorted(ckpt)[:8]}")  # fmt: skip
+    hp = dict(ckpt["hyper_parameters"])
+    method = hp.get("method", "glsim")
+    kwargs = classifier_kwargs(method, hp)
+    net = build_classifier(method, **kwargs)
+    state = {k[4:].replace("_orig_mod.", ""): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise UserError(f"{where}: the weights do not match the stored hyperparameters: {exc}") from exc
+    return net, {"method": method, "model_kwargs": kwargs, "class_names": hp.get("class_names"), "source": "lightning"}
+
+
+def _from_folder(folder: Path) -> tuple[nn.Module, dict[str, Any], Preprocessing]:
+    from safetensors.torch import load_file
+
+    if not (folder / CONFIG).is_file() or not (folder / WEIGHTS).is_file():
+        raise UserError(f"{str(folder)!r}: expected an exported folder with {CONFIG} and {WEIGHTS}")
+    config = json.loads((folder / CONFIG).read_text())
+    if config.get("format") != FORMAT:
+        raise UserError(f"{folder / CONFIG}: format={config.get('format')!r}, expected {FORMAT!r}")
+    net = build_classifier(config["method"], **config["model_kwargs"])
+    try:
+        net.load_state_dict(load_file(str(folder / WEIGHTS)), strict=True)
+    except RuntimeError as exc:
+        raise UserError(f"{folder / WEIGHTS} does not match {folder / CONFIG}: {exc}") from exc
+    record = config.get("preprocessing") or {"input_size": config.get("img_size", 224), "mean": config.get("mean"),
+                                              "std": config.get("std"), "resize_factor": config.get("resize_factor")}
+    pre = Preprocessing.from_dict({k: v for k, v in record.items() if v is not None}, f"{folder / CONFIG}")
+    return net, {**config, "source": "export"}, pre
+
+
+def load_pretrained(
+    path_or_hub_id: str | Path, map_location: str | torch.device = "cpu", class_names: list[str] | None = None
+) -> nn.Module:
+    """Any model file -> a ready classifier in eval mode that carries its preprocessing.
+
+    Args:
+        path_or_hub_id: an exported folder, a ``.ckpt`` of this project, an official GLSim ``.pth``, or
+            ``hf-hub:<owner>/<name>[/<file>]`` (downloaded into the Hugging Face cache).
+        map_location: device of the returned model.
+        class_names: replace the stored names (official checkpoints store none: ``"0"`` .. ``"K-1"``).
+
+    Returns:
+        :class:`~glsim_pl.GLSim` (or the ViT baseline) with ``.preprocess``, ``.class_names``, ``.pretrained_cfg``.
+
+    Example:
+        >>> model = glsim_pl.load_pretrained("exported/")                          # doctest: +SKIP
+        >>> logits = model(model.preprocess("bird.jpg")[None]).logits               # doctest: +SKIP
+    """
+    path = resolve_model_path(path_or_hub_id)
+    where = str(path_or_hub_id)
+    if path.is_dir():
+        net, config, pre = _from_folder(path)
+    elif path.is_file():
+        ckpt = read_checkpoint(path, "path")
+        net, config = _from_checkpoint(ckpt, where)
+        pre = stored_preprocessing(ckpt, int(config["model_kwargs"].get("img_size", 224)), where)
+    else:
+        raise UserError(f"{where!r}: no such file or folder")
+    k = int(config["model_kwargs"]["num_classes"])
+    names = list(class_names or config.get("class_names") or [str(i) for i in range(k)])
+    if len(names) != k:
+        raise UserError(f"class_names: {len(names)} names, the model has {k} classes")
+    net.pretrained_cfg = {**config, "class_names": names, "preprocessing": pre.to_dict(), **pre.to_dict()["timm"]}
+    net.preprocess, net.class_names = pre, names
+    return net.to(map_location).eval()
+
+
+def transforms_for(model: nn.Module) -> Preprocessing:
+    """The eval preprocessing of a model from :func:`load_pretrained` (PIL image or path -> tensor (3, S, S)).
+
+    Example:
+        >>> x = glsim_pl.transforms_for(model)("bird.jpg")[None]                    # doctest: +SKIP
+    """
+    pre = getattr(model, "preprocess", None)
+    if not isinstance(pre, Preprocessing):
+        raise UserError("transforms_for: the model carries no preprocessing; load it with glsim_pl.load_pretrained")
+    return pre
+
+
+def prediction_rows(
+    output: Any, sizes: list[tuple[int, int]], pre: Preprocessing, names: list[str], topk: int
+) -> list[dict[str, Any]]:
+    """A classifier's batch output -> per image: top-k (name, probability), the crop box in original-image pixels
+    (``box``, from each image's (width, height) in ``sizes``) and in model-input pixels (``box_input``), and
+    whether the prediction came from the second pass."""
+    k = min(int(topk), len(names))
+    s = pre.input_size
+    prob, cls = output.logits.float().softmax(-1).topk(k, dim=-1)
+    rows = []
+    for r, (width, height) in enumerate(sizes):
+        box_in = [int(v) for v in output.boxes[r].tolist()] if output.boxes is not None else [0, 0, s, s]
+        second = bool(output.second_pass[r]) if output.second_pass is not None else output.boxes is not None
+        rows.append({"top": [(names[c], float(p)) for c, p in zip(cls[r].tolist(), prob[r].tolist(), strict=True)],
+                     "box": pre.box_to_original(box_in, width, height), "box_input": box_in,
+                     "second_pass": second})  # fmt: skip
+    return rows
+
+
+@torch.inference_mode()
+def predict_image(model: nn.Module, image: Image.Image | str | Path, topk: int = 5) -> dict[str, Any]:
+    """Classify one image with a model from :func:`load_pretrained` (the same path ``glsim-predict`` takes).
+
+    Returns:
+        ``{"top": [(class name, probability), ...], "box": [x1, y1, x2, y2] in original-image pixels,
+        "box_input": [...] in model-input pixels, "second_pass": bool}``.
+
+    Example:
+        >>> glsim_pl.predict_image(model, "bird.jpg", topk=3)["box"]                # doctest: +SKIP
+        [41.2, 30.0, 410.6, 388.1]
+    """
+    rgb = open_rgb(image)
+    pre = transforms_for(model)
+    x = pre(rgb)[None].to(next(model.parameters()).device)
+    return prediction_rows(model(x), [rgb.size], pre, model.class_names, topk)[0]
+
+
+def save_pretrained(
+    net: nn.Module, hparams: dict[str, Any], out: str | Path, class_names: list[str], pre: Preprocessing,
+    extra: dict[str, Any] | None = None,
+) -> Path:  # fmt: skip
+    """Write ``model.safetensors`` + ``config.json`` (architecture, class names, preprocessing) to ``out``, each
+    atomically with mode 0644; returns the folder."""
+    from safetensors.torch import save_file
+
+    folder = Path(out).expanduser()
+    method = "glsim" if isinstance(net, GLSim) else "vit"
+    kwargs = classifier_kwargs(method, hparams)
+    if isinstance(net, GLSim):
+        kwargs["selector"] = net.selector
+    p = pre.to_dict()
+    config = {
+        "format": FORMAT, "format_version": 2, "method": method, "backbone": kwargs["backbone"],
+        "num_classes": kwargs["num_classes"], "img_size": kwargs.get("img_size", 224), "top_o": kwargs.get("top_o"),
+        "selector": kwargs.get("selector"), "class_names": list(class_names), "mean": p["mean"], "std": p["std"],
+        "resize_factor": pre.resize_factor, "preprocessing": p, "model_kwargs": kwargs, **(extra or {}),
+    }  # fmt: skip
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    atomic_write(folder / WEIGHTS, lambda t: save_file(state, str(t), metadata={"format": "pt"}))
+    atomic_write(folder / CONFIG, lambda t: t.write_text(json.dumps(config, indent=2) + "\n"))
+    return folder

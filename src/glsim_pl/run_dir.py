@@ -1,0 +1,83 @@
+"""What a checkpoint's run folder tells the tools: where eval writes, and which dataset the model was trained on.
+
+A training run writes ``<run>/.hydra/config.yaml`` and ``<run>/checkpoints/*.ckpt``. ``glsim-eval ckpt_path=X``
+writes to ``<run>/eval/<checkpoint name>/<date>_<time>`` (beside any other checkpoint file: ``<folder>/eval/...``;
+``hf-hub:`` ids: ``outputs/<date>/<time>``), and tests on the dataset of ``<run>/.hydra/config.yaml``.
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from .errors import UserError
+from .hub import is_hub_id
+
+__all__ = ["apply_model_preprocessing", "eval_output_dir", "explicit_overrides", "run_dataset_config", "run_folder"]
+
+
+def run_folder(ckpt_path: str | Path) -> Path | None:
+    """``<run>`` for ``<run>/checkpoints/x.ckpt``, the file's folder otherwise; None for ``hf-hub:`` ids."""
+    if not ckpt_path or is_hub_id(ckpt_path):
+        return None
+    path = Path(str(ckpt_path)).expanduser().absolute()
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
+def eval_output_dir(ckpt_path: Any, root_dir: str) -> str:
+    """The default ``hydra.run.dir`` of eval (an explicit ``hydra.run.dir=`` still wins)."""
+    now = datetime.datetime.now()
+    run = run_folder(ckpt_path) if ckpt_path not in (None, "None", "null") else None
+    if run is None:
+        return str(Path(root_dir) / "outputs" / now.strftime("%Y-%m-%d") / now.strftime("%H-%M-%S"))
+    return str(run / "eval" / Path(str(ckpt_path)).stem / now.strftime("%Y-%m-%d_%H-%M-%S"))
+
+
+if not OmegaConf.has_resolver("glsim_eval_dir"):
+    OmegaConf.register_new_resolver("glsim_eval_dir", eval_output_dir, use_cache=True)
+
+
+def run_dataset_config(ckpt_path: str) -> DictConfig | None:
+    """The ``dataset`` node of the run that wrote ``ckpt_path`` (relative roots made absolute against the run's
+    working directory), or None when the checkpoint sits in no run folder."""
+    run = run_folder(ckpt_path)
+    config_file = run / ".hydra" / "config.yaml" if run is not None else None
+    if config_file is None or not config_file.is_file():
+        return None
+    try:
+        dataset = OmegaConf.create(OmegaConf.to_container(OmegaConf.load(config_file).dataset, resolve=True))
+    except Exception as exc:  # an interpolation of the run that cannot be resolved here
+        raise UserError(f"{config_file}: cannot read its dataset config ({exc}); pass dataset=<name>") from exc
+    hydra_file = config_file.with_name("hydra.yaml")
+    root = dataset.get("root")
+    if root and not Path(root).is_absolute() and hydra_file.is_file():
+        cwd = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.cwd")
+        if cwd:
+            dataset.root = str(Path(cwd) / root)
+    return dataset
+
+
+def explicit_overrides(cfg: DictConfig) -> set[str]:
+    """The keys given on the command line (``dataset.image_size=448`` -> ``dataset.image_size``)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        task = list(HydraConfig.get().overrides.task)
+    except ValueError:  # not under Hydra
+        task = list(OmegaConf.select(cfg, "hydra.overrides.task", default=[]) or [])
+    return {o.split("=", 1)[0].lstrip("+~") for o in task}
+
+
+def apply_model_preprocessing(dataset: DictConfig, pre: Any, explicit: set[str]) -> None:
+    """Set the dataset's eval transform (image size, resize factor, mean/std) to the model's, except for the keys
+    the user set on the command line."""
+    with open_dict(dataset):
+        if "dataset.image_size" not in explicit:
+            dataset.image_size = pre.input_size
+        if "dataset.resize_factor" not in explicit:
+            dataset.resize_factor = pre.resize_factor
+        if not explicit & {"dataset.normalize", "dataset.mean", "dataset.std"}:
+            dataset.normalize, dataset.mean, dataset.std = "custom", list(pre.mean), list(pre.std)
