@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from glsim_pl.demo import MISSING_GRADIO, analyse, example_images, load_demo_model, read_image, serve
-from glsim_pl.demo_panels import input_to_original
+from glsim_pl.demo_panels import draw_box
 from glsim_pl.errors import UserError
 from glsim_pl.predict import predict
 
@@ -65,9 +65,8 @@ def test_page_upload_matches_predict(tmp_path: Path, photo: Path) -> None:
         got = [(t["class"], f"{t['prob']:.6f}") for t in details["topk"]]
         assert got == [(row[f"class_{j}"], row[f"prob_{j}"]) for j in range(1, 6)]
         assert label["label"] == row["class_1"]
-        box = [int(row[k]) for k in ("x1", "y1", "x2", "y2")]
-        assert details["box_input_px"] == box
-        assert details["box_original_px"] == pytest.approx(input_to_original(box, (72, 50), 32, 42))
+        assert details["box_input_px"] == [int(row[f"input_{k}"]) for k in ("x1", "y1", "x2", "y2")]
+        assert details["box_original_px"] == [float(row[k]) for k in ("x1", "y1", "x2", "y2")]
         assert details["image_size"] == [72, 50]
         assert f"Top-1: {row['class_1']}" in summary
         centre = client.predict(handle_file(str(photo)), "center", api_name="/predict")[5]
@@ -82,8 +81,8 @@ def test_page_upload_matches_predict(tmp_path: Path, photo: Path) -> None:
         app.close()
 
 
-def test_box_maps_back_to_the_original_pixels(tmp_path: Path) -> None:
-    """A box drawn in model-input pixels lands on the same content in the original image."""
+def test_box_is_drawn_on_the_same_content_of_the_original(tmp_path: Path) -> None:
+    """Content at a model-input box is at the page's original-pixel box, and the red frame is drawn there."""
     ckpt = tmp_path / "tiny.ckpt"
     save_lightning_ckpt(ckpt)
     model = load_demo_model(demo_cfg(ckpt, tmp_path, "resize_factor=1.5"))
@@ -91,8 +90,12 @@ def test_box_maps_back_to_the_original_pixels(tmp_path: Path) -> None:
     image[36:54, 75:100] = 255  # original pixels x 75..100, y 36..54
     x = model.transform(Image.fromarray(image))  # (3, 32, 32), normalised
     ys, xs = np.nonzero(x[0].numpy() > 1.0)
-    box = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
-    assert input_to_original(box, (150, 90), 32, 48) == pytest.approx([75, 36, 100, 54], abs=150 / 48 + 0.01)
+    box = model.pre.box_to_original([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], 150, 90)
+    assert box == pytest.approx([75, 36, 100, 54], abs=150 / 48 + 0.01)
+    shown = np.asarray(draw_box(Image.fromarray(image), [75, 36, 100, 54], [0, 0, 150, 90]))  # shown 3x
+    red = (shown[..., 0] == 255) & (shown[..., 1] == 0) & (shown[..., 2] == 0)
+    ry, rx = np.nonzero(red)
+    assert [rx.min(), ry.min(), rx.max() + 1, ry.max() + 1] == pytest.approx([225, 108, 300, 162], abs=2)
 
 
 @pytest.mark.parametrize(("tau", "ran"), [(0.05, False), (0.5, True)])
@@ -123,10 +126,10 @@ def test_selector_switch_reports_a_changed_prediction(tmp_path: Path, photo: Pat
 
 def test_bad_files_give_one_clear_message(tmp_path: Path) -> None:
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
-    with pytest.raises(UserError, match=r"broken\.jpg: cannot be read as an image \(UnidentifiedImageError"):
+    with pytest.raises(UserError, match=r"broken\.jpg'?: cannot be read as an image \(UnidentifiedImageError"):
         read_image(tmp_path / "broken.jpg")
     Image.new("1", (20000, 20000)).save(tmp_path / "huge.png")  # 400 Mpx, a few KB on disk
-    with pytest.raises(UserError, match=r"huge\.png: cannot be read as an image \(DecompressionBombError"):
+    with pytest.raises(UserError, match=r"huge\.png'?: cannot be read as an image \(DecompressionBombError"):
         read_image(tmp_path / "huge.png")
     with pytest.raises(UserError, match="no such file"):
         load_demo_model(demo_cfg(tmp_path / "missing.ckpt", tmp_path))

@@ -1,7 +1,7 @@
 """An interactive demo in the browser: what GLSim predicts on an image and where it looks.
 
     glsim-demo ckpt_path=best.ckpt                      # or: python -m glsim_pl.demo ckpt_path=...
-    glsim-demo ckpt_path=exported/ demo.port=8080       # an export folder (python -m glsim_pl.export)
+    glsim-demo ckpt_path=exported/ demo.port=8080       # an export folder (glsim-export), or hf-hub:<id>
 
 For an uploaded image, a path on this machine or a shipped example: top-5 classes, the crop box on the original
 image, the selector's score map as a heat map, the second-pass crop and, for a gated checkpoint, whether the second
@@ -25,13 +25,15 @@ from PIL import Image
 from torch import nn
 
 from .checkpoint_io import load_module
-from .data.transforms import build_eval_transform
-from .demo_panels import crop_panel, draw_box, heat_overlay, input_to_original, view_box
+from .config_dir import CONFIG_DIR
+from .demo_panels import crop_panel, draw_box, heat_overlay, view_box
 from .errors import UserError, exit_on_user_error, user_message
 from .gate_sweep import apply_gate_threshold
 from .models import GLSim
 from .models.selectors import SELECTORS, check_selector
-from .predict import _class_names_and_norm
+from .predict import resolve_preprocessing
+from .preprocessing import Preprocessing, open_rgb
+from .pretrained import prediction_rows
 from .utils.logging import RankedLogger
 
 __all__ = ["DemoModel", "Prediction", "build_app", "load_demo_model", "main", "predict_one", "serve"]
@@ -47,22 +49,18 @@ class DemoModel:
 
     net: nn.Module
     names: list[str]
-    mean: list[float]
-    std: list[float]
-    size: int
-    resize: int
+    pre: Preprocessing
     device: torch.device
     topk: int
     lock: threading.Lock  # the selector is switched on the shared model: one request at a time
+
+    def __post_init__(self) -> None:
+        self.transform = self.pre.transform()
 
     @property
     def selector(self) -> str | None:
         """The checkpoint's selector (None for the plain ViT)."""
         return getattr(self.net, "selector", None)
-
-    @property
-    def transform(self) -> Any:
-        return build_eval_transform(self.size, self.resize, self.mean, self.std)
 
 
 @dataclass
@@ -87,41 +85,31 @@ def supported_selectors(net: nn.Module) -> list[str]:
 
 
 def load_demo_model(cfg: DictConfig) -> DemoModel:
-    """``cfg.ckpt_path`` (a checkpoint or an export folder) -> model, class names and eval preprocessing, as predict."""
-    spec = str(cfg.get("ckpt_path") or "")
-    if not spec:
-        raise UserError("ckpt_path is required: glsim-demo ckpt_path=<checkpoint | export folder>")
-    if spec.startswith("hf-hub:"):
-        raise UserError(f"ckpt_path={spec!r}: Hub ids are not supported yet; pass a checkpoint or an export folder")
-    if Path(spec).expanduser().is_dir():
-        from .export import load_pretrained
-
-        net = load_pretrained(spec)
-        pcfg = net.pretrained_cfg
-        names, mean, std = list(pcfg["class_names"]), list(pcfg["mean"]), list(pcfg["std"])
-        resize_factor, size = float(pcfg.get("resize_factor", cfg.resize_factor)), int(pcfg["img_size"])
-    else:
-        module, _ = load_module(spec, cfg.get("class_names_file"))
-        net, (names, mean, std) = module.net, _class_names_and_norm(cfg, module)
-        resize_factor, size = float(cfg.resize_factor), int(module.hparams.img_size)
+    """``cfg.ckpt_path`` -> model, class names and its stored eval preprocessing, loaded as predict loads them."""
+    if not cfg.get("ckpt_path"):
+        raise UserError("ckpt_path is required: glsim-demo ckpt_path=<checkpoint | export folder | hf-hub:id>")
+    module, _ = load_module(cfg.ckpt_path, cfg.get("class_names_file"))
+    net = module.net
     if cfg.get("selector") and isinstance(net, GLSim):
         net.selector = check_selector(cfg.selector)
     apply_gate_threshold(net, cfg.get("gate_threshold"))
+    names, pre = resolve_preprocessing(cfg, module)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if cfg.device == "auto" else cfg.device))  # fmt: skip
     net.to(device).eval()
     topk = min(int(cfg.topk), len(names))
-    return DemoModel(net, names, mean, std, size, int(resize_factor * size), device, topk, threading.Lock())
+    return DemoModel(net, names, pre, device, topk, threading.Lock())
 
 
 def read_image(path: str | Path) -> Image.Image:
     """An image file -> RGB, read as predict reads it; unreadable files -> UserError naming the file."""
     try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except Exception as exc:  # PIL raises many types (UnidentifiedImageError, DecompressionBombError, OSError)
+        return open_rgb(path)
+    except UserError:
+        raise
+    except Exception as exc:  # e.g. PIL's DecompressionBombError, which predict records as the row's error
         detail = f"{type(exc).__name__}: {exc}".replace("\n", " ")
-        raise UserError(f"{Path(path).name}: cannot be read as an image ({detail})") from exc
+        raise UserError(f"{str(path)!r}: cannot be read as an image ({detail})") from exc
 
 
 def predict_one(model: DemoModel, image: Image.Image, selector: str | None = None) -> Prediction:
@@ -137,17 +125,16 @@ def predict_one(model: DemoModel, image: Image.Image, selector: str | None = Non
         finally:
             if own is not None:
                 net.selector = own
-    prob, cls = result.logits[0].float().softmax(-1).topk(model.topk)
-    topk = [(model.names[c], p) for c, p in zip(cls.tolist(), prob.tolist(), strict=True)]
-    box = [int(v) for v in result.boxes[0].tolist()] if result.boxes is not None else None
-    orig = input_to_original(box, image.size, model.size, model.resize) if box is not None else None
-    patch = getattr(net, "patch_px", model.size)
+    row = prediction_rows(result, [image.size], model.pre, model.names, model.topk)[0]
+    cropped = result.boxes is not None
+    size = model.pre.input_size
+    patch = getattr(net, "patch_px", size)
     gated = result.second_pass is not None and getattr(net, "gate", "none") != "none"
     first = float(result.first_logits[0].float().softmax(-1).max()) if gated else None
     return Prediction(
-        topk, box, orig, result.scores[0].cpu() if result.scores is not None else None,
-        (model.size // patch, model.size // patch), x, (selector or own) if own is not None else None,
-        bool(result.second_pass[0]) if gated else None, first,
+        row["top"], row["box_input"] if cropped else None, row["box"] if cropped else None,
+        result.scores[0].cpu() if result.scores is not None else None, (size // patch, size // patch), x,
+        (selector or own) if own is not None else None, row["second_pass"] if gated else None, first,
     )  # fmt: skip
 
 
@@ -193,7 +180,7 @@ def analyse(model: DemoModel, source: str | None, selector: str | None) -> dict[
     image = read_image(source)
     base = predict_one(model, image)
     pred = base if selector in (None, model.selector) else predict_one(model, image, selector)
-    view = view_box(image.size, model.size, model.resize)
+    view = view_box(image.size, model.pre)
     details = {
         "file": Path(source).name, "image_size": list(image.size), "selector": pred.selector,
         "topk": [{"class": n, "prob": p} for n, p in pred.topk], "box_input_px": pred.box_input,
@@ -205,7 +192,7 @@ def analyse(model: DemoModel, source: str | None, selector: str | None) -> dict[
         "label": dict(pred.topk),
         "boxed": draw_box(image, pred.box_original, view),
         "heat": heat_overlay(image, _heat_scores(model, pred), pred.grid_hw, view, pred.box_original),
-        "crop": crop_panel(pred.input, pred.box_input, model.mean, model.std) if pred.box_input else None,
+        "crop": crop_panel(pred.input, pred.box_input, model.pre.mean, model.pre.std) if pred.box_input else None,
         "summary": _summary(model, pred, base, image),
         "details": details,
     }
@@ -235,8 +222,10 @@ def build_app(model: DemoModel, share: bool = False) -> Any:
         path = (path or "").strip() or None
         try:
             out = analyse(model, path, selector)
-        except UserError as exc:
-            raise gr.Error(user_message(exc), print_exception=False) from None
+        except UserError as exc:  # the uploaded copy's name is the user's file name; its temp folder is noise
+            message = user_message(exc).replace(repr(path), Path(path).name).replace(path, Path(path).name)
+            log.warning(message)
+            raise gr.Error(message, print_exception=False) from None
         if out is None:
             return None, None, None, None, "", None, path
         return (out["label"], out["boxed"], out["heat"], out["crop"], out["summary"], out["details"], path)
@@ -261,8 +250,8 @@ def build_app(model: DemoModel, share: bool = False) -> Any:
             details = gr.JSON()
         outputs = [label, boxed, heat, crop, summary, details, source]
         upload.change(run, [upload, choice], outputs, api_name="predict")
-        path_box.submit(run, [path_box, choice], outputs, api_name="predict_path",
-                        api_visibility="public" if not share else "private")  # fmt: skip
+        if not share:  # a public link must not read files of this machine
+            path_box.submit(run, [path_box, choice], outputs, api_name="predict_path")
         choice.change(run, [source, choice], outputs, api_name="reselect")
     return app
 
@@ -282,7 +271,7 @@ def serve(cfg: DictConfig, block: bool = True) -> Any:
     return app
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="demo")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="demo")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     """Hydra entry point; bad input ends with one clear message."""

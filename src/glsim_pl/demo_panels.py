@@ -1,8 +1,7 @@
 """The demo's pictures, in original-image coordinates: the crop box, the selector's score map, the second-pass crop.
 
-The eval transform resizes the image to (R, R) and takes the centre S x S (``build_eval_transform``), so a point
-(x, y) of the model input sits at ((x + o) * W / R, (y + o) * H / R) in the W x H original, o = round((R - S) / 2)
-(torchvision's centre-crop anchor). Pure PIL / numpy / matplotlib, no Gradio.
+The model-input -> original mapping is the model's own (:meth:`glsim_pl.preprocessing.Preprocessing.box_to_original`:
+square resize to R x R, centre crop S x S). Pure PIL / numpy / matplotlib, no Gradio.
 """
 
 from __future__ import annotations
@@ -17,24 +16,16 @@ from PIL import Image, ImageDraw
 from .callbacks.crop_visualizer import to_unit
 from .callbacks.eval_report import tensor_to_pil, upscaled
 from .models import crop_and_resize
+from .preprocessing import Preprocessing
 
-__all__ = ["crop_panel", "draw_box", "heat_overlay", "input_to_original", "view_box"]
+__all__ = ["crop_panel", "draw_box", "heat_overlay", "view_box"]
 
 DISPLAY_PX = 768  # longest side of the pictures in the page; coordinates stay in original pixels
 
 
-def input_to_original(box: Sequence[float], orig_wh: tuple[int, int], size: int, resize: int) -> list[float]:
-    """Model-input xyxy box (S x S pixels) -> the same box in the W x H original image's pixels."""
-    w, h = orig_wh
-    offset = round((resize - size) / 2)
-    x1, y1, x2, y2 = (float(v) for v in box)
-    return [(x1 + offset) * w / resize, (y1 + offset) * h / resize, (x2 + offset) * w / resize,
-            (y2 + offset) * h / resize]  # fmt: skip
-
-
-def view_box(orig_wh: tuple[int, int], size: int, resize: int) -> list[float]:
+def view_box(orig_wh: tuple[int, int], pre: Preprocessing) -> list[float]:
     """The part of the original the model sees at all (the centre crop), xyxy in original pixels."""
-    return input_to_original([0, 0, size, size], orig_wh, size, resize)
+    return pre.box_to_original([0, 0, pre.input_size, pre.input_size], *orig_wh)
 
 
 def _display(image: Image.Image) -> tuple[Image.Image, float]:
