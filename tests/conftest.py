@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from omegaconf import DictConfig, open_dict
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a forgotten pretrained=true fails at once, not after a timeout
 torch.set_num_threads(min(2, torch.get_num_threads()))
+os.environ["GLSIM_CACHE_DIR"] = tempfile.mkdtemp(prefix="glsim-test-cache-")  # no test writes to ~/.cache
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -36,7 +36,7 @@ def test_predict_folder_with_unreadable_file_and_vis(tmp_path: Path) -> None:
     rows = list(csv.DictReader(predict(cfg).open()))
     assert len(rows) == 4
     broken = next(r for r in rows if r["file"].endswith("broken.jpg"))
-    assert "UnidentifiedImageError" in broken["error"]
+    assert "broken.jpg: not an image format" in broken["error"]
     assert broken["class_1"] == ""
     good = [r for r in rows if not r["error"]]
     for r in good:

@@ -46,7 +46,7 @@ from .utils.compile import prepare_classifier, uses_cuda
 from .utils.config import resolve_trainer_precision, transform_augs
 from .utils.instantiate import instantiate, instantiate_collection
 from .utils.logging import RankedLogger, finish_trackers, log_figure
-from .utils.validate import validate_selectors
+from .utils.validate import validate_selectors, validate_values
 
 __all__ = ["evaluate", "main"]
 
@@ -87,6 +87,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("ckpt_path") is None:
         raise UserError("ckpt_path is required: glsim-eval ckpt_path=/path/to/ckpt [dataset=<name>]")
     validate_selectors(cfg.method.get("selector"))  # before the checkpoint and the data are read
+    validate_values(cfg)
     for selector in cfg.eval.get("selectors") or []:
         validate_selectors(selector, "eval.selectors")
     L.seed_everything(cfg.seed, workers=True)

@@ -17,8 +17,20 @@ from torchvision.ops import box_iou
 
 from .metrics import build_metrics, per_class_accuracy
 from .models import GLSimOutput, build_classifier
+from .utils.logging import RankedLogger
 
 __all__ = ["GLSimLitModule", "warmup_cosine"]
+
+
+def warn_long_warmup(warmup_steps: int, total_steps: int) -> bool:
+    """Warn when the warmup takes half the run or more (the paper's 500 steps on a small set); True if it did."""
+    if total_steps <= 0 or warmup_steps < 0.5 * total_steps:
+        return False
+    RankedLogger(__name__).warning(
+        f"optim.warmup_steps={warmup_steps} is {warmup_steps / total_steps:.0%} of this run's {total_steps} optimizer "
+        "steps: the learning rate stays below its peak for most of the run; lower optim.warmup_steps"
+    )  # fmt: skip
+    return True
 
 
 def warmup_cosine(step: int, total: int, lr: float, warmup_steps: int, warmup_lr: float, min_lr: float) -> float:
@@ -41,6 +53,7 @@ class GLSimLitModule(L.LightningModule):
         method: ``glsim`` or ``vit`` (the plain-ViT baseline under the same recipe).
         img_size, top_o, sim_metric, box_rule, aggregator_layers, pretrained, pretrained_file, drop_path_rate,
             drop_path_uniform, layer_norm_eps, backbone_kwargs: see :class:`glsim_pl.models.GLSim`.
+        pretrained_head: also load head and aggregator from ``pretrained_file`` when its class count matches.
         grad_checkpointing: recompute encoder activations in backward (saves memory).
         optimizer: ``sgd`` (Nesterov, the paper) or ``adamw``.
         lr: peak learning rate.
@@ -68,6 +81,7 @@ class GLSimLitModule(L.LightningModule):
         aggregator_layers: int = 1,
         pretrained: bool = False,
         pretrained_file: str | None = None,
+        pretrained_head: bool = False,
         drop_path_rate: float = 0.0,
         drop_path_uniform: bool = False,
         layer_norm_eps: float | None = None,
@@ -94,7 +108,7 @@ class GLSimLitModule(L.LightningModule):
             sim_metric=sim_metric, box_rule=box_rule, aggregator_layers=aggregator_layers, pretrained=pretrained,
             pretrained_file=pretrained_file, drop_path_rate=drop_path_rate, drop_path_uniform=drop_path_uniform,
             layer_norm_eps=layer_norm_eps, backbone_kwargs=backbone_kwargs, selector=selector,
-            gate=gate, gate_threshold=gate_threshold,
+            gate=gate, gate_threshold=gate_threshold, pretrained_head=pretrained_head,
         )  # fmt: skip
         if grad_checkpointing:
             self.net.set_grad_checkpointing(True)
@@ -246,6 +260,7 @@ class GLSimLitModule(L.LightningModule):
                 return warmup_cosine(0, 1, hp.lr, hp.warmup_steps, hp.warmup_lr, hp.min_lr) / hp.lr
             if not total:
                 total.append(int(self.trainer.estimated_stepping_batches))
+                warn_long_warmup(hp.warmup_steps, total[0])
             return warmup_cosine(step, total[0], hp.lr, hp.warmup_steps, hp.warmup_lr, hp.min_lr) / hp.lr
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -28,15 +28,16 @@ from .callbacks.crop_visualizer import render_crop_panels
 from .callbacks.eval_report import tensor_to_pil, upscaled
 from .checkpoint_io import load_module
 from .config_dir import CONFIG_DIR
+from .data.image_io import read_image
 from .errors import UserError, exit_on_user_error
 from .gate_sweep import apply_gate_threshold
 from .models.selectors import check_selector
-from .preprocessing import Preprocessing, factor_for, open_rgb
+from .preprocessing import Preprocessing, factor_for
 from .pretrained import prediction_rows
 from .utils.compile import prepare_classifier
 from .utils.instantiate import instantiate
 from .utils.logging import RankedLogger
-from .utils.validate import validate_selectors
+from .utils.validate import validate_predict, validate_selectors
 
 __all__ = ["list_inputs", "main", "predict"]
 
@@ -78,7 +79,7 @@ class _Images(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, str, int, int]:
         try:
-            image = open_rgb(self.files[i])
+            image = read_image(self.files[i])
             return self.transform(image), i, "", *image.size
         except Exception as exc:  # any unreadable file becomes a row in the CSV, not a crash
             return torch.zeros(3, self.size, self.size), i, f"{type(exc).__name__}: {exc}".replace("\n", " "), 0, 0
@@ -106,6 +107,7 @@ def predict(cfg: DictConfig) -> Path:
     if not cfg.get("ckpt_path") or not cfg.get("input"):
         raise UserError("ckpt_path and input are required: python -m glsim_pl.predict ckpt_path=... input=...")
     validate_selectors(cfg.get("selector"), "selector")  # before the checkpoint is read
+    validate_predict(cfg)
     module, _ = load_module(cfg.ckpt_path, cfg.get("class_names_file"))
     net = module.net
     if cfg.get("selector") and hasattr(net, "selector"):

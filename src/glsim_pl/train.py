@@ -15,12 +15,13 @@ from typing import Any
 import hydra
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from .aggregate import protocol, resolved_config, write_run_record
 from .callbacks.divergence_guard import DivergenceGuard
 from .callbacks.rng_state import RNGStateCheckpoint
 from .config_dir import CONFIG_DIR
+from .data.verify import write_removed_files
 from .errors import UserError, exit_on_user_error
 from .lit_module import GLSimLitModule
 from .utils.atomic_io import AtomicCheckpointIO, check_checkpoint_readable
@@ -28,6 +29,7 @@ from .utils.compile import prepare_classifier, progress_bar_callbacks, uses_cuda
 from .utils.config import module_kwargs, resolve_trainer_precision, transform_augs
 from .utils.instantiate import instantiate, instantiate_collection
 from .utils.logging import RankedLogger, describe_loggers, finish_trackers, log_run_config
+from .utils.run_guard import RunIdentityCheckpoint, check_resume, claim_output_dir, run_identity
 from .utils.validate import validate_config
 
 __all__ = ["main", "train"]
@@ -61,12 +63,22 @@ def _inactive_callbacks(cfg: DictConfig) -> set[str]:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit on train, select on val, test the best checkpoint; returns the logged metrics (never the model)."""
+    validate_config(cfg)  # every value and the model arguments, before any data or weights are read
+    with claim_output_dir(cfg.paths.output_dir):  # a second run in this folder is refused by name
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> dict[str, Any]:
     start = time.perf_counter()
-    validate_config(cfg)  # model arguments, before any data or weights are read
     seed = L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.dataset, augs=transform_augs(cfg))
     datamodule.run_seed = seed  # training order and augmentations: functions of (seed, epoch, sample)
     datamodule.check()
+    with open_dict(cfg):
+        cfg.dataset.num_classes = datamodule.num_classes  # read from the files when left unset (folder, csv)
+    resume = _resume_path(cfg)
+    check_resume(cfg, resume)  # a resume with another lr / batch / dataset / model: refused by name
+    datamodule.setup("fit")  # the data check of every split, before the model is built
     module = GLSimLitModule(**module_kwargs(cfg, datamodule.class_names))
     resolve_trainer_precision(cfg)
     cuda = uses_cuda(cfg.trainer.get("accelerator"))
@@ -76,11 +88,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = [c for c in callbacks if loggers or not isinstance(c, LearningRateMonitor)]  # it needs a logger
     callbacks += progress_bar_callbacks(cfg.trainer, cuda, callbacks)  # no per-step host read of the loss on CUDA
     callbacks += [RNGStateCheckpoint(), DivergenceGuard(**(cfg.get("guard") or {}))]  # exact resume; no NaN saves
+    callbacks += [RunIdentityCheckpoint(run_identity(cfg))]
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
     )
     log_run_config(loggers, resolved_config(cfg), protocol(cfg))  # every tracker gets the config and protocol
-    resume = _resume_path(cfg)
 
     if cfg.get("train", True):
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
@@ -93,10 +105,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         metrics["best_ckpt"] = best
+    metrics.update(_input_metrics(cfg, datamodule, module))
     write_run_record(cfg, trainer, metrics, time.perf_counter() - start)  # metrics.json, for glsim_pl.aggregate
     _summary(cfg, trainer, metrics)
     finish_trackers(trainer.loggers)  # the next job of a sweep (same process) gets its own W&B run
     return metrics
+
+
+def _input_metrics(cfg: DictConfig, datamodule: Any, module: GLSimLitModule) -> dict[str, float]:
+    """Files the data check removed per split (listed in removed_files.csv) and the share of pretrained tensors."""
+    out: dict[str, float] = {}
+    check = getattr(datamodule, "data_check", None)
+    if check is not None:
+        out.update(check.metrics())
+        listed = write_removed_files(check, Path(cfg.paths.output_dir))
+        if listed is not None:
+            log.info(f"files left out by the data check: {listed}")
+    share = getattr(module.net.encoder, "pretrained_share", None)
+    if share is not None:
+        out["pretrained/loaded_share"] = float(share)
+    return out
 
 
 def _summary(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, Any]) -> None:

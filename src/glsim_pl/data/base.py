@@ -23,6 +23,7 @@ from torchvision import tv_tensors
 
 from ..errors import UserError
 from ..utils.logging import RankedLogger
+from .image_io import MAX_PIXELS
 from .sampling import EpochSampler, ResumableLoader, SeededCollate, SeededView
 from .transforms import (
     IMAGENET_MEAN,
@@ -32,6 +33,7 @@ from .transforms import (
     build_eval_transform,
     build_train_transform,
 )  # fmt: skip
+from .verify import VERIFY_MODES, DataCheck, default_cache_dir, run_data_check
 from .workers import resolve_num_workers
 
 __all__ = ["FGVCDataModule", "Splits", "TransformedView", "split_train_val"]
@@ -84,28 +86,15 @@ def _normalisation(
 class TransformedView(Dataset):
     """A subset of a source with a transform; yields (image, label) or (image, label, box (4,)) tensors."""
 
-    def __init__(
-        self, source: Dataset, indices: Sequence[int], transform: Any, return_boxes: bool = False,
-        skip_corrupt: bool = False,
-    ) -> None:  # fmt: skip
+    def __init__(self, source: Dataset, indices: Sequence[int], transform: Any, return_boxes: bool = False) -> None:
         self.source, self.indices, self.transform = source, list(indices), transform
-        self.return_boxes, self.skip_corrupt = return_boxes, skip_corrupt
+        self.return_boxes = return_boxes
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def _raw(self, i: int) -> tuple[Any, int, Any]:
-        for attempt in range(len(self.indices)):
-            try:
-                return self.source[self.indices[(i + attempt) % len(self.indices)]]
-            except UserError as exc:
-                if not self.skip_corrupt:
-                    raise
-                log.warning(f"skipped unreadable image: {exc}")
-        raise UserError("dataset.skip_corrupt=true but no image of this split could be read")
-
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | tuple[torch.Tensor, int, torch.Tensor]:
-        image, label, box = self._raw(i)
+        image, label, box = self.source[self.indices[i]]  # a bad file is left out by the data check, never replaced
         if not self.return_boxes:
             return self.transform(image), label
         size = (image.height, image.width)
@@ -134,7 +123,11 @@ class FGVCDataModule(L.LightningDataModule):
         backbone: timm model name (with weight tag) whose data config ``normalize=timm`` reads.
         mean: normalisation mean when ``normalize=custom``.
         std: normalisation std when ``normalize=custom``.
-        skip_corrupt: skip unreadable images (each one is logged) instead of stopping.
+        skip_corrupt: leave the files the data check finds bad out of their split (listed, counted) instead of
+            stopping.
+        verify: the data check before training: ``fast``, ``full`` or ``off`` (:mod:`glsim_pl.data.verify`).
+        check_cache_dir: where the data check caches its results (default: ``~/.cache/glsim_pl/data_check``).
+        max_image_pixels: images with more pixels are refused (decompression bombs); null: no limit.
         fast_decode: decode JPEGs at reduced scale (PIL draft) when they are much larger than needed.
     """
 
@@ -142,6 +135,7 @@ class FGVCDataModule(L.LightningDataModule):
     source_url: ClassVar[str] = ""  # where the official files come from, for error messages
     required_files: ClassVar[tuple[str, ...]] = ()  # relative to root; checked before parsing
     hflip_preserves_label: ClassVar[bool] = True
+    infers_num_classes: ClassVar[bool] = False  # True: num_classes left unset (0 / null) is read from the files
     color_preserves_label: ClassVar[bool] = True
 
     def __init__(
@@ -163,6 +157,9 @@ class FGVCDataModule(L.LightningDataModule):
         std: Sequence[float] | None = None,
         skip_corrupt: bool = False,
         fast_decode: bool = False,
+        verify: Literal["fast", "full", "off"] = "fast",
+        check_cache_dir: str | None = None,
+        max_image_pixels: int | None = MAX_PIXELS,
     ) -> None:
         super().__init__()
         if protocol not in ("val", "paper"):
@@ -180,6 +177,14 @@ class FGVCDataModule(L.LightningDataModule):
         self.augs = AugConfig(**(augs or {}))
         self._normalize_args = (normalize, mean, std, backbone)  # resolved in check(): errors there print cleanly
         self.skip_corrupt, self.fast_decode = skip_corrupt, fast_decode
+        if verify not in VERIFY_MODES:
+            raise UserError(f"dataset.verify={verify!r}: expected one of {', '.join(VERIFY_MODES)}")
+        if skip_corrupt and verify == "off":
+            raise UserError("dataset.skip_corrupt=true needs the data check that finds the bad files: "
+                            "set dataset.verify=fast or full")  # fmt: skip
+        self.verify, self.max_image_pixels = verify, max_image_pixels
+        self.check_cache_dir = Path(check_cache_dir).expanduser() if check_cache_dir else default_cache_dir()
+        self.data_check: DataCheck | None = None  # set by setup(): what the data check found and removed
         self.data_train = self.data_val = self.data_test = None
         self.run_seed = 0  # the run's seed (train.py sets it): training order and augmentations derive from it
 
@@ -207,12 +212,19 @@ class FGVCDataModule(L.LightningDataModule):
             missing = [f for f in self.required_files if not (self.root / f).exists()]
             if missing:
                 raise self.missing_files_error(missing)
-        return self.read_splits()
+        splits = self.read_splits()
+        for source in (splits.train, splits.test):
+            if hasattr(source, "max_pixels"):
+                source.max_pixels = self.max_image_pixels
+        return splits
 
     def check(self) -> None:
         """Fail early, with one clear message, on missing files, a wrong ``num_classes`` or normalisation."""
         _ = self.normalisation
         found = len(self.splits.class_names)
+        if not self.num_classes and self.infers_num_classes:
+            self.num_classes = found
+            log.info(f"dataset '{self.name}': {found} classes found at {self.root} (dataset.num_classes)")
         if found != self.num_classes:
             raise UserError(
                 f"dataset '{self.name}': dataset.num_classes={self.num_classes} but the files at {self.root} "
@@ -272,11 +284,29 @@ class FGVCDataModule(L.LightningDataModule):
         train_tf = build_train_transform(self.image_size, self.resize_size, self.effective_augs(), self.mean, self.std)
         eval_tf = build_eval_transform(self.image_size, self.resize_size, self.mean, self.std)
         has_boxes = getattr(test_src, "boxes", None) is not None
-        self.data_train = TransformedView(train_src, train_idx, train_tf, skip_corrupt=self.skip_corrupt)
-        self.data_val = TransformedView(train_src, val_idx, eval_tf, has_boxes, self.skip_corrupt)
-        self.data_test = TransformedView(test_src, range(len(test_src)), eval_tf, has_boxes, self.skip_corrupt)
-        log.info(f"dataset '{self.name}': train {len(train_idx)}, val {len(val_idx)}, test {len(test_src)} images, "
+        self.data_check = run_data_check(
+            self.name, self.root, {"train": (train_src, train_idx), "val": (train_src, val_idx),
+                                   "test": (test_src, list(range(len(test_src))))},
+            self.class_names, self.verify, self.skip_corrupt, self.num_workers, self.max_image_pixels,
+            self.check_cache_dir,
+        )  # fmt: skip
+        train_idx, val_idx, test_idx = (self.data_check.kept[s] for s in ("train", "val", "test"))
+        self.data_train = TransformedView(train_src, train_idx, train_tf)
+        self.data_val = TransformedView(train_src, val_idx, eval_tf, has_boxes)
+        self.data_test = TransformedView(test_src, test_idx, eval_tf, has_boxes)
+        log.info(f"dataset '{self.name}': train {len(train_idx)}, val {len(val_idx)}, test {len(test_idx)} images, "
                  f"{self.num_classes} classes, protocol={self.protocol}")  # fmt: skip
+
+    def _check_split_size(self, split: str, data: Dataset, train: bool) -> None:
+        """A train split smaller than one batch gives no optimizer step (its last incomplete batch is dropped)."""
+        trainer = self.trainer
+        ranks = trainer.world_size if trainer is not None else 1
+        if train and len(data) < self.batch_size * ranks:
+            raise UserError(f"dataset '{self.name}': the train split has {len(data)} images, fewer than one batch "
+                            f"(dataset.batch_size={self.batch_size} x {ranks} device(s)); expected "
+                            f"dataset.batch_size <= {max(len(data) // ranks, 1)}")  # fmt: skip
+        if not len(data):
+            raise UserError(f"dataset '{self.name}': the {split} split is empty")
 
     def _loader(self, data: Dataset, train: bool) -> DataLoader:
         """Train: a resumable loader whose order and augmentations are functions of (seed, epoch, sample)
@@ -303,6 +333,7 @@ class FGVCDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled, last incomplete batch dropped (as the official runs)."""
+        self._check_split_size("train", self.data_train, train=True)
         return self._loader(self.data_train, train=True)
 
     def val_dataloader(self) -> DataLoader | list:
@@ -311,4 +342,5 @@ class FGVCDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         """The official test split."""
+        self._check_split_size("test", self.data_test, train=False)
         return self._loader(self.data_test, train=False)

@@ -19,23 +19,35 @@ __all__ = ["CSVDataModule", "read_csv_columns"]
 
 
 def read_csv_columns(path: Path, columns: tuple[str, str]) -> list[tuple[int, str]]:
-    """(int first column, second column) rows of a headed CSV; errors name the file, line and expected columns."""
+    """(int first column, second column) rows of a headed CSV; errors name the file, row, column and value."""
+    rows, _ = read_csv_rows(path, columns)
+    return rows
+
+
+def read_csv_rows(path: Path, columns: tuple[str, str]) -> tuple[list[tuple[int, str]], list[int]]:
+    """:func:`read_csv_columns` plus the file line of each row (the header is line 1)."""
     expected = ",".join(columns)
     try:
         with path.open(newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             if reader.fieldnames is None or not set(columns) <= set(reader.fieldnames):
                 raise UserError(f"{path}: expected a header with columns {expected}, found {reader.fieldnames}")
-            rows = []
-            for line_no, row in enumerate(reader, start=2):
+            rows, lines = [], []
+            for row in reader:
+                line_no = reader.line_num
                 key, value = row[columns[0]], row[columns[1]]
-                if key is None or not key.strip().isdigit() or not value:
-                    raise UserError(f"{path}:{line_no}: expected '{expected}' with a 0-based integer "
-                                    f"{columns[0]}, got {row}")  # fmt: skip
+                if key is None or not key.strip().isdigit():
+                    raise UserError(f"{path}: row {line_no}, column {columns[0]}: {key!r} is not a 0-based "
+                                    "integer")  # fmt: skip
+                if value is None or not value.strip():
+                    raise UserError(f"{path}: row {line_no}, column {columns[1]}: empty value")
                 rows.append((int(key), value.strip()))
+                lines.append(line_no)
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc})") from None
-    return rows
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return rows, lines
 
 
 class CSVDataModule(FGVCDataModule):
@@ -52,6 +64,7 @@ class CSVDataModule(FGVCDataModule):
 
     name = "csv"
     source_url = "your own split files (class_id,dir rows)"
+    infers_num_classes = True
 
     def __init__(self, train_file: str = "train_val.csv", test_file: str = "test.csv", image_dir: str = "images",
                  test_image_dir: str | None = None, class_names_file: str | None = "classid_classname.csv",
@@ -63,14 +76,22 @@ class CSVDataModule(FGVCDataModule):
 
     def read_splits(self) -> Splits:
         """Read both split files; labels must be 0..K-1 over the train file."""
-        train_rows = read_csv_columns(self.root / self.train_file, ("class_id", "dir"))
-        test_rows = read_csv_columns(self.root / self.test_file, ("class_id", "dir"))
+        train_path, test_path = self.root / self.train_file, self.root / self.test_file
+        train_rows, train_lines = read_csv_rows(train_path, ("class_id", "dir"))
+        test_rows, test_lines = read_csv_rows(test_path, ("class_id", "dir"))
+        if not train_rows:
+            raise UserError(f"{train_path}: no rows (expected class_id,dir rows after the header)")
         labels = sorted({y for y, _ in train_rows})
         if labels != list(range(len(labels))):
-            raise UserError(f"{self.root / self.train_file}: class_id must run 0..K-1, found {labels[:5]}...")
-        unknown = {y for y, _ in test_rows} - set(labels)
-        if unknown:
-            raise UserError(f"{self.root / self.test_file}: class_id {sorted(unknown)[:5]} never occurs in train")
+            gaps = sorted(set(range(labels[-1] + 1)) - set(labels))
+            first = next(j for j, (y, _) in enumerate(train_rows) if y > gaps[0])
+            raise UserError(f"{train_path}: row {train_lines[first]}, column class_id: {train_rows[first][0]}: "
+                            f"class ids must run 0..K-1 without gaps, but no row has class_id "
+                            f"{', '.join(map(str, gaps[:5]))}")  # fmt: skip
+        for j, (y, _) in enumerate(test_rows):
+            if y >= len(labels):
+                raise UserError(f"{test_path}: row {test_lines[j]}, column class_id: {y} never occurs in "
+                                f"{train_path.name} (class ids 0..{len(labels) - 1})")  # fmt: skip
         names = [str(y) for y in labels]
         names_path = self.root / self.class_names_file if self.class_names_file else None
         if names_path is not None and names_path.is_file():

@@ -2,7 +2,8 @@
 
 Either one tree, split per class by a deterministic rule (sorted file order: the first ``1 - test_fraction`` of
 each class -> train, the rest -> test), or separate ``train_root`` and ``test_root`` trees with the same classes.
-Labels are the class folders in sorted order, as ``torchvision.datasets.ImageFolder`` numbers them.
+Labels are the class folders in sorted order, as ``torchvision.datasets.ImageFolder`` numbers them. A class folder
+without images is an error naming it (``drop_empty_classes=true``: left out, with a warning, before numbering).
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from pathlib import Path
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from ..errors import UserError
+from ..utils.logging import RankedLogger
 from .base import FGVCDataModule, Splits, split_train_val
 from .sources import ImageFileList, Sample
 
 __all__ = ["ImageFolderDataModule"]
+
+log = RankedLogger(__name__)
 
 
 def _scan(root: Path, class_to_idx: dict[str, int] | None = None) -> tuple[list[Sample], list[str]]:
@@ -36,22 +40,44 @@ def _scan(root: Path, class_to_idx: dict[str, int] | None = None) -> tuple[list[
     return [Sample(Path(path), label) for path, label in pairs], classes
 
 
+def _without_empty_classes(
+    root: Path, samples: list[Sample], classes: list[str], drop: bool
+) -> tuple[list[Sample], list[str]]:
+    """Class folders without images: an error naming them, or (``drop``) left out and the rest renumbered."""
+    used = {s.label for s in samples}
+    empty = [c for i, c in enumerate(classes) if i not in used]
+    if not empty:
+        return samples, classes
+    names = ", ".join(empty[:10]) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
+    if not drop:
+        raise UserError(f"dataset 'folder': {len(empty)} class folder(s) under {root} hold no images: {names}. "
+                        "Add images, remove the folders, or set dataset.drop_empty_classes=true to leave them "
+                        "out")  # fmt: skip
+    log.warning(f"dataset 'folder': left out {len(empty)} class folder(s) without images under {root}: {names}")
+    kept = [i for i in range(len(classes)) if i in used]
+    renumber = {old: new for new, old in enumerate(kept)}
+    return [Sample(s.path, renumber[s.label], s.box) for s in samples], [classes[i] for i in kept]
+
+
 class ImageFolderDataModule(FGVCDataModule):
-    """ImageFolder trees; ``dataset.num_classes`` must match the number of class folders.
+    """ImageFolder trees; ``dataset.num_classes`` (when set) must match the number of class folders with images.
 
     Args:
         train_root: tree of the train split (default: ``root``).
         test_root: tree of the test split; none: the test split is carved from the train tree.
         test_fraction: per class, the last share of sorted files that becomes the test split (no ``test_root``).
+        drop_empty_classes: leave class folders without images out (with a warning) instead of stopping.
         **kwargs: :class:`FGVCDataModule` arguments.
     """
 
     name = "folder"
     source_url = "your own images, one subfolder per class"
+    infers_num_classes = True
 
     def __init__(self, train_root: str | None = None, test_root: str | None = None, test_fraction: float = 0.2,
-                 **kwargs) -> None:  # fmt: skip
+                 drop_empty_classes: bool = False, **kwargs) -> None:  # fmt: skip
         super().__init__(**kwargs)
+        self.drop_empty_classes = drop_empty_classes
         self.train_root = Path(train_root).expanduser() if train_root else self.root
         self.test_root = Path(test_root).expanduser() if test_root else None
         self.test_fraction = test_fraction
@@ -63,7 +89,13 @@ class ImageFolderDataModule(FGVCDataModule):
         if not 0 < self.test_fraction < 1:
             raise UserError(f"dataset.test_fraction={self.test_fraction}: expected a share between 0 and 1")
         samples, classes = _scan(self.train_root)
+        samples, classes = _without_empty_classes(self.train_root, samples, classes, self.drop_empty_classes)
         if self.test_root is not None:
+            test_classes = find_classes(str(self.test_root))[0] if self.test_root.is_dir() else []
+            absent = sorted(set(test_classes) - set(classes))
+            if self.drop_empty_classes and absent:  # classes dropped from train: their test images cannot be scored
+                raise UserError(f"dataset 'folder': {self.test_root} has images of classes {absent[:5]} whose "
+                                f"folders under {self.train_root} are empty or missing")  # fmt: skip
             test, _ = _scan(self.test_root, {c: i for i, c in enumerate(classes)})
             train = samples
         else:

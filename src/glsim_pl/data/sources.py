@@ -9,16 +9,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageFile
+from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import UserError
+from .image_io import MAX_PIXELS, decode_image
 
 __all__ = ["Box", "ImageFileList", "Sample"]
 
 Box = tuple[float, float, float, float]  # pixel (x1, y1, x2, y2) in the original image, end exclusive
-
-ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated JPEG is an error we report, not grey pixels we train on
 
 
 @dataclass(frozen=True)
@@ -36,31 +35,29 @@ class ImageFileList(Dataset):
     Args:
         samples: the files with their 0-based labels, in the dataset's official order.
         draft: let PIL decode JPEGs at a reduced scale no smaller than ``draft`` pixels per side (fast path).
+        max_pixels: refuse larger images (decompression bombs); None: no limit.
     """
 
-    def __init__(self, samples: Sequence[Sample], draft: int | None = None) -> None:
+    def __init__(
+        self, samples: Sequence[Sample], draft: int | None = None, max_pixels: int | None = MAX_PIXELS
+    ) -> None:
         self.samples = list(samples)
         self.targets = [s.label for s in self.samples]
         self.boxes = [s.box for s in self.samples] if all(s.box is not None for s in self.samples) else None
-        self.draft = draft
+        self.draft, self.max_pixels = draft, max_pixels
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def load(self, index: int) -> tuple[Image.Image, float]:
-        """Decode as RGB -> (image, decoded width / stored width); a decode failure is a UserError naming the file."""
+        """Decode as RGB (:func:`~glsim_pl.data.image_io.read_image`) -> (image, decoded side / stored side)."""
         path = self.samples[index].path
         try:
-            with Image.open(path) as image:
-                full_width = image.size[0]
-                if self.draft is not None:
-                    image.draft("RGB", (self.draft, self.draft))
-                image.load()
-                rgb = image if image.mode == "RGB" else image.convert("RGB")  # no copy for the usual RGB JPEG
-                return rgb, image.size[0] / full_width
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise UserError(f"{path}: cannot read image ({exc}). Replace the file, or set dataset.skip_corrupt=true "
-                            "to skip unreadable images") from exc  # fmt: skip
+            image, stored = decode_image(path, self.max_pixels, self.draft)
+        except UserError as exc:
+            raise UserError(f"{exc}. Replace the file, or set dataset.skip_corrupt=true to leave unreadable images "
+                            "out of their split") from None  # fmt: skip
+        return image, max(image.size) / max(stored)  # max: the same for an EXIF-rotated image
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int, Box | None]:
         sample = self.samples[index]

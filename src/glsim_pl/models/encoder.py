@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import timm
-import torch
 from timm.layers import DropPath
-from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from ..errors import UserError
+from .pretrained import load_encoder_weights
 
 log = logging.getLogger(__name__)  # not utils.logging: models/ imports no Lightning
 
@@ -46,8 +46,8 @@ def create_encoder(
         backbone: timm model name, optionally with a weight tag (``vit_base_patch16_224.orig_in21k``).
         img_size: input side in pixels; timm resamples position embeddings of pretrained weights.
         pretrained: load the tag's weights (from the hub, or from ``pretrained_file`` when given).
-        pretrained_file: local weights file (.safetensors/.bin/.pth, or a JAX ``.npz`` such as ``ViT-B_16.npz``)
-            loaded with timm's loaders (classifier dropped, position embeddings resampled); see ``load_weights_file``.
+        pretrained_file: local weights file (.safetensors/.bin/.pth, a JAX ``.npz`` such as ``ViT-B_16.npz``, a
+            glsim_pl checkpoint or export, an official GLSim checkpoint); see ``load_weights_file``.
         drop_path_rate: stochastic depth; timm ramps it linearly over the blocks unless ``drop_path_uniform``.
         drop_path_uniform: the same rate in every block, as the official GLSim architecture.
         layer_norm_eps: LayerNorm epsilon override (official architecture: 1e-12); None keeps timm's.
@@ -95,39 +95,21 @@ def _offline_error(backbone: str) -> UserError:
 
 
 def load_weights_file(encoder: nn.Module, pretrained_file: str | Path) -> nn.modules.module._IncompatibleKeys:
-    """Load a local weights file into a headless timm ViT with timm's own loaders; returns missing/unexpected keys.
+    """Load the encoder part of a local weights file into a headless timm ViT; returns missing/unexpected keys.
 
-    ``.npz`` (Google's original JAX checkpoints, e.g. ``ViT-B_16.npz``) goes through timm's npz loader
-    (``VisionTransformer.load_pretrained``); the keys it left untouched are reported as missing. Every other file
-    (``.safetensors``, ``pytorch_model.bin``, ``.pth``; ``state_dict``/``model`` wrappers and ``module.`` prefixes
-    are unwrapped) goes through ``timm.models.load_state_dict`` (``weights_only``) and timm's ViT checkpoint filter
-    (key remapping of foreign layouts, position embeddings resampled to this image size); the classifier is dropped.
+    Any file :mod:`glsim_pl.models.pretrained` accepts (timm / original ViT ``.safetensors``, ``.bin``, ``.pth``,
+    ``.npz``; glsim_pl checkpoints and exports; official GLSim checkpoints). Fewer than 90 % of the encoder's
+    tensors matching is an error naming the keys; the share loaded is kept as ``encoder.pretrained_share``.
     """
     path = Path(pretrained_file).expanduser()
     if not isinstance(encoder, VisionTransformer):
         raise UserError(f"model.pretrained_file={str(pretrained_file)!r}: local files load into timm ViTs only")
-    try:
-        if path.suffix == ".npz":
-            before = {k: v.clone() for k, v in encoder.state_dict().items()}
-            encoder.load_pretrained(str(path))
-            missing = [k for k, v in encoder.state_dict().items() if torch.equal(v, before[k])]
-            result = nn.modules.module._IncompatibleKeys(missing, [])
-        else:
-            state = timm.models.load_state_dict(str(path), weights_only=True)
-            state = checkpoint_filter_fn(state, encoder)
-            classifier = encoder.pretrained_cfg.get("classifier") or "head"
-            dropped = [k for k in state if k.split(".")[0] in (classifier, "fc_norm") and k not in encoder.state_dict()]
-            result = encoder.load_state_dict({k: v for k, v in state.items() if k not in dropped}, strict=False)
-    except (RuntimeError, KeyError, ValueError, OSError) as exc:  # wrong architecture, truncated file, bad format
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(
-            f"model.pretrained_file={str(pretrained_file)!r}: cannot load it into the backbone ({first}); "
-            "expected weights of the same architecture as model.backbone"
-        ) from exc
-    loaded = len(encoder.state_dict()) - len(result.missing_keys)
-    log.info(f"loaded {loaded} tensors from {path} (position embeddings resampled to the image size if needed)")
-    if result.missing_keys:
-        log.warning(f"pretrained_file: missing keys, kept their init: {result.missing_keys}")
-    if result.unexpected_keys:
-        log.warning(f"pretrained_file: unexpected keys, ignored: {result.unexpected_keys}")
-    return result
+    result = load_encoder_weights(encoder, path)
+    encoder.pretrained_share = result.share  # a plain float: train.py writes it to metrics.json
+    log.info(f"loaded {result.loaded} of the encoder's {result.total} tensors ({result.share:.1%}) from {path} "
+             "(position embeddings resampled to the image size if needed)")  # fmt: skip
+    if result.missing:
+        log.warning(f"pretrained_file: missing keys, kept their init: {result.missing}")
+    if result.unexpected:
+        log.warning(f"pretrained_file: unexpected keys, ignored: {result.unexpected}")
+    return nn.modules.module._IncompatibleKeys(result.missing, result.unexpected)

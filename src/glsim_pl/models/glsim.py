@@ -26,6 +26,7 @@ from .attention import capture_attention
 from .crop import crop_and_resize
 from .encoder import create_encoder
 from .gate import cascade, check_gate
+from .pretrained import load_head_weights
 from .selector import BoxRule, SimMetric, gls_scores, metric_prefers_largest, select_boxes
 from .selectors import capture_plan, check_selector, head_mean, zoo_scores
 
@@ -249,8 +250,18 @@ class ViTClassifier(nn.Module):
     set_grad_checkpointing = GLSim.set_grad_checkpointing
 
 
-def build_classifier(method: str, **kwargs: Any) -> GLSim | ViTClassifier:
-    """``method='glsim'`` -> GLSim; ``method='vit'`` -> the plain ViT (GLSim-only keywords are ignored)."""
+def build_classifier(method: str, pretrained_head: bool = False, **kwargs: Any) -> GLSim | ViTClassifier:
+    """``method='glsim'`` -> GLSim; ``method='vit'`` -> the plain ViT (GLSim-only keywords are ignored).
+
+    ``pretrained_head``: also load head and aggregator from ``pretrained_file`` when its class count matches.
+    """
+    net = _build(method, **kwargs)
+    if pretrained_head and kwargs.get("pretrained_file"):
+        load_head_weights(net, kwargs["pretrained_file"])
+    return net
+
+
+def _build(method: str, **kwargs: Any) -> GLSim | ViTClassifier:
     if method == "glsim":
         return GLSim(**kwargs)
     if method == "vit":

@@ -17,7 +17,14 @@ from omegaconf import DictConfig
 from ..errors import UserError
 from ..models.selectors import SELECTORS
 
-__all__ = ["patch_size_of", "validate_config", "validate_selectors"]
+__all__ = [
+    "check_range",
+    "patch_size_of",
+    "validate_config",
+    "validate_predict",
+    "validate_selectors",
+    "validate_values",
+]
 
 METHODS = ("glsim", "vit")
 SIM_METRICS = ("cos", "l1", "l2")
@@ -49,6 +56,90 @@ def _positive_int(key: str, value: Any) -> int:
     return value
 
 
+def check_range(key: str, value: Any, low: float | None = None, high: float | None = None, integer: bool = False,
+                low_open: bool = False, high_open: bool = False, optional: bool = False) -> None:  # fmt: skip
+    """``value`` is a number (an integer when ``integer``) within [low, high] (open ends as flagged); else one line
+    naming the key, the value and the valid range. ``optional``: None passes."""
+    if value is None and optional:
+        return
+    kind = "an integer" if integer else "a number"
+    lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+    hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+    expected = f"{kind} {lo}{' and ' if lo and hi else ''}{hi}".strip() + (" or null" if optional else "")
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or (integer and not isinstance(value, int)):
+        raise UserError(f"{key}={value!r}: expected {expected}")
+    if (low is not None and (value <= low if low_open else value < low)) or (
+        high is not None and (value >= high if high_open else value > high)
+    ):
+        raise UserError(f"{key}={value!r}: out of range, expected {expected}")
+
+
+# (section, key) -> check_range keywords; what each value means is in the config files
+_DATASET_RANGES: dict[str, dict[str, Any]] = {
+    "batch_size": dict(low=1, integer=True),
+    "resize_factor": dict(low=1.0),
+    "train_fraction": dict(low=0, high=1, low_open=True),
+    "test_fraction": dict(low=0, high=1, low_open=True, high_open=True),
+    "max_image_pixels": dict(low=1, integer=True, optional=True),
+    "train_size": dict(low=1, integer=True),
+    "test_size": dict(low=1, integer=True),
+}
+_OPTIM_RANGES: dict[str, dict[str, Any]] = {
+    "lr": dict(low=0, low_open=True),
+    "momentum": dict(low=0, high=1, high_open=True),
+    "weight_decay": dict(low=0),
+    "warmup_steps": dict(low=0, integer=True),
+    "warmup_lr": dict(low=0),
+    "min_lr": dict(low=0),
+}
+_AUGS_RANGES: dict[str, dict[str, Any]] = {
+    "label_smoothing": dict(low=0, high=1, high_open=True),
+    "random_erasing": dict(low=0, high=1),
+    "mixup_alpha": dict(low=0),
+    "cutmix_alpha": dict(low=0),
+    "drop_path_rate": dict(low=0, high=1, high_open=True),
+}
+
+
+def _check_section(prefix: str, section: Any, ranges: dict[str, dict[str, Any]]) -> None:
+    for key, rule in ranges.items():
+        if section is not None and key in section:
+            check_range(f"{prefix}.{key}", section.get(key), **rule)
+
+
+def validate_values(cfg: DictConfig) -> None:
+    """Sizes, counts, fractions, probabilities, learning rates and smoothing of ``dataset``, ``optim`` and ``augs``
+    within their ranges, and a resize no smaller than the crop -- before any data, weights or checkpoint is read."""
+    dataset = cfg.get("dataset")
+    _check_section("dataset", dataset, _DATASET_RANGES)
+    _check_section("optim", cfg.get("optim"), _OPTIM_RANGES)
+    _check_section("augs", cfg.get("augs"), _AUGS_RANGES)
+    if dataset is not None:
+        num_classes = dataset.get("num_classes")
+        if num_classes not in (None, 0):  # unset: read from the files (folder, csv)
+            check_range("dataset.num_classes", num_classes, low=1, integer=True)
+        if dataset.get("verify") is not None:
+            _choice("dataset.verify", dataset.get("verify"), ("fast", "full", "off"))
+        size = dataset.get("image_size")
+        factor = dataset.get("resize_factor")
+        if isinstance(size, int) and isinstance(factor, int | float) and int(factor * size) < size:
+            raise UserError(f"dataset.resize_factor={factor!r}: resizes {size} px images to {int(factor * size)} px, "
+                            f"smaller than the {size} px crop; expected a number >= 1")  # fmt: skip
+    optim = cfg.get("optim")
+    if optim is not None and optim.get("optimizer") is not None:
+        _choice("optim.optimizer", optim.get("optimizer"), ("sgd", "adamw"))
+
+
+def validate_predict(cfg: DictConfig) -> None:
+    """``predict``: batch size, workers, top-k and the resize factor, before the checkpoint is read."""
+    check_range("batch_size", cfg.get("batch_size"), low=1, integer=True)
+    check_range("num_workers", cfg.get("num_workers"), low=0, integer=True)
+    check_range("topk", cfg.get("topk"), low=1, integer=True)
+    check_range("resize_factor", cfg.get("resize_factor"), low=1.0, optional=True)  # null: the checkpoint's
+    check_range("gate_threshold", cfg.get("gate_threshold"), low=0, optional=True)
+
+
 def validate_selectors(selector: Any, key: str = "method.selector") -> None:
     """A selector override (eval / predict); None means the checkpoint's own."""
     if selector is not None:
@@ -57,6 +148,7 @@ def validate_selectors(selector: Any, key: str = "method.selector") -> None:
 
 def validate_config(cfg: DictConfig) -> None:
     """Train: ``method``, ``model`` and ``dataset.image_size`` describe a model that can be built and run."""
+    validate_values(cfg)
     method, model = cfg.get("method") or {}, cfg.get("model") or {}
     name = method.get("method", "glsim")
     _choice("method.method", name, METHODS)

@@ -1,0 +1,169 @@
+"""``model.pretrained_file``: weights from any file we know, loaded only where they match, or an error saying why.
+
+Accepted files:
+
+- timm / original ViT weights: ``.safetensors``, ``pytorch_model.bin``, ``.pth`` (``state_dict`` / ``model``
+  wrappers and ``module.`` prefixes unwrapped; timm's checkpoint filter remaps foreign layouts and resamples the
+  position embeddings), Google's JAX ``.npz`` (timm's npz loader);
+- our own Lightning checkpoints (``net.*`` keys) and exported ``model.safetensors`` (``encoder.*``, ``aggregator.*``,
+  ``head.*`` keys): the encoder part loads into the encoder;
+- official GLSim checkpoints (``config`` + ``model``), converted to our layout first (:mod:`.official`).
+
+At least :data:`MIN_SHARE` of the encoder's tensors must load (same name and shape), else the file does not belong
+to this backbone: an error names the file, the count and the first unmatched keys on both sides. The head and the
+aggregator of a classifier file load only with ``pretrained_head=True`` and the same number of classes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import UserError
+from ..utils.logging import RankedLogger
+
+__all__ = ["MIN_SHARE", "EncoderLoad", "load_encoder_weights", "load_head_weights", "read_weights"]
+
+log = RankedLogger(__name__)
+MIN_SHARE = 0.9
+_SHOWN = 5
+_HEAD_PARTS = ("head.", "aggregator.", "gate_head.")  # what a classifier file holds besides its encoder
+
+
+@dataclass
+class EncoderLoad:
+    """Outcome of loading an encoder: tensors loaded of the encoder's total, and the keys left out on each side."""
+
+    loaded: int
+    total: int
+    missing: list[str]
+    unexpected: list[str]
+
+    @property
+    def share(self) -> float:
+        return self.loaded / self.total if self.total else 0.0
+
+
+def _cannot_load(path: Path, exc: BaseException) -> UserError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return UserError(f"model.pretrained_file={str(path)!r}: cannot read it ({first}); expected weights of the same "
+                     "architecture as model.backbone (.safetensors, .bin, .pth, .npz, a glsim_pl checkpoint or "
+                     "export, or an official GLSim checkpoint)")  # fmt: skip
+
+
+def _strip(state: dict[str, Any], prefix: str) -> dict[str, Any]:
+    if state and all(k.startswith(prefix) for k in state):
+        return {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, Tensor], str]:
+    """(state dict, kind) of a non-npz weights file; kind is ``timm`` or ``classifier`` (``encoder.*`` keys)."""
+    from .official import convert_official_state_dict, is_official_checkpoint
+
+    path = Path(path).expanduser()
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj: Any = load_file(str(path))
+        else:
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+        if is_official_checkpoint(obj):
+            return convert_official_state_dict(obj["model"]), "classifier"
+    except (RuntimeError, KeyError, ValueError, OSError, EOFError) as exc:  # truncated, not a weights file
+        raise _cannot_load(path, exc) from exc
+    if isinstance(obj, dict):
+        for wrapper in ("state_dict", "model", "module"):
+            if isinstance(obj.get(wrapper), dict):
+                obj = obj[wrapper]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise _cannot_load(path, ValueError("no state dict of tensors in it"))
+    state = _strip(_strip(obj, "module."), "net.")  # DDP prefix; a glsim_pl LightningModule holds its model as net
+    state = {k: v for k, v in state.items() if not k.startswith(("criterion.", "train_metrics.", "val_metrics."))}
+    return state, "classifier" if any(k.startswith("encoder.") for k in state) else "timm"
+
+
+def _matched(encoder: nn.Module, state: dict[str, Tensor]) -> tuple[dict[str, Tensor], EncoderLoad]:
+    target = encoder.state_dict()
+    usable = {k: v for k, v in state.items() if k in target and tuple(v.shape) == tuple(target[k].shape)}
+    missing = [k for k in target if k not in usable]
+    unexpected = [k for k in state if k not in usable]
+    return usable, EncoderLoad(len(usable), len(target), missing, unexpected)
+
+
+def _check_share(path: Path, result: EncoderLoad) -> None:
+    if result.share >= MIN_SHARE:
+        return
+    raise UserError(f"model.pretrained_file={str(path)!r}: only {result.loaded} of the encoder's {result.total} "
+                    f"tensors ({result.share:.0%}) match the file (at least {MIN_SHARE:.0%} needed; expected weights "
+                    f"of the same architecture as model.backbone). Unmatched in the encoder: "
+                    f"{result.missing[:_SHOWN]}; unmatched in the file: {result.unexpected[:_SHOWN]}")  # fmt: skip
+
+
+def load_encoder_weights(encoder: nn.Module, pretrained_file: str | Path) -> EncoderLoad:
+    """Load the encoder part of ``pretrained_file`` into a headless timm ViT; too few matching tensors is an error."""
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    path = Path(pretrained_file).expanduser()
+    if path.suffix == ".npz":
+        before = {k: v.clone() for k, v in encoder.state_dict().items()}
+        with torch.no_grad():  # a NaN sentinel marks what the npz loader did not write (an init value could match)
+            for value in encoder.state_dict().values():
+                if value.is_floating_point():
+                    value.fill_(float("nan"))
+        try:
+            encoder.load_pretrained(str(path))
+        except (RuntimeError, KeyError, ValueError, OSError) as exc:
+            encoder.load_state_dict(before)
+            raise _cannot_load(path, exc) from exc
+        missing = [k for k, v in encoder.state_dict().items() if v.is_floating_point() and bool(v.isnan().all())]
+        encoder.load_state_dict({k: before[k] for k in missing}, strict=False)
+        result = EncoderLoad(len(before) - len(missing), len(before), missing, [])
+        _check_share(path, result)
+        return result
+    state, kind = read_weights(path)
+    if kind == "classifier":
+        state = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
+    try:
+        state = checkpoint_filter_fn(state, encoder)  # foreign layouts, position embeddings to this image size
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise _cannot_load(path, exc) from exc
+    classifier = encoder.pretrained_cfg.get("classifier") or "head"
+    target = encoder.state_dict()
+    state = {k: v for k, v in state.items() if k in target or k.split(".")[0] not in (classifier, "fc_norm")}
+    usable, result = _matched(encoder, state)
+    _check_share(path, result)
+    encoder.load_state_dict(usable, strict=False)
+    return result
+
+
+def load_head_weights(net: nn.Module, pretrained_file: str | Path) -> list[str]:
+    """The head (and aggregator) of a classifier file, when its class count matches ``net``'s; returns the keys."""
+    path = Path(pretrained_file).expanduser()
+    if path.suffix == ".npz":
+        log.warning(f"model.pretrained_head=true: {path} holds a backbone only; the head keeps its init")
+        return []
+    state, _ = read_weights(path)
+    parts = {k: v for k, v in state.items() if k.startswith(_HEAD_PARTS)}
+    head = parts.get("head.weight")
+    if head is None:
+        log.warning(f"model.pretrained_head=true: {path} has no GLSim / ViT classifier head; the head keeps its init")
+        return []
+    classes = int(net.head.weight.shape[0])
+    if tuple(head.shape) != tuple(net.head.weight.shape):
+        log.warning(f"model.pretrained_head=true: the head of {path} has {head.shape[0]} classes, this model "
+                    f"{classes}; head and aggregator dropped (they keep their init)")  # fmt: skip
+        return []
+    target = net.state_dict()
+    usable = {k: v for k, v in parts.items() if k in target and tuple(v.shape) == tuple(target[k].shape)}
+    net.load_state_dict(usable, strict=False)
+    log.info(f"model.pretrained_head=true: loaded {len(usable)} head / aggregator tensors from {path}")
+    return sorted(usable)

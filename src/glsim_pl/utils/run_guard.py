@@ -1,0 +1,137 @@
+"""One run per output folder, and a resume that continues the same run (or says by name what differs).
+
+- :func:`claim_output_dir`: ``<output_dir>/.run.lock`` holds the host and pid of the run writing there. A second run
+  started in that folder while the first is alive is refused, naming both; a lock left by a run that died is taken
+  over. Only the launching process claims it (DDP workers and SLURM requeues of the same job pass).
+- :func:`run_identity` / :func:`check_resume`: the values that change a run's result are stored in each checkpoint
+  (:class:`RunIdentityCheckpoint`); resuming with different ones is refused (``resume_mismatch=error``, the default)
+  or warned about (``resume_mismatch=warn``), naming each key with its saved and current value.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from ..errors import UserError
+from .logging import RankedLogger
+
+__all__ = ["RunIdentityCheckpoint", "check_resume", "claim_output_dir", "run_identity"]
+
+log = RankedLogger(__name__)
+LOCK = ".run.lock"
+CKPT_KEY = "glsim_run_identity"
+# what a resume must keep: the learning rate, the batch, the data and the model
+RESULT_KEYS = (
+    "optim.optimizer", "optim.lr", "optim.weight_decay", "optim.warmup_steps", "optim.min_lr",
+    "dataset._target_", "dataset.num_classes", "dataset.image_size", "dataset.batch_size", "dataset.train_fraction",
+    "dataset.protocol", "trainer.accumulate_grad_batches", "model.backbone", "model.backbone_kwargs",
+    "method.method", "method.selector", "method.top_o", "method.gate",
+)  # fmt: skip
+WARN_KEYS = ("dataset.root", "seed")  # may differ legitimately (another mount point; a deliberate new seed)
+
+
+def _launcher_process() -> bool:
+    """False in the processes a DDP launcher or a SLURM requeue starts for a run that already holds the folder."""
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+@contextmanager
+def claim_output_dir(output_dir: str | Path) -> Iterator[None]:
+    """Hold ``<output_dir>/.run.lock`` for the block; refuse a folder that a live run on this host holds."""
+    folder = Path(output_dir)
+    if not _launcher_process():
+        yield
+        return
+    lock = folder / LOCK
+    host, job = socket.gethostname(), os.environ.get("SLURM_JOB_ID")
+    if lock.is_file():
+        try:
+            held = json.loads(lock.read_text())
+        except (OSError, ValueError):
+            held = {}
+        same_job = job is not None and held.get("slurm_job") == job  # a requeued job continues its own run
+        if held.get("host") == host and isinstance(held.get("pid"), int) and _alive(held["pid"]) and not same_job:
+            if held["pid"] != os.getpid():
+                raise UserError(f"output folder {folder} is in use by another run (pid {held['pid']} on {host}, "
+                                f"started {held.get('started', '?')}); start this one in another folder "
+                                "(hydra.run.dir=...) or wait for that run to end")  # fmt: skip
+        elif held.get("host") not in (None, host) and not same_job:
+            log.warning(f"output folder {folder} holds a lock of a run on {held['host']} (pid {held.get('pid')}); "
+                        "taking it over: make sure that run has ended")  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    mine = {"host": host, "pid": os.getpid(), "slurm_job": job, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    lock.write_text(json.dumps(mine))
+    try:
+        yield
+    finally:
+        try:
+            if json.loads(lock.read_text()).get("pid") == os.getpid():
+                lock.unlink()
+        except (OSError, ValueError):
+            pass
+
+
+def run_identity(cfg: DictConfig) -> dict[str, str]:
+    """The result-changing values of ``cfg`` as JSON strings (plain values: checkpoints load with weights_only)."""
+    out = {}
+    for key in (*RESULT_KEYS, *WARN_KEYS):
+        value = OmegaConf.select(cfg, key, default=None)
+        if isinstance(value, DictConfig):
+            value = OmegaConf.to_container(value, resolve=True)
+        out[key] = json.dumps(value, sort_keys=True, default=str)
+    return out
+
+
+def check_resume(cfg: DictConfig, ckpt_path: str | None) -> None:
+    """Refuse (or warn about) a resume whose result-changing config differs from the checkpoint's, by key."""
+    if ckpt_path is None:
+        return
+    try:
+        saved = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get(CKPT_KEY)
+    except (RuntimeError, OSError, ValueError, AttributeError):
+        saved = None
+    if not saved:
+        log.info(f"ckpt_path={ckpt_path}: no run config stored in it (older checkpoint); the resume is not compared")
+        return
+    now = run_identity(cfg)
+    diffs = [(k, saved[k], now[k]) for k in now if k in saved and saved[k] != now[k]]
+    if not diffs:
+        return
+    text = "; ".join(f"{k}: checkpoint {old}, now {new}" for k, old, new in diffs)
+    hard = [k for k, _, _ in diffs if k in RESULT_KEYS]
+    if hard and cfg.get("resume_mismatch", "error") == "error":
+        raise UserError(f"ckpt_path={ckpt_path}: this resume differs from the run that saved it in {text}. "
+                        "Resume with the checkpoint's values, start a new run without ckpt_path, or set "
+                        "resume_mismatch=warn to continue anyway")  # fmt: skip
+    log.warning(f"resume from {ckpt_path} with a different config: {text}")
+
+
+class RunIdentityCheckpoint(Callback):
+    """Stores :func:`run_identity` of the run in each checkpoint it saves."""
+
+    def __init__(self, identity: dict[str, str]) -> None:
+        self.identity = dict(identity)
+
+    def on_save_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CKPT_KEY] = dict(self.identity)
