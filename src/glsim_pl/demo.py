@@ -26,13 +26,14 @@ from torch import nn
 
 from .checkpoint_io import load_module
 from .config_dir import CONFIG_DIR
+from .data.image_io import read_image
 from .demo_panels import crop_panel, draw_box, heat_overlay, view_box
 from .errors import UserError, exit_on_user_error, user_message
 from .gate_sweep import apply_gate_threshold
 from .models import GLSim
 from .models.selectors import SELECTORS, check_selector
 from .predict import resolve_preprocessing
-from .preprocessing import Preprocessing, open_rgb
+from .preprocessing import Preprocessing
 from .pretrained import prediction_rows
 from .utils.logging import RankedLogger
 
@@ -99,17 +100,6 @@ def load_demo_model(cfg: DictConfig) -> DemoModel:
     net.to(device).eval()
     topk = min(int(cfg.topk), len(names))
     return DemoModel(net, names, pre, device, topk, threading.Lock())
-
-
-def read_image(path: str | Path) -> Image.Image:
-    """An image file -> RGB, read as predict reads it; unreadable files -> UserError naming the file."""
-    try:
-        return open_rgb(path)
-    except UserError:
-        raise
-    except Exception as exc:  # e.g. PIL's DecompressionBombError, which predict records as the row's error
-        detail = f"{type(exc).__name__}: {exc}".replace("\n", " ")
-        raise UserError(f"{str(path)!r}: cannot be read as an image ({detail})") from exc
 
 
 def predict_one(model: DemoModel, image: Image.Image, selector: str | None = None) -> Prediction:
