@@ -199,7 +199,7 @@ def _import_gradio() -> Any:
 
 def example_images() -> list[str]:
     """The small images shipped with the package."""
-    return sorted(str(p) for p in EXAMPLES_DIR.iterdir() if p.suffix in (".jpg", ".png"))
+    return sorted(str(p) for p in EXAMPLES_DIR.glob("*.jpg"))
 
 
 def build_app(model: DemoModel, share: bool = False) -> Any:
@@ -228,7 +228,8 @@ def build_app(model: DemoModel, share: bool = False) -> Any:
                 upload = gr.File(label="Image", type="filepath", elem_id="upload")
                 path_box = gr.Textbox(label="...or a path on this machine (Enter)", visible=not share)
                 choice = gr.Radio(selectors, value=model.selector, label="Selector", visible=bool(selectors))
-                gr.Examples(example_images(), inputs=upload, label="Examples")
+                if example_images():
+                    gr.Examples(example_images(), inputs=upload, label="Examples")
             with gr.Column(scale=1):
                 label = gr.Label(num_top_classes=model.topk, label="Top classes", elem_id="topk")
                 summary = gr.Markdown(elem_id="summary")
