@@ -160,6 +160,22 @@ def test_examples_ship_small_and_readable() -> None:
         assert read_image(f).mode == "RGB"
 
 
+def test_bad_options_and_a_taken_port_are_one_line(tmp_path: Path) -> None:
+    ckpt = tmp_path / "tiny.ckpt"
+    save_lightning_ckpt(ckpt)
+    with pytest.raises(UserError, match=r"^selector='bogus': expected one of gls"):
+        load_demo_model(demo_cfg(ckpt, tmp_path, "selector=bogus"))
+    with pytest.raises(UserError, match=r"^demo\.port=99999: out of range"):
+        load_demo_model(compose_tool("demo", [f"ckpt_path={ckpt}", "demo.port=99999"], tmp_path / "run"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = compose_tool("demo", [f"ckpt_path={ckpt}", f"demo.port={port}"], tmp_path / "run")
+        with pytest.raises(UserError, match=rf"demo\.port={port}: cannot listen there"):
+            serve(cfg, block=False)
+
+
 def test_missing_gradio_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio -> ImportError
     with pytest.raises(UserError) as err:

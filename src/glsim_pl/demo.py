@@ -36,6 +36,7 @@ from .predict import resolve_preprocessing
 from .preprocessing import Preprocessing
 from .pretrained import prediction_rows
 from .utils.logging import RankedLogger
+from .utils.validate import check_range, validate_selectors
 
 __all__ = ["DemoModel", "Prediction", "build_app", "load_demo_model", "main", "predict_one", "serve"]
 
@@ -89,6 +90,10 @@ def load_demo_model(cfg: DictConfig) -> DemoModel:
     """``cfg.ckpt_path`` -> model, class names and its stored eval preprocessing, loaded as predict loads them."""
     if not cfg.get("ckpt_path"):
         raise UserError("ckpt_path is required: glsim-demo ckpt_path=<checkpoint | export folder | hf-hub:id>")
+    validate_selectors(cfg.get("selector"), "selector")  # before the checkpoint is read, as predict
+    check_range("topk", cfg.get("topk"), low=1, integer=True)
+    check_range("gate_threshold", cfg.get("gate_threshold"), low=0, optional=True)
+    check_range("demo.port", cfg.demo.get("port"), low=1, high=65535, integer=True, optional=True)
     module, _ = load_module(cfg.ckpt_path, cfg.get("class_names_file"))
     net = module.net
     if cfg.get("selector") and isinstance(net, GLSim):
@@ -235,7 +240,7 @@ def build_app(model: DemoModel, share: bool = False) -> Any:
                 summary = gr.Markdown(elem_id="summary")
         with gr.Row():
             boxed = gr.Image(label="Crop box on the original", type="pil", format="png", interactive=False)
-            heat = gr.Image(label="Selector score map", type="pil", format="png", interactive=False)
+            heat = gr.Image(label="Selector score map (red: chosen first)", type="pil", format="png", interactive=False)
             crop = gr.Image(label="Second-pass crop", type="pil", format="png", interactive=False)
         with gr.Accordion("Details (JSON)", open=False):
             details = gr.JSON()
@@ -254,11 +259,15 @@ def serve(cfg: DictConfig, block: bool = True) -> Any:
     demo_cfg = cfg.demo
     app = build_app(model, bool(demo_cfg.share))
     app.queue(default_concurrency_limit=1)
-    app.launch(
-        server_name=str(demo_cfg.host), server_port=int(demo_cfg.port) if demo_cfg.port else None,
-        share=bool(demo_cfg.share), prevent_thread_lock=not block, show_error=True, ssr_mode=False,
-        allowed_paths=[str(EXAMPLES_DIR)], quiet=not block,
-    )  # fmt: skip
+    try:
+        app.launch(
+            server_name=str(demo_cfg.host), server_port=int(demo_cfg.port) if demo_cfg.port else None,
+            share=bool(demo_cfg.share), prevent_thread_lock=not block, show_error=True, ssr_mode=False,
+            allowed_paths=[str(EXAMPLES_DIR)], quiet=not block,
+        )  # fmt: skip
+    except OSError as exc:  # the port is taken, or the host is not an address of this machine
+        where = f"demo.host={demo_cfg.host!r} demo.port={demo_cfg.port}"
+        raise UserError(f"{where}: cannot listen there ({exc}); pick another demo.port, or demo.port=null") from None
     return app
 
 

@@ -61,10 +61,10 @@ def heat_overlay(
 ) -> Image.Image:  # fmt: skip
     """The score map (N,), larger = selected first, as a heat map over the model's view of the original.
 
-    Outside the view the image is dimmed; the box (original pixels) is outlined in white.
+    Over a grey copy of the image; outside the view it is dimmed; the box (original pixels) is outlined in white.
     """
     shown, scale = _display(image)
-    base = np.asarray(shown, dtype=np.float32) / 255
+    base = np.asarray(shown.convert("L").convert("RGB"), dtype=np.float32) / 255  # grey: every colour is the map's
     out = base * 0.35
     x1, y1, x2, y2 = (round(v * scale) for v in view)
     cx1, cy1, cx2, cy2 = max(x1, 0), max(y1, 0), min(x2, shown.width), min(y2, shown.height)
