@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from matplotlib import colormaps
 from PIL import Image, ImageDraw
+from scipy.stats import rankdata
 
 from .callbacks.crop_visualizer import to_unit
 from .callbacks.eval_report import tensor_to_pil, upscaled
@@ -59,9 +60,11 @@ def heat_overlay(
     image: Image.Image, scores: torch.Tensor | None, grid_hw: tuple[int, int], view: Sequence[float],
     box: Sequence[float] | None,
 ) -> Image.Image:  # fmt: skip
-    """The score map (N,), larger = selected first, as a heat map over the model's view of the original.
+    """The selector's order of the patches (scores (N,), larger = chosen first) as a heat map over the model's view.
 
-    Over a grey copy of the image; outside the view it is dimmed; the box (original pixels) is outlined in white.
+    Colours follow the rank, not the raw score: the box is built from the top-O ranks, and raw GLS similarities
+    often crowd near their maximum, where a linear scale would paint most patches the same colour (ties share their
+    mean rank). Over a grey copy of the image; outside the view it is dimmed; the box is outlined in white.
     """
     shown, scale = _display(image)
     base = np.asarray(shown.convert("L").convert("RGB"), dtype=np.float32) / 255  # grey: every colour is the map's
@@ -69,7 +72,7 @@ def heat_overlay(
     x1, y1, x2, y2 = (round(v * scale) for v in view)
     cx1, cy1, cx2, cy2 = max(x1, 0), max(y1, 0), min(x2, shown.width), min(y2, shown.height)
     if scores is not None and cx2 > cx1 and cy2 > cy1:
-        grid = scores.float().reshape(grid_hw).cpu().numpy()
+        grid = rankdata(scores.float().cpu().numpy(), method="average").reshape(grid_hw)
         grid = (grid - grid.min()) / max(float(grid.max() - grid.min()), 1e-6)
         heat = Image.fromarray((grid * 255).astype(np.uint8)).resize((x2 - x1, y2 - y1), Image.NEAREST)
         rgb = colormaps["turbo"](np.asarray(heat, dtype=np.float32) / 255)[..., :3]
