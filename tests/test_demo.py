@@ -17,7 +17,14 @@ import pytest
 from PIL import Image
 
 from glsim_pl.data.image_io import read_image
-from glsim_pl.demo import MISSING_GRADIO, analyse, example_images, load_demo_model, serve
+from glsim_pl.demo import (
+    MISSING_GRADIO,
+    analyse,
+    example_images,
+    load_demo_model,
+    serve,
+    supported_selectors,
+)  # fmt: skip
 from glsim_pl.demo_panels import draw_box
 from glsim_pl.errors import UserError
 from glsim_pl.predict import predict
@@ -109,6 +116,18 @@ def test_gated_checkpoint_says_whether_the_second_pass_ran(tmp_path: Path, photo
     assert out["details"]["second_pass"] is ran
     assert out["details"]["first_pass_confidence"] == pytest.approx(0.1)
     assert ("Second pass **ran**" if ran else "Second pass **skipped**") in out["summary"]
+
+
+def test_plain_vit_shows_the_classes_alone(tmp_path: Path, photo: Path) -> None:
+    ckpt = tmp_path / "vit.ckpt"
+    save_lightning_ckpt(ckpt, method="vit")
+    model = load_demo_model(demo_cfg(ckpt, tmp_path))
+    assert supported_selectors(model.net) == []
+    out = analyse(model, str(photo), None)
+    assert out["crop"] is None
+    assert out["details"]["box_original_px"] is None
+    assert len(out["details"]["topk"]) == 5
+    assert "Plain ViT" in out["summary"]
 
 
 def test_selector_switch_reports_a_changed_prediction(tmp_path: Path, photo: Path) -> None:
