@@ -136,6 +136,9 @@ def test_fast_check_finds_truncation_without_decoding(tmp_path):
         check_image_file(tmp_path / "cut.jpg")
     Image.new("RGB", (5, 3)).save(tmp_path / "ok.jpg")
     assert check_image_file(tmp_path / "ok.jpg") == (5, 3)
+    motion = tmp_path / "motion.jpg"  # a valid JPEG with 8 KB appended after its end marker, as phones write
+    motion.write_bytes((tmp_path / "ok.jpg").read_bytes() + b"ftypmp42" + bytes(8192))
+    assert check_image_file(motion) == (5, 3)
     assert check_image_file(tmp_path / "ok.jpg", full=True) == (5, 3)
 
 

@@ -77,7 +77,7 @@ def test_predict_official_checkpoint_from_csv_with_class_file(official_fixture: 
     rows = list(csv.DictReader(predict(cfg).open()))
     assert [Path(r["file"]).name for r in rows] == ["img0.png", "deep.jpg", "missing.png"]
     assert rows[0]["class_1"].startswith("species ")
-    assert "FileNotFoundError" in rows[2]["error"]
+    assert "missing.png: no such file" in rows[2]["error"]
 
 
 def test_predict_bad_inputs_are_clear(tmp_path: Path) -> None:

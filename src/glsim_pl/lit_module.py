@@ -27,8 +27,8 @@ def warn_long_warmup(warmup_steps: int, total_steps: int) -> bool:
     if total_steps <= 0 or warmup_steps < 0.5 * total_steps:
         return False
     RankedLogger(__name__).warning(
-        f"optim.warmup_steps={warmup_steps} is {warmup_steps / total_steps:.0%} of this run's {total_steps} optimizer "
-        "steps: the learning rate stays below its peak for most of the run; lower optim.warmup_steps"
+        f"optim.warmup_steps={warmup_steps} is at least half of this run's {total_steps} optimizer steps: the "
+        "learning rate stays below its peak for most of the run (or never reaches it); lower optim.warmup_steps"
     )  # fmt: skip
     return True
 

@@ -147,7 +147,8 @@ def check_image_file(path: str | Path, full: bool = False, max_pixels: int | Non
     """The data check of one file -> (width, height) as stored; a bad file is a UserError naming it.
 
     ``full=False``: the file exists, is not empty, its header parses, its size is within ``max_pixels`` and a JPEG or
-    PNG ends with its end marker (a file cut short by a copy or download does not). ``full=True``: decodes it all.
+    PNG ends with its end marker (a file cut short by a copy or download does not; a file without one is decoded, as
+    phones append data after a valid image). ``full=True``: decodes it all.
     """
     path = Path(path)
     if full:
@@ -164,6 +165,11 @@ def check_image_file(path: str | Path, full: bool = False, max_pixels: int | Non
                 tail = f.read()
         except OSError as exc:
             raise UserError(f"{path}: cannot read ({exc})") from None
-        if marker not in tail:
-            raise UserError(f"{path}: truncated {image.format} file (no end marker; the file was cut short)")
+        if marker not in tail:  # cut short, or data appended after the image (phone "motion photos"): decode decides
+            try:
+                read_image(path, max_pixels)
+            except UserError as exc:
+                reason = str(exc).removeprefix(f"{path}: ")
+                raise UserError(f"{path}: truncated {image.format} file (no end marker, and it does not decode: "
+                                f"{reason})") from None  # fmt: skip
     return dims

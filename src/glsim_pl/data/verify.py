@@ -183,7 +183,7 @@ def _log_summary(name: str, result: DataCheck, splits: dict[str, tuple[Any, list
     sizes = ", ".join(f"{s} {len(result.kept[s])}" for s in splits)
     lines = [
         f"data check ({mode}) of dataset '{name}': {result.files} files in {result.seconds:.1f} s ({rate:.0f} files/s)",
-        f"  splits: {sizes} images (after the check)",
+        f"  good files per split: {sizes}",
         f"  classes: {len(class_names)}, images per class: min {min(counts, default=0)}, max {max(counts, default=0)}",
         f"  bad files: {n_bad}",
     ]
@@ -203,3 +203,38 @@ def write_removed_files(check: DataCheck | None, out_dir: Path) -> Path | None:
         writer.writerow(["split", "file", "reason"])
         writer.writerows(rows)
     return path
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m glsim_pl.data.verify ROOT [--mode fast|full] [--workers N] [--no-cache]``: the data check of an
+    ImageFolder tree (``ROOT/<class>/<image>``) on its own, with the summary a training run prints."""
+    import argparse
+    import logging
+
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+    from .sources import Sample
+
+    parser = argparse.ArgumentParser(prog="python -m glsim_pl.data.verify", description=main.__doc__)
+    parser.add_argument("root", type=Path)
+    parser.add_argument("--mode", choices=("fast", "full"), default="fast")
+    parser.add_argument("--workers", type=int, default=0, help="loader processes (0: in this process)")
+    parser.add_argument("--no-cache", action="store_true", help="check every file, and write no cache")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    classes, class_to_idx = find_classes(str(args.root))
+    pairs = make_dataset(str(args.root), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+
+    class _Files:  # what run_data_check reads of a source
+        samples = [Sample(Path(p), y) for p, y in pairs]
+        targets = [y for _, y in pairs]
+
+    splits = {"all": (_Files(), list(range(len(pairs))))}
+    cache = None if args.no_cache else default_cache_dir()
+    check = run_data_check("folder", args.root.absolute(), splits, classes, args.mode, True, args.workers, None, cache)
+    for _, reason in check.removed["all"]:
+        print(reason)
+
+
+if __name__ == "__main__":
+    main()

@@ -43,7 +43,7 @@ WARN_KEYS = ("dataset.root", "seed")  # may differ legitimately (another mount p
 
 def _launcher_process() -> bool:
     """False in the processes a DDP launcher or a SLURM requeue starts for a run that already holds the folder."""
-    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+    return all(os.environ.get(key, "0") == "0" for key in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"))
 
 
 def _alive(pid: int) -> bool:

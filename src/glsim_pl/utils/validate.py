@@ -112,6 +112,11 @@ def validate_values(cfg: DictConfig) -> None:
     """Sizes, counts, fractions, probabilities, learning rates and smoothing of ``dataset``, ``optim`` and ``augs``
     within their ranges, and a resize no smaller than the crop -- before any data, weights or checkpoint is read."""
     dataset = cfg.get("dataset")
+    if dataset is not None:  # before the plain range: this says what the value would do
+        size, factor = dataset.get("image_size"), dataset.get("resize_factor")
+        if isinstance(size, int) and isinstance(factor, int | float) and 0 < int(factor * size) < size:
+            raise UserError(f"dataset.resize_factor={factor!r}: resizes {size} px images to {int(factor * size)} px, "
+                            f"smaller than the {size} px crop; expected a number >= 1")  # fmt: skip
     _check_section("dataset", dataset, _DATASET_RANGES)
     _check_section("optim", cfg.get("optim"), _OPTIM_RANGES)
     _check_section("augs", cfg.get("augs"), _AUGS_RANGES)
@@ -121,11 +126,6 @@ def validate_values(cfg: DictConfig) -> None:
             check_range("dataset.num_classes", num_classes, low=1, integer=True)
         if dataset.get("verify") is not None:
             _choice("dataset.verify", dataset.get("verify"), ("fast", "full", "off"))
-        size = dataset.get("image_size")
-        factor = dataset.get("resize_factor")
-        if isinstance(size, int) and isinstance(factor, int | float) and int(factor * size) < size:
-            raise UserError(f"dataset.resize_factor={factor!r}: resizes {size} px images to {int(factor * size)} px, "
-                            f"smaller than the {size} px crop; expected a number >= 1")  # fmt: skip
     optim = cfg.get("optim")
     if optim is not None and optim.get("optimizer") is not None:
         _choice("optim.optimizer", optim.get("optimizer"), ("sgd", "adamw"))
