@@ -121,3 +121,14 @@ test-min: wheel ## opt-in: a separate venv with the lowest supported torch/torch
 .PHONY: wheel test-min
 
 .PHONY: help install train test test-full smoke lint format bench bench-model eval gate-sweep export predict
+
+# -- interactive demo in the browser (the [demo] extra: Gradio) ----------------------------------------------------
+DEMO_STAMP := $(VENV)/.installed-demo
+$(DEMO_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[demo]"
+	@touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP) ## the Gradio demo on http://127.0.0.1:7860: make demo CKPT=path (ARGS="demo.port=8080 ...")
+	$(PY) -m glsim_pl.demo ckpt_path=$(CKPT) $(ARGS)
+
+.PHONY: demo

@@ -147,7 +147,7 @@ def validate_predict(cfg: DictConfig) -> None:
     check_range("batch_size", cfg.get("batch_size"), low=1, integer=True)
     check_range("num_workers", cfg.get("num_workers"), low=0, integer=True)
     check_range("topk", cfg.get("topk"), low=1, integer=True)
-    check_range("resize_factor", cfg.get("resize_factor"), low=1.0)
+    check_range("resize_factor", cfg.get("resize_factor"), low=1.0, optional=True)  # null: the checkpoint's
     check_range("gate_threshold", cfg.get("gate_threshold"), low=0, optional=True)
 
 
