@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 from glsim_pl.errors import UserError
 from glsim_pl.export import save_pretrained
 from glsim_pl.models import build_classifier
+from glsim_pl.preprocessing import Preprocessing
 
 TINY_VIT = {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
 BACKBONE = "vit_tiny_patch16_224"
@@ -37,7 +38,8 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], prefix: str) -
 def _export(tmp_path: Path, net: torch.nn.Module) -> Path:
     hparams = {"backbone": BACKBONE, "num_classes": net.head.out_features, "img_size": 32, "top_o": 4,
                "backbone_kwargs": TINY_VIT}  # fmt: skip
-    return save_pretrained(net, hparams, tmp_path / "exported", ["c"] * net.head.out_features, [0.5] * 3, [0.5] * 3)
+    pre = Preprocessing(input_size=32, mean=(0.5,) * 3, std=(0.5,) * 3)
+    return save_pretrained(net, hparams, tmp_path / "exported", ["c"] * net.head.out_features, pre)
 
 
 def test_exported_model_fine_tunes_with_another_class_count(tmp_path: Path) -> None:

@@ -53,7 +53,7 @@ def test_eval_and_predict_values_are_checked_before_the_checkpoint(tmp_path: Pat
     from glsim_pl.predict import predict
 
     absent = tmp_path / "absent.ckpt"  # never read: the value check comes first
-    cfg = compose_cfg([f"ckpt_path={absent}", "dataset.batch_size=0"], tmp_path / "eval", config_name="eval")
+    cfg = compose_cfg([f"ckpt_path={absent}", "dataset=synthetic", "dataset.batch_size=0"], tmp_path / "eval", "eval")
     with pytest.raises(UserError, match=r"dataset.batch_size=0: out of range, expected an integer >= 1"):
         evaluate(cfg)
     bad = [("topk=0", "topk=0: out of range"), ("batch_size=-2", "batch_size=-2: out of range"),
