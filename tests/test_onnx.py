@@ -17,7 +17,7 @@ from .test_eval import compose_tool
 ort = pytest.importorskip("onnxruntime", reason="format=onnx needs the [onnx] extra (part of [dev])")
 
 
-@pytest.mark.slow  # torch.export + onnxscript translation: ~20 s on a loaded 2-core CPU
+@pytest.mark.slow  # torch.export + onnxscript translation: ~20 s on a 2-core CPU
 def test_onnx_matches_eager_on_the_official_fixture(official_fixture: dict, tmp_path: Path) -> None:
     from glsim_pl.export import export
 
