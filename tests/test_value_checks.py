@@ -97,6 +97,18 @@ def test_second_run_in_a_live_runs_folder_is_refused(make_cfg, tmp_path: Path) -
     assert os.path.exists(out / ".run.lock")  # the other run's lock was left alone
 
 
+def test_fresh_run_in_a_finished_runs_folder_is_refused(make_cfg) -> None:
+    cfg = make_cfg("logger=none")
+    out = Path(cfg.paths.output_dir)
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "last.ckpt").write_bytes(b"an earlier run's weights")
+    (out / "metrics.json").write_text('{"test/acc1": 0.5}')
+    with pytest.raises(UserError, match=rf"output folder {out} holds an earlier run \(metrics.json, checkpoints\)"):
+        train(cfg)
+    assert (out / "checkpoints" / "last.ckpt").read_bytes() == b"an earlier run's weights"  # nothing overwritten
+    assert (out / "metrics.json").read_text() == '{"test/acc1": 0.5}'
+
+
 def test_resume_with_another_lr_or_batch_is_refused_by_name(make_cfg, tmp_path: Path, caplog) -> None:
     saved = make_cfg()
     path = tmp_path / "last.ckpt"

@@ -87,7 +87,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     import_user_modules(cfg.get("imports"))  # what they register (a selector) is then a valid choice
     validate_config(cfg)  # every value and the model arguments, before any data or weights are read
     with claim_output_dir(cfg.paths.output_dir):  # a second run in this folder is refused by name
+        _refuse_a_finished_run(cfg)
         return _train(cfg)
+
+
+def _refuse_a_finished_run(cfg: DictConfig) -> None:
+    """A fresh run in a folder that holds another run's checkpoints or metrics would overwrite and mix them."""
+    if cfg.get("ckpt_path") is not None or not cfg.get("train", True) or _slurm_requeue_path(cfg) is not None:
+        return
+    out = Path(cfg.paths.output_dir)
+    earlier = [
+        p.name for p in (out / "metrics.json", out / "checkpoints") if p.exists() and (p.is_file() or any(p.iterdir()))
+    ]
+    if earlier:
+        raise UserError(f"output folder {out} holds an earlier run ({', '.join(earlier)}); resume it with "
+                        "ckpt_path=last, or start this run in another folder (hydra.run.dir=...)")  # fmt: skip
 
 
 def _train(cfg: DictConfig) -> dict[str, Any]:
