@@ -46,7 +46,7 @@ def test_submitit_local_runs_a_two_point_sweep(tmp_path: Path) -> None:
     assert list(sweep.glob(".submitit/*"))  # really went through submitit
 
 
-def test_slurm_pre_timeout_signal_is_the_one_lightning_requeues_on() -> None:
+def test_slurm_signal_before_the_time_limit_is_the_one_lightning_requeues_on() -> None:
     code = (
         "import glsim_pl.train\n"
         "from submitit.slurm.slurm import _make_sbatch_string\n"

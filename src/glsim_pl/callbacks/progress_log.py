@@ -49,6 +49,12 @@ def _clock(seconds: float) -> str:
     return str(timedelta(seconds=round(seconds)))
 
 
+def step_loss(outputs: Any) -> torch.Tensor | None:
+    """The training step's loss tensor, detached (still on the device: nothing is read back), or None."""
+    loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+    return loss.detach() if isinstance(loss, torch.Tensor) else None
+
+
 def _batch_size(batch: Any) -> int:
     first = batch[0] if isinstance(batch, list | tuple) else batch
     return int(first.shape[0]) if isinstance(first, torch.Tensor) else 0
@@ -93,9 +99,8 @@ class ProgressLog(L.Callback):
     ) -> None:
         if not trainer.is_global_zero:
             return
-        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if isinstance(loss, torch.Tensor):
-            self._losses.append(loss.detach())
+        if (loss := step_loss(outputs)) is not None:
+            self._losses.append(loss)
         self._window_images += _batch_size(batch)
         step = trainer.global_step
         if step == self._last_step:  # gradient accumulation: no optimizer step yet

@@ -20,6 +20,7 @@ import torch
 from ..plots import check_formats, save_figure
 from ..plots.curves import training_curves_figure
 from ..utils.logging import RankedLogger, log_figure
+from .progress_log import step_loss
 
 __all__ = ["TrainingCurves"]
 
@@ -48,10 +49,10 @@ class TrainingCurves(L.Callback):
     ) -> None:
         if not trainer.is_global_zero:
             return
-        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if not isinstance(loss, torch.Tensor):
+        loss = step_loss(outputs)
+        if loss is None:
             return
-        self._pending.append(loss.detach())
+        self._pending.append(loss)
         self.train["step"].append(trainer.global_step)
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
         self.train["lr"].append(lr)  # a tensor lr (capturable optimizers) is read at the flush

@@ -46,7 +46,7 @@ def is_official_checkpoint(ckpt: dict[str, Any]) -> bool:
 
 
 def official_model_kwargs(config: argparse.Namespace) -> dict[str, Any]:
-    """GLSim constructor keywords equivalent to an official run's config."""
+    """GLSim constructor keywords that reproduce an official run's config."""
     cfg = vars(config)
     match = re.fullmatch(r"vit_([tsblh])(\d+)", str(cfg.get("model_name", "")))
     if match is None:
