@@ -36,6 +36,8 @@ def test_one_run_measures_the_lightning_loop_and_the_bare_loop(tmp_path: Path) -
     row = run_one(args, "vit", False, tmp_path / "out" / "row.json")
     assert row["precision"] == "32-true" and row["batch"] == 4 and row["steps"] == 2
     assert row["img_s"] > 0 and row["bare_img_s"] > 0 and row["flops_per_step"] > 0
+    assert len(row["per_round"]["ms_per_step"]) == row["rounds"] == 3  # bare windows between the real ones
+    assert row["framework_ratio"] > 0 and 0 < row["loader_ms_per_step"] < row["ms_per_step"]
     assert "gpu_busy" not in row and row["mfu"] is None  # no GPU: no busy share, no matmul peak
     text = render([row], "header")
     assert "| vit | off |" in text

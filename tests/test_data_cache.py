@@ -168,6 +168,17 @@ def test_fast_sharpness_equals_torchvision() -> None:
             assert torch.equal(sharpness_uint8(image, factor), F.adjust_sharpness(image, factor)), (shape, factor)
 
 
+def test_fast_solarize_equals_torchvision() -> None:
+    from torchvision.transforms.v2 import functional as F
+
+    from glsim_pl.data.transforms import solarize_uint8
+
+    image = torch.arange(256, dtype=torch.uint8).repeat(3, 4, 1)  # every byte value
+    thresholds = [255.0 * m for m in torch.linspace(1.0, 0.0, 31).tolist()] + [0.0, 127.5, 128.0, 254.9, 255.0]
+    for threshold in thresholds:  # TrivialAugmentWide's 31 bins (255 x magnitude) and the edges
+        assert torch.equal(solarize_uint8(image, threshold), F.solarize(image, threshold)), threshold
+
+
 def test_trivial_augment_draws_as_torchvision() -> None:
     from torchvision.transforms import v2 as T
 
@@ -175,7 +186,7 @@ def test_trivial_augment_draws_as_torchvision() -> None:
 
     image = torch.randint(0, 256, (3, 40, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     ours, theirs = TrivialAugmentWide(), T.TrivialAugmentWide()
-    for seed in range(150):  # each of the 14 ops (Sharpness among them) drawn ~10 times
+    for seed in range(150):  # each of the 14 ops (Sharpness and Solarize among them) drawn ~10 times
         with seeded_rngs(seed):
             a = ours(image)
         with seeded_rngs(seed):

@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 from torch import Tensor, nn
 
 from glsim_pl.lit_module import GLSimLitModule
-from glsim_pl.metrics import build_metrics
+from glsim_pl.metrics import EpochPredictions, build_metrics
 from glsim_pl.models import GLSimOutput
 
 K, N, B = 10, 48, 8
@@ -79,11 +79,12 @@ def test_lit_module_metrics_equal_direct(stage: str) -> None:
     images = torch.zeros(B, 3, 32, 32)
     for i, y in enumerate(labels.split(B)):
         if stage == "train":
-            module._update_train_metrics(module.net(images).logits, y)
+            module.training_step((images, y), i)
         else:
             getattr(module, {"val": "validation_step", "test": "test_step"}[stage])((images, y), i)
     if stage == "train":
         module.on_train_epoch_end()
+        assert torch.isfinite(logged["train/loss_epoch"])
     elif stage == "val":
         module.on_validation_epoch_end()
     else:
@@ -110,3 +111,24 @@ def test_ddp_reduction_equals_direct(tmp_path: Path) -> None:
     expected = _direct(*_data(2))
     for rank in (0, 1):
         _check(torch.load(tmp_path / f"out.{rank}", weights_only=True), "val/", expected)
+
+
+@pytest.mark.parametrize("classes", [3, K])
+def test_epoch_predictions_equal_per_step_updates(classes: int) -> None:
+    """The train accuracies counted at the epoch end (argmax + top-k ids kept per step, fed in chunks) equal
+    torchmetrics updated step by step on the logits, with ties in the logits and fewer classes than 5."""
+    g = torch.Generator().manual_seed(3)
+    labels = torch.randint(0, classes, (N,), generator=g)
+    logits = torch.randn(N, classes, generator=g).mul(2).round() / 2  # continuous enough, with ties
+    per_step, deferred = build_metrics(classes, "train/"), build_metrics(classes, "train/")
+    kept = EpochPredictions(classes, chunk=5)
+    for i in range(0, N, B):
+        per_step.update(logits[i : i + B], labels[i : i + B])
+        kept.append(logits[i : i + B], labels[i : i + B])
+    assert len(kept) == N
+    kept.update_metrics(deferred, "train/")
+    assert len(kept) == 0
+    want, got = per_step.compute(), deferred.compute()
+    assert set(want) == set(got) == {"train/acc1", "train/acc5", "train/acc1_macro"}
+    for name in want:
+        assert float(got[name]) == pytest.approx(float(want[name]), abs=1e-6), name

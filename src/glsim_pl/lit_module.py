@@ -11,11 +11,12 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchvision.ops import box_iou
 
-from .metrics import build_metrics, per_class_accuracy
+from .metrics import EpochPredictions, build_metrics, per_class_accuracy
 from .models import GLSimOutput, build_classifier
 from .utils.logging import RankedLogger
 
@@ -114,9 +115,11 @@ class GLSimLitModule(L.LightningModule):
             self.net.set_grad_checkpointing(True)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.train_metrics = build_metrics(num_classes, "train/")
-        for metric in self.train_metrics.values():  # no per-step host read (value checks call torch.unique)
+        for metric in self.train_metrics.values():  # no host read at the epoch end (value checks call torch.unique)
             metric.validate_args = False
-        self._train_macro_pairs: list[Tensor] = []  # (2, B) argmax + label per step, counted at epoch end
+        self._train_predictions = EpochPredictions(num_classes)  # counted into train_metrics at the epoch end
+        self._train_losses: dict[str, Tensor] = {}  # name -> (loss x images, images) summed over the epoch
+        self.precomputed_grad_norm: Tensor | None = None  # this step's gradient norm, if the guard took it
         self.val_metrics = build_metrics(num_classes, "val/")
         self.test_metrics = build_metrics(num_classes, "test/")
         self.test_per_class = per_class_accuracy(num_classes)
@@ -140,27 +143,34 @@ class GLSimLitModule(L.LightningModule):
         if out.first_logits is not None:
             first_loss = self.criterion(out.first_logits, labels)
             loss = loss + self.hparams.gate_loss_weight * first_loss
-            self.log("train/loss_first", first_loss, on_step=False, on_epoch=True, batch_size=len(labels))
+            self._log_train_loss("train/loss_first", first_loss, len(labels), step=False)
         hard = labels.argmax(dim=1) if labels.ndim == 2 else labels  # metrics count the dominant class of a mix
-        self._update_train_metrics(logits.detach(), hard)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(labels))
+        self._train_predictions.append(logits.detach(), hard)
+        self._log_train_loss("train/loss", loss, len(labels))
         return loss
 
-    def _update_train_metrics(self, logits: Tensor, labels: Tensor) -> None:
-        """Without a host sync: the micro accuracies now; acc1_macro's confusion count (``torch.bincount``, which
-        reads its input's range on the host on CUDA) gets the step's argmax at epoch end, same numbers."""
-        for name, metric in self.train_metrics.items(keep_base=True, copy_state=False):
-            if name == "acc1_macro":
-                self._train_macro_pairs.append(torch.stack([logits.argmax(dim=1), labels]))
-            else:
-                metric.update(logits, labels)
+    def _log_train_loss(self, name: str, loss: Tensor, images: int, step: bool = True) -> None:
+        """``{name}_step`` on the steps Lightning writes to the loggers (``step``) and the images-weighted epoch mean
+        at the epoch end (as ``self.log(on_epoch=True)``: ``{name}_epoch``, or ``{name}`` without ``step``).
+
+        ``self.log`` costs about a millisecond of host time a call, as long as a tiny model's whole step on a CPU;
+        called only on the steps whose values reach a logger, it writes the same values.
+        """
+        detached = loss.detach().float()
+        total = torch.stack([detached * images, detached.new_tensor(float(images))])
+        key = f"{name}_epoch" if step else name
+        self._train_losses[key] = total if key not in self._train_losses else self._train_losses[key] + total
+        trainer = self._trainer
+        connector = getattr(trainer, "_logger_connector", None)
+        if step and trainer is not None and (connector is None or connector.should_update_logs or trainer.fast_dev_run):
+            self.log(f"{name}_step", detached, on_step=True, on_epoch=False, prog_bar=True, batch_size=images)
 
     def on_train_epoch_end(self) -> None:
-        """Epoch-level training accuracy."""
-        if self._train_macro_pairs:
-            pairs = torch.cat(self._train_macro_pairs, dim=1)  # (2, images this epoch)
-            self.train_metrics["acc1_macro"].update(pairs[0], pairs[1])
-            self._train_macro_pairs.clear()
+        """Epoch-level training loss and accuracy."""
+        for key, (weighted, images) in self._train_losses.items():
+            self.log(key, weighted / images, on_step=False, on_epoch=True, prog_bar=key == "train/loss_epoch")
+        self._train_losses.clear()
+        self._train_predictions.update_metrics(self.train_metrics, "train/")
         self.log_dict(self.train_metrics.compute(), sync_dist=False)
         self.train_metrics.reset()
 
@@ -235,6 +245,24 @@ class GLSimLitModule(L.LightningModule):
         cuda = next(self.net.parameters()).is_cuda
         fp16 = str(getattr(self._trainer, "precision", "")).startswith("16")
         return {"fused": True} if cuda and not fp16 else {}
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:  # fmt: skip
+        """Lightning's global-norm clipping, except that the norm :class:`DivergenceGuard` took of the same gradients
+        a moment earlier (``precomputed_grad_norm``) is not computed a second time: same clipped gradients.
+
+        Only with whole, already reduced gradients (one device or DDP) and no GradScaler (the guard takes no norm
+        under one); anything else goes through Lightning's own path.
+        """
+        norm, self.precomputed_grad_norm = self.precomputed_grad_norm, None
+        strategy = self.trainer.strategy
+        whole = type(strategy) is SingleDeviceStrategy or (
+            isinstance(strategy, DDPStrategy) and "DeepSpeed" not in type(strategy).__name__)  # fmt: skip
+        if norm is None or not gradient_clip_val or str(gradient_clip_algorithm or "norm") != "norm" or not whole:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
+        grads = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        torch.nn.utils.clip_grads_with_norm_(grads, float(gradient_clip_val), norm)
 
     def configure_optimizers(self) -> dict[str, Any]:
         """SGD-Nesterov (or AdamW) with per-step warmup + cosine; no weight decay on 1-D and excluded params."""

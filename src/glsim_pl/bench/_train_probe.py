@@ -1,31 +1,36 @@
-"""Measurements inside one ``bench train`` run: a callback on the real Lightning loop and the bare-loop ceiling.
+"""Measurements inside one ``bench train`` run: a callback on the real Lightning loop, with the bare-loop windows
+(:mod:`glsim_pl.bench._bare_loop`) run in between, so that both see the machine in the same state.
 
-Windows of the Lightning run, in order, after ``warmup`` steps (compilation, CUDA-graph recording, loader start):
-1. ``steps`` timed steps: one ``cuda.synchronize`` at each end, nothing in between (the loop runs as users run it).
-2. ``profile_steps`` under ``torch.profiler`` (CUDA activity): GPU busy share = union of kernel/memcpy intervals
-   / wall time of the window (the profiler's own overhead can only lower it).
-3. ``sync_steps`` under ``torch.cuda.set_sync_debug_mode("warn")``: host syncs per step (``.item()``,
-   blocking copies; it does not see ``torch.cuda.synchronize``).
-Then the callback stops the fit.
+After ``warmup`` steps (compilation, CUDA-graph recording, loader start), ``rounds`` times:
+1. ``steps`` timed steps of the real loop: one ``cuda.synchronize`` at each end, nothing in between (the loop runs as
+   users run it). :class:`PartTimer` (the fit's Lightning profiler) adds up the wall time of every action Lightning
+   profiles (each hook, the loader's ``next``, forward, backward, optimizer step) in these steps.
+2. Inside the next step's ``on_train_batch_start`` (Lightning waits): the bare loop, ``steps`` steps on one resident
+   batch, then ``steps`` steps fed by a train loader of the run's datamodule.
+Each figure is the median over rounds; the framework ratio is taken per round, then the median. Then, on CUDA,
+``profile_steps`` under ``torch.profiler`` (GPU busy share = union of kernel/memcpy intervals / wall time; the
+profiler's own overhead can only lower it) and ``sync_steps`` under ``torch.cuda.set_sync_debug_mode("warn")`` (host
+syncs per step: ``.item()``, blocking copies; it does not see ``torch.cuda.synchronize``). Then the fit stops.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import time
 import warnings
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.profilers import Profiler
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..utils.compile import compile_classifier
+from ._bare_loop import BareLoop
 
-__all__ = ["StepProbe", "bare_loop", "busy_share", "matmul_peak_tflops", "train_step_flops"]
+__all__ = ["PartTimer", "StepProbe", "busy_share", "matmul_peak_tflops", "train_step_flops"]
 
 
 def _sync(device: torch.device) -> None:
@@ -44,17 +49,67 @@ def busy_share(intervals: list[tuple[float, float]], wall_us: float) -> float:
     return covered / wall_us if wall_us > 0 else 0.0
 
 
-class StepProbe(L.Callback):
-    """Times, profiles and sync-counts the steady state of a fit, writes ``out`` (JSON) and stops the fit."""
+class PartTimer(Profiler):
+    """A Lightning profiler that only sums wall time per action while ``on`` (two ``perf_counter`` calls an action).
 
-    def __init__(self, out: str, warmup: int = 30, steps: int = 100, profile_steps: int = 10, sync_steps: int = 5):
-        self.out, self.warmup, self.steps = Path(out), warmup, steps
-        self.profile_steps, self.sync_steps = profile_steps, sync_steps
+    Actions nest (``run_training_batch`` holds ``training_step`` holds the module's hook), so the totals overlap; the
+    loader's own action, ``[_TrainingEpochLoop].train_dataloader_next``, lies outside all the others.
+    """
+
+    LOADER = "[_TrainingEpochLoop].train_dataloader_next"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on = False
+        self.totals: dict[str, float] = {}
+        self._open: dict[str, float] = {}
+
+    def start(self, action_name: str) -> None:
+        if self.on:
+            self._open[action_name] = time.perf_counter()
+
+    def stop(self, action_name: str) -> None:
+        begun = self._open.pop(action_name, None)
+        if begun is not None:
+            self.totals[action_name] = self.totals.get(action_name, 0.0) + time.perf_counter() - begun
+
+    def pause(self) -> None:
+        """Stop adding up; actions still open are dropped (the hook that pauses must not count what follows)."""
+        self.on = False
+        self._open.clear()
+
+    def per_step_ms(self, steps: int) -> dict[str, float]:
+        """Milliseconds per step of every action seen, largest first."""
+        return {k: 1e3 * v / steps for k, v in sorted(self.totals.items(), key=lambda kv: -kv[1])}
+
+
+class StepProbe(L.Callback):
+    """Times (with the bare loop in between), profiles and sync-counts a fit, writes ``out`` (JSON), stops the fit.
+
+    Args:
+        out: JSON file of the results.
+        warmup, steps, rounds: untimed steps first, then ``rounds`` x (``steps`` timed real steps + bare windows).
+        profile_steps, sync_steps: the CUDA windows after the rounds.
+        bare: run the bare-loop windows (each of ``steps`` steps).
+    """
+
+    def __init__(self, out: str, warmup: int = 30, steps: int = 100, rounds: int = 3, profile_steps: int = 10,
+                 sync_steps: int = 5, bare: bool = True) -> None:  # fmt: skip
+        self.out, self.warmup, self.steps, self.rounds = Path(out), warmup, steps, max(int(rounds), 1)
+        self.profile_steps, self.sync_steps, self.bare = profile_steps, sync_steps, bare
         self.result: dict[str, Any] = {}
+        self._rounds: dict[str, list[float]] = {}
         self._start = self._t0 = self._wall0 = 0.0
+        self._loader0 = 0.0
         self._prof: Any = None
         self._caught: Any = None
         self._records: list[Any] = []
+        self._bare: BareLoop | None = None
+        self._bare_loader: Any = None
+
+    @property
+    def _timed_end(self) -> int:
+        return self.warmup + self.rounds * self.steps
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if pl_module.device.type == "cuda":
@@ -63,28 +118,29 @@ class StepProbe(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.out.is_file():  # the data ran out (or the fit ended) before the windows did
-            raise RuntimeError(f"bench train: the fit ended at step {trainer.global_step}, before warmup + steps + "
-                               f"profile + sync = {self.warmup + self.steps + self.profile_steps + self.sync_steps}; "
+            raise RuntimeError(f"bench train: the fit ended at step {trainer.global_step}, before warmup + rounds x "
+                               f"steps + profile + sync = {self._timed_end + self.profile_steps + self.sync_steps}; "
                                "give more images (--images) or fewer steps")  # fmt: skip
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
         step, device = trainer.global_step, pl_module.device
         cuda = device.type == "cuda"
         if step == self.warmup:
-            _sync(device)
-            self._t0 = time.perf_counter()
-            self.result["warmup_s"] = self._t0 - self._start  # compilation and CUDA-graph recording included
-        elif step == self.warmup + self.steps:
-            _sync(device)
-            seconds = time.perf_counter() - self._t0
-            batch_size = int(batch[0].shape[0])
-            self.result.update(steps=self.steps, batch=batch_size, ms_per_step=1e3 * seconds / self.steps,
-                               img_s=self.steps * batch_size / seconds)  # fmt: skip
-            if cuda and self.profile_steps:
-                self._prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
-                self._prof.__enter__()
-                self._wall0 = time.perf_counter()
-        elif step == self.warmup + self.steps + self.profile_steps and self._prof is not None:
+            self.result["warmup_s"] = time.perf_counter() - self._start  # compilation and CUDA graphs included
+            self._open_window(trainer, device)
+        elif self.warmup < step <= self._timed_end and (step - self.warmup) % self.steps == 0:
+            self._close_window(trainer, device, batch)
+            if self.bare:
+                self._bare_windows(trainer, pl_module)
+            if step < self._timed_end:
+                self._open_window(trainer, device)
+            else:
+                self._summarise(trainer)
+                if cuda and self.profile_steps:
+                    self._prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA])
+                    self._prof.__enter__()
+                    self._wall0 = time.perf_counter()
+        elif step == self._timed_end + self.profile_steps and self._prof is not None:
             _sync(device)
             wall_us = 1e6 * (time.perf_counter() - self._wall0)
             self._prof.__exit__(None, None, None)
@@ -92,13 +148,65 @@ class StepProbe(L.Callback):
                      if e.device_type == torch.autograd.DeviceType.CUDA]  # fmt: skip
             self.result["gpu_busy"] = busy_share(spans, wall_us)
             self._prof = None
-        if cuda and self.sync_steps and step == self.warmup + self.steps + self.profile_steps:
+        if cuda and self.sync_steps and step == self._timed_end + self.profile_steps:
             self._caught = warnings.catch_warnings(record=True)
             self._records = self._caught.__enter__()
             warnings.simplefilter("always")
             torch.cuda.set_sync_debug_mode("warn")
-        if step >= self.warmup + self.steps + self.profile_steps + (self.sync_steps if cuda else 0):
+        if step >= self._timed_end + self.profile_steps + (self.sync_steps if cuda else 0):
             self._finish(trainer, pl_module)
+
+    # -- the timed rounds ------------------------------------------------------------------------------------------
+    def _add(self, key: str, value: float) -> None:
+        self._rounds.setdefault(key, []).append(value)
+
+    def _open_window(self, trainer: L.Trainer, device: torch.device) -> None:
+        _sync(device)
+        if isinstance(trainer.profiler, PartTimer):
+            self._loader0 = trainer.profiler.totals.get(PartTimer.LOADER, 0.0)
+            trainer.profiler.on = True
+        self._t0 = time.perf_counter()
+
+    def _close_window(self, trainer: L.Trainer, device: torch.device, batch: Any) -> None:
+        _sync(device)
+        seconds = time.perf_counter() - self._t0
+        self.result["batch"] = int(batch[0].shape[0])
+        self._add("ms_per_step", 1e3 * seconds / self.steps)
+        if device.type == "cuda" and "peak_mem_gib" not in self.result:  # the real loop's, before any bare copy
+            self.result["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+        if isinstance(trainer.profiler, PartTimer):
+            trainer.profiler.pause()
+            loader = trainer.profiler.totals.get(PartTimer.LOADER, 0.0) - self._loader0
+            self._add("loader_ms_per_step", 1e3 * loader / self.steps)
+
+    def _bare_windows(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        first = self._bare is None
+        if first:
+            image = self.result.get("batch", 1)
+            size, classes = int(datamodule.image_size), int(datamodule.num_classes)
+            self._bare = BareLoop(pl_module.net, str(trainer.precision), pl_module.device, image, size, classes)
+            self._bare_loader = datamodule.train_dataloader()
+        warmup = self.warmup if first else min(self.warmup, 5)  # compilation once; a few steps after the real loop
+        self._add("bare_ms_per_step", self._bare.same(self.steps, warmup))
+        finish = lambda b: datamodule.on_after_batch_transfer(b, 0)
+        fed, fetch = self._bare.fed(self._bare_loader, finish, self.steps, warmup)
+        self._add("bare_fed_ms_per_step", fed)
+        self._add("bare_fed_loader_ms", fetch)
+        if "loader_ms_per_step" in self._rounds:
+            real = self._rounds["ms_per_step"][-1] - self._rounds["loader_ms_per_step"][-1]
+            self._add("framework_ratio", fed / real)
+
+    def _summarise(self, trainer: L.Trainer) -> None:
+        medians = {k: statistics.median(v) for k, v in self._rounds.items()}
+        batch = self.result["batch"]
+        self.result.update(medians, steps=self.steps, rounds=self.rounds, per_round=self._rounds,
+                           img_s=1e3 * batch / medians["ms_per_step"])  # fmt: skip
+        if "bare_ms_per_step" in medians:
+            self.result["bare_img_s"] = 1e3 * batch / medians["bare_ms_per_step"]
+        if isinstance(trainer.profiler, PartTimer):
+            self.result["parts_ms"] = trainer.profiler.per_step_ms(self.rounds * self.steps)
+        self._bare = self._bare_loader = None  # free the copy (GPU memory) before the profile windows
 
     def _finish(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._caught is not None:
@@ -108,19 +216,9 @@ class StepProbe(L.Callback):
             self.result["syncs_per_step"] = len(syncs) / self.sync_steps
             self.result["sync_examples"] = sorted({s.splitlines()[0][:160] for s in syncs})[:5]
             self._caught = None
-        if pl_module.device.type == "cuda":
-            self.result["peak_mem_gib"] = torch.cuda.max_memory_allocated(pl_module.device) / 2**30
         self.result["precision"] = str(trainer.precision)
         self.out.write_text(json.dumps(self.result, indent=2))
         trainer.should_stop = True
-
-
-def _autocast(device: torch.device, precision: str) -> Any:
-    if precision.startswith("bf16"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision.startswith("16"):
-        return torch.autocast(device.type, dtype=torch.float16)
-    return nullcontext()
 
 
 def train_step_flops(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
@@ -146,39 +244,3 @@ def matmul_peak_tflops(device: torch.device, precision: str, n: int = 8192, repe
         a @ b
     _sync(device)
     return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e12
-
-
-def bare_loop(net: nn.Module, batch: int, size: int, num_classes: int, precision: str, compile_mode: str | None,
-              steps: int, warmup: int, device: torch.device) -> dict[str, float]:  # fmt: skip
-    """The ceiling without Lightning and without a loader: the same model, SGD-Nesterov (kernels as in
-    ``GLSimLitModule.configure_optimizers``), global
-    norm clipping at 1.0, the run's autocast (GradScaler under fp16), inputs already on the device."""
-    net = net.to(device).train()
-    if compile_mode:
-        compile_classifier(net, compile_mode, static_batch=batch)
-    kernel = {"fused": True} if device.type == "cuda" and not precision.startswith("16") else {}
-    opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, nesterov=True, **kernel)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision.startswith("16") and device.type == "cuda")
-    images = torch.randn(batch, 3, size, size, device=device)
-    labels = torch.randint(0, num_classes, (batch,), device=device)
-    criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
-
-    def step() -> None:
-        with _autocast(device, precision):
-            loss = criterion(net(images).logits, labels)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)
-        nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        scaler.step(opt)
-        scaler.update()
-
-    for _ in range(warmup):
-        step()
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(device)
-    seconds = time.perf_counter() - start
-    return {"bare_img_s": steps * batch / seconds, "bare_ms_per_step": 1e3 * seconds / steps}

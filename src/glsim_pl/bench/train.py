@@ -3,8 +3,10 @@
 Each (method, compile) pair runs in its own process through ``glsim_pl.train.train`` itself (Hydra config,
 datamodule, GLSimLitModule, Lightning Trainer, the loader's workers), with one extra callback that measures the
 steady state (see :mod:`glsim_pl.bench._train_probe`): img/s, ms/step, GPU busy share, host syncs per step, peak
-memory. In the same process, the bare-loop ceiling (same model and optimizer, no Lightning, no loader) and the model
-FLOPs utilisation (FlopCounterMode FLOPs per step / step time / measured bf16-or-fp16 matmul peak).
+memory; between its timed rounds, the bare loop (:mod:`glsim_pl.bench._bare_loop`: a copy of the model, the same
+optimizer and clipping, no Lightning), on one resident batch (the ceiling) and fed by the run's own loader (the
+framework ratio: bare / real step time, the loaders' ``next`` time taken out of both); and the model FLOPs
+utilisation (FlopCounterMode FLOPs per step / step time / measured bf16-or-fp16 matmul peak).
 
 Data: ``--dataset cub`` (default) generates a CUB-layout folder of real-size JPEGs (500x375) under ``--root``; any
 other ``--dataset`` is used as configured (add ``dataset.root=...`` among the trailing Hydra overrides).
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,7 +32,7 @@ import torch
 
 from ..config_dir import CONFIG_DIR
 
-__all__ = ["main", "render"]
+__all__ = ["framework_ratio", "main", "parts_table", "render"]
 
 CONF_DIR = Path(CONFIG_DIR)  # the checkout's conf/ or the copy inside an installed wheel
 TINY = ["model=vit_tiny_scratch", "model.backbone_kwargs={patch_size: 8, embed_dim: 32, depth: 2, num_heads: 2}"]
@@ -47,8 +50,10 @@ def _overrides(args: argparse.Namespace, method: str, compiled: bool, probe_out:
         f"trainer.accelerator={'cpu' if args.device == 'cpu' else 'gpu'}", f"trainer.precision={args.precision}",
         "trainer.max_epochs=1000", "++trainer.num_sanity_val_steps=0", "++trainer.limit_val_batches=0",
         "++trainer.enable_checkpointing=false", "test=false", "logger=none", "callbacks=none",
+        "+trainer.profiler._target_=glsim_pl.bench._train_probe.PartTimer",
         f"{probe}_target_=glsim_pl.bench._train_probe.StepProbe", f"{probe}out={probe_out}",
-        f"{probe}warmup={args.warmup}", f"{probe}steps={args.steps}", f"{probe}profile_steps={args.profile_steps}",
+        f"{probe}warmup={args.warmup}", f"{probe}steps={args.steps}", f"{probe}rounds={args.rounds}",
+        f"{probe}profile_steps={args.profile_steps}",
         f"{probe}sync_steps={args.sync_steps}", *args.overrides,
     ]  # fmt: skip
 
@@ -70,19 +75,22 @@ def _compose(overrides: list[str], output_dir: Path) -> Any:
 
 
 def run_one(args: argparse.Namespace, method: str, compiled: bool, out: Path) -> dict[str, Any]:
-    """One Lightning fit with the probe, then the bare loop and the FLOP count of the same model (this process)."""
+    """One Lightning fit with the probe (the bare-loop windows run inside it), then the model's FLOPs per step."""
     from ..lit_module import GLSimLitModule
     from ..train import train
-    from ..utils.compile import resolve_compile_mode
     from ..utils.config import module_kwargs
-    from ._train_probe import bare_loop, matmul_peak_tflops, train_step_flops
+    from ._train_probe import matmul_peak_tflops, train_step_flops
 
-    work = out.parent / f"{method}_{'compiled' if compiled else 'eager'}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # a fresh run folder of the bench's own each time (a training run refuses a folder holding an earlier one)
+    work = Path(tempfile.mkdtemp(prefix=f"{method}_{'compiled' if compiled else 'eager'}_", dir=out.parent))
     probe_out = work / "probe.json"
-    work.mkdir(parents=True, exist_ok=True)
     cfg = _compose(_overrides(args, method, compiled, probe_out), work)
-    train(cfg)
-    row: dict[str, Any] = {"method": method, "compiled": compiled, **json.loads(probe_out.read_text())}
+    try:
+        train(cfg)
+        row: dict[str, Any] = {"method": method, "compiled": compiled, **json.loads(probe_out.read_text())}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     device = torch.device("cpu" if args.device == "cpu" else "cuda")
     names = [str(i) for i in range(int(cfg.dataset.num_classes))]
     net = GLSimLitModule(**module_kwargs(cfg, names)).net.to(device)
@@ -90,11 +98,28 @@ def run_one(args: argparse.Namespace, method: str, compiled: bool, out: Path) ->
     images, labels = torch.randn(b, 3, s, s, device=device), torch.randint(0, k, (b,), device=device)
     flops = train_step_flops(net, images, labels)
     peak = matmul_peak_tflops(device, row["precision"])
-    mode = resolve_compile_mode(cfg.get("compile_mode"), device.type == "cuda") if compiled else None
-    row.update(bare_loop(net, b, s, k, row["precision"], mode, args.steps, args.warmup, device))
     row.update(flops_per_step=flops, matmul_peak_tflops=peak,
                mfu=flops / (row["ms_per_step"] / 1e3) / (peak * 1e12) if peak else None)  # fmt: skip
     return row
+
+
+def framework_ratio(row: dict[str, Any]) -> float | None:
+    """Step time without the loader's ``next``: the bare loop fed by the run's loader / the real loop (median of the
+    rounds). What is left between them is Lightning, the module's step bookkeeping, callbacks, logging, the guard."""
+    return row.get("framework_ratio")
+
+
+def parts_table(rows: list[dict[str, Any]], top: int = 14) -> str:
+    """Per-step host cost (ms) of the parts Lightning profiles, for each eager row (nested parts overlap)."""
+    eager = [r for r in rows if not r["compiled"] and r.get("parts_ms")]
+    if not eager:
+        return ""
+    names = list(dict.fromkeys(k for r in eager for k in list(r["parts_ms"])[:top]))
+    lines = ["| part (ms per step, nested parts overlap) | " + " | ".join(r["method"] for r in eager) + " |",
+             "|---|" + "---|" * len(eager)]  # fmt: skip
+    for name in names:
+        lines.append(f"| `{name}` | " + " | ".join(f"{r['parts_ms'].get(name, 0.0):.3f}" for r in eager) + " |")
+    return "\n".join(lines)
 
 
 def render(rows: list[dict[str, Any]], header: str) -> str:
@@ -102,7 +127,8 @@ def render(rows: list[dict[str, Any]], header: str) -> str:
     pct = lambda v: f"{100 * v:.1f} %" if isinstance(v, float) else "n/a"
     num = lambda v, f="{:.1f}": f.format(v) if isinstance(v, (int, float)) else "n/a"
     lines = [header, "", "| method | compile | img/s | ms/step | GPU busy | host syncs/step | MFU | peak mem (GiB) "
-             "| bare loop img/s | loop / bare |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| bare loop img/s | loop / bare | loader ms/step | loop without loader / bare |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['method']} | {'on' if r['compiled'] else 'off'} | failed: {r['error'][:200]} |")
@@ -111,14 +137,16 @@ def render(rows: list[dict[str, Any]], header: str) -> str:
         lines.append(f"| {r['method']} | {on} | {r['img_s']:.1f} | {r['ms_per_step']:.2f} "
                      f"| {pct(r.get('gpu_busy'))} | {num(r.get('syncs_per_step'))} | {pct(r.get('mfu'))} "
                      f"| {num(r.get('peak_mem_gib'), '{:.2f}')} | {r['bare_img_s']:.1f} "
-                     f"| {r['img_s'] / r['bare_img_s']:.2f} |")  # fmt: skip
+                     f"| {r['img_s'] / r['bare_img_s']:.2f} | {num(r.get('loader_ms_per_step'), '{:.2f}')} "
+                     f"| {num(framework_ratio(r), '{:.2f}')} |")  # fmt: skip
     for compiled in (False, True):
         ok = {r["method"]: r for r in rows if r["compiled"] == compiled and "error" not in r}
         if {"glsim", "vit"} <= set(ok):
             ratio = ok["vit"]["img_s"] / ok["glsim"]["img_s"]
             lines.append(f"\nGLSim/ViT training time ratio, compile {'on' if compiled else 'off'}: {ratio:.3f} "
                          f"(GLSim {ok['glsim']['img_s']:.1f} vs ViT {ok['vit']['img_s']:.1f} img/s)")  # fmt: skip
-    return "\n".join(lines)
+    parts = parts_table(rows)
+    return "\n".join(lines) + (f"\n\n{parts}" if parts else "")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -136,7 +164,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto")
     p.add_argument("--workers", default="auto")
     p.add_argument("--warmup", type=int, default=30, help="steps before timing (compile, CUDA graphs, workers)")
-    p.add_argument("--steps", type=int, default=100, help="timed steps")
+    p.add_argument("--steps", type=int, default=100, help="timed steps per round")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of timed real steps, each followed by the bare loop")
     p.add_argument("--profile-steps", type=int, default=10)
     p.add_argument("--sync-steps", type=int, default=5)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -161,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.dataset == "cub":
         from ._jpeg_tree import write_cub_tree
 
-        total = args.warmup + args.steps + args.profile_steps + args.sync_steps + 5
+        total = args.warmup + args.rounds * args.steps + args.profile_steps + args.sync_steps + 5
         n = args.images or max(int(total * args.batch / 0.9) + args.classes, args.classes * 2)
         size = (64, 48) if args.tiny else (500, 375)
         write_cub_tree(args.root / f"{n}_{size[0]}x{size[1]}", n, args.classes, size, workers=os.cpu_count() or 1)
@@ -174,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.cuda.get_device_name() if args.device != "cpu" else "CPU (smoke run: numbers say nothing about GPUs)"
     header = (f"device: {device}; torch {torch.__version__}; model {'tiny' if args.tiny else args.model}, "
               f"{args.size} px, batch {args.batch}, precision {args.precision}, dataset {args.dataset}, "
-              f"{args.steps} timed steps after {args.warmup}")  # fmt: skip
+              f"median of {args.rounds} rounds of {args.steps} timed steps after {args.warmup}")  # fmt: skip
     text = render(rows, header)
     print(text)
     (args.out / "train_bench.md").write_text(text + "\n")
@@ -186,8 +215,9 @@ def _child(args: argparse.Namespace, method: str, compiled: bool) -> dict[str, A
     key = f"{method}:{int(compiled)}"
     options = {"--dataset": args.dataset, "--root": args.root, "--classes": args.classes, "--model": args.model,
                "--batch": args.batch, "--size": args.size, "--precision": args.precision, "--workers": args.workers,
-               "--warmup": args.warmup, "--steps": args.steps, "--profile-steps": args.profile_steps,
-               "--sync-steps": args.sync_steps, "--device": args.device, "--out": args.out, "--one": key}  # fmt: skip
+               "--warmup": args.warmup, "--steps": args.steps, "--rounds": args.rounds,
+               "--profile-steps": args.profile_steps, "--sync-steps": args.sync_steps, "--device": args.device,
+               "--out": args.out, "--one": key}  # fmt: skip
     cmd = [sys.executable, "-m", "glsim_pl.bench", "train", *(["--tiny"] if args.tiny else [])]
     cmd += [str(v) for pair in options.items() for v in pair] + ["--", *args.overrides]
     log = args.out / f"log_{method}_{int(compiled)}.txt"

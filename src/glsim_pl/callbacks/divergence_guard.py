@@ -39,6 +39,12 @@ log = RankedLogger(__name__)
 _MODES = ("stop", "skip", "off")
 
 
+def _offer_norm(pl_module: Any, norm: Tensor) -> None:
+    """The module's clipping may reuse the norm (``GLSimLitModule.configure_gradient_clipping``)."""
+    if pl_module is not None:
+        pl_module.precomputed_grad_norm = norm
+
+
 class DivergenceError(UserError):
     """Training produced a non-finite loss or gradient norm (``guard.nonfinite=stop``)."""
 
@@ -92,12 +98,18 @@ class DivergenceGuard(Callback):
         lr = float(optimizer.param_groups[0]["lr"])
         if self.mode == "skip":
             norm = self._grad_norm(optimizer)
+            _offer_norm(pl_module, norm)
             ok = torch.isfinite(loss_sum) if has_scaler else torch.isfinite(loss_sum) & torch.isfinite(norm)
             self._skip_if_bad(trainer, optimizer, ok, lr, norm)
             return
         # stop: one row (loss sum, last loss, grad norm) per step into a device buffer, read at the next check;
         # under a GradScaler non-finite gradients are the scaler's business, so the norm is not even computed
-        norm = self._last_loss.new_zeros(()) if has_scaler else self._grad_norm(optimizer).float()
+        if has_scaler:
+            norm = self._last_loss.new_zeros(())
+        else:
+            norm = self._grad_norm(optimizer)
+            _offer_norm(pl_module, norm)
+            norm = norm.float()
         if self._rows is None or self._filled == len(self._rows):
             if self._rows is not None:
                 self._check(trainer)  # full: read it now (and start over)

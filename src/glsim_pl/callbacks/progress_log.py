@@ -8,7 +8,9 @@ and at the end of each training epoch the epoch's training loss and validation m
     epoch 2/10 done in 0:00:21: train/loss 2.2790 val/acc1 0.2500 val/acc1_macro 0.2333 val/acc5 0.7000 val/loss 2.2610
 
 Both go through Python logging (the ``glsim_pl`` loggers): to the console and to ``<run dir>/train.log``. The loss is
-the mean over the steps since the previous line (rank 0's batches). Per step the callback compares an int, reads the
+the mean over the steps since the previous line (rank 0's batches), the epoch's training loss the images-weighted mean
+of rank 0's steps (the ``train/loss_epoch`` the module logs, which reaches ``callback_metrics`` only after the
+callbacks' epoch-end hooks). Per step the callback compares an int, reads the
 clock and keeps a reference to the (device) loss; the losses are read back to the host, one sync, only when a line is
 printed.
 """
@@ -75,6 +77,8 @@ class ProgressLog(L.Callback):
         self.every_n_steps = int(every_n_steps or 0)
         self.every_n_seconds = float(every_n_seconds or 0.0)
         self._losses: deque[torch.Tensor] = deque(maxlen=_MAX_PENDING)
+        self._epoch_loss: torch.Tensor | None = None  # sum of loss x images this epoch (on the device)
+        self._epoch_images = 0
 
     # -- clocks ---------------------------------------------------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -82,12 +86,14 @@ class ProgressLog(L.Callback):
         self._fit_start, self._fit_start_step = now, trainer.global_step  # after a resume: the restored step
         self._window_start, self._window_images, self._last_step = now, 0, trainer.global_step
         self._epoch_start, self._val_ran = now, False  # a mid-epoch resume starts without on_train_epoch_start
+        self._epoch_loss, self._epoch_images = None, 0
         self._total: float | None = None
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_start = self._window_start = time.monotonic()  # img/s counts training time only
         self._window_images = 0
         self._val_ran = False
+        self._epoch_loss, self._epoch_images = None, 0
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
@@ -99,9 +105,13 @@ class ProgressLog(L.Callback):
     ) -> None:
         if not trainer.is_global_zero:
             return
+        images = _batch_size(batch)
         if (loss := step_loss(outputs)) is not None:
             self._losses.append(loss)
-        self._window_images += _batch_size(batch)
+            weighted = loss.float() * images
+            self._epoch_loss = weighted if self._epoch_loss is None else self._epoch_loss + weighted
+            self._epoch_images += images
+        self._window_images += images
         step = trainer.global_step
         if step == self._last_step:  # gradient accumulation: no optimizer step yet
             return
@@ -134,9 +144,8 @@ class ProgressLog(L.Callback):
             return
         metrics = trainer.callback_metrics
         parts = []
-        train_loss = metrics.get("train/loss_epoch", metrics.get("train/loss"))
-        if train_loss is not None:
-            parts.append(f"train/loss {float(train_loss):.4f}")
+        if self._epoch_loss is not None and self._epoch_images:
+            parts.append(f"train/loss {float(self._epoch_loss) / self._epoch_images:.4f}")
         if self._val_ran:
             parts += [f"{k} {float(v):.4f}" for k, v in sorted(metrics.items()) if k.startswith("val/")]
         total = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""

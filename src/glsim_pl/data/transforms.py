@@ -16,6 +16,7 @@ does ToDtype + Normalize + the erasing on the whole batch where it lies (the GPU
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -30,7 +31,7 @@ from torchvision.transforms.v2 import functional as F
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "AugConfig", "ErasingRect", "MixUpCutMixCollate", "UInt8Crop",
     "RandAugment", "TrivialAugmentWide", "build_eval_transform", "build_train_transform", "finish_on_device",
-    "has_prefix", "sharpness_uint8", "without_prefix",
+    "has_prefix", "sharpness_uint8", "solarize_uint8", "without_prefix",
 ]  # fmt: skip
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -78,23 +79,37 @@ def sharpness_uint8(image: torch.Tensor, factor: float) -> torch.Tensor:
     return output.clamp_(0, 255).to(torch.uint8)
 
 
-class _FastSharpness:
-    """Auto-augment mixin: the Sharpness op of uint8 images through :func:`sharpness_uint8` (identical output)."""
+def solarize_uint8(image: torch.Tensor, threshold: float) -> torch.Tensor:
+    """``F.solarize`` of a uint8 image, same output, ~8x faster on CPU: torch compares a uint8 tensor with a Python
+    float in float32, and for integers ``x >= t`` is ``x >= ceil(t)``; inverting a byte is XOR with 255
+    (torchvision's ``torch.where`` on uint8 is slow here)."""
+    bound = math.ceil(torch.tensor(threshold, dtype=torch.float32).item())
+    flip = (image >= bound).view(torch.uint8).neg()  # 255 where solarized, else 0
+    return image.bitwise_xor(flip)
+
+
+class _FastOps:
+    """Auto-augment mixin: Sharpness and Solarize of uint8 images through :func:`sharpness_uint8` and
+    :func:`solarize_uint8` (identical output, ``tests/test_transforms.py``)."""
 
     def _apply_image_or_video_transform(self, image: Any, transform_id: str, magnitude: float, *args: Any,
                                         **kwargs: Any) -> Any:  # fmt: skip
-        if transform_id == "Sharpness" and image.dtype == torch.uint8 and min(image.shape[-2:]) > 2:
+        out = None
+        if image.dtype == torch.uint8 and transform_id == "Sharpness" and min(image.shape[-2:]) > 2:
             out = sharpness_uint8(image.as_subclass(torch.Tensor), 1.0 + magnitude)
+        elif image.dtype == torch.uint8 and transform_id == "Solarize":
+            out = solarize_uint8(image.as_subclass(torch.Tensor), 255.0 * float(magnitude))  # torchvision's bound
+        if out is not None:
             return tv_tensors.wrap(out, like=image) if isinstance(image, tv_tensors.TVTensor) else out
         return super()._apply_image_or_video_transform(image, transform_id, magnitude, *args, **kwargs)  # type: ignore[misc]
 
 
-class TrivialAugmentWide(_FastSharpness, T.TrivialAugmentWide):
-    """torchvision's TrivialAugmentWide (same draws, same output) with the fast uint8 Sharpness."""
+class TrivialAugmentWide(_FastOps, T.TrivialAugmentWide):
+    """torchvision's TrivialAugmentWide (same draws, same output) with the fast uint8 Sharpness and Solarize."""
 
 
-class RandAugment(_FastSharpness, T.RandAugment):
-    """torchvision's RandAugment (same draws, same output) with the fast uint8 Sharpness."""
+class RandAugment(_FastOps, T.RandAugment):
+    """torchvision's RandAugment (same draws, same output) with the fast uint8 Sharpness and Solarize."""
 
 
 def _to_float_normalised(mean: Sequence[float], std: Sequence[float]) -> list[T.Transform]:
