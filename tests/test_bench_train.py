@@ -51,3 +51,12 @@ def test_cli_runs_both_methods_in_child_processes(tmp_path: Path, capsys) -> Non
     assert "GLSim/ViT training time ratio, compile off" in table
     rows = json.loads((tmp_path / "out" / "train_bench.json").read_text())["rows"]
     assert all("error" not in r for r in rows), rows
+
+
+def test_lightning_floor_runs_its_rounds(capsys) -> None:
+    from glsim_pl.bench import floor
+
+    floor.main(["--size", "32", "--warmup", "1", "--steps", "2", "--rounds", "2", "--callbacks", "2"])
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "2 idle callbacks" in line and "median of 2 rounds of 2 steps" in line
+    assert float(line.split("bare / Lightning ")[1].split()[0]) > 0
