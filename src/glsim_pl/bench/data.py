@@ -10,7 +10,10 @@ recipe). One process, one thread (``torch.set_num_threads(1)``), a DataLoader wi
 img/s printed are per core. Rounds alternate the pipelines (one pass of each in turn), so load from other processes
 hits all alike; the table gives min / median / max over rounds and each row's median relative to the official one.
 
-- ``ours, cache=off``: decode (PIL) + our uint8 pipeline, normalised in the loader (``dataset.cache=off``).
+- ``ours, cache=off, fast paths off``: our loader with every file decoded by PIL and torchvision's own
+  TrivialAugmentWide (its Sharpness and Solarize): the pipeline before the exact fast paths, for the A/B.
+- ``ours, cache=off``: decode (``decode_jpeg`` for plain JPEGs, else PIL) + our uint8 pipeline, normalised in the
+  loader (``dataset.cache=off``).
 - ``ours, cache=off, device_normalize``: the loader stops at the uint8 crop + erasing rectangle; ToDtype +
   Normalize + erasing run batched on the GPU (not timed here: a few microseconds per image there).
 - ``ours, cache=ram`` (+ ``device_normalize``): the decode + resize prefix read from ``dataset.cache=ram`` (the
@@ -33,6 +36,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2 as T
 
 from ..data.base import TransformedView
 from ..data.cache import PrefixCache
@@ -58,6 +62,19 @@ class _PILFiles(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         with Image.open(self.files[i]) as image:
             return self.transform(image.convert("RGB")), 0
+
+
+class _PILOnly(Dataset):
+    """A source without the plain-JPEG fast path: every file through PIL (``read_image``)."""
+
+    def __init__(self, source: ImageFileList) -> None:
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int) -> tuple:
+        return self.source[i]
 
 
 def _official(size: int, resize: int) -> Callable:
@@ -93,6 +110,12 @@ def _pipelines(files: list[Path], size: int, batch: int) -> tuple[dict[str, Data
         )
         return _loader(view, batch)
 
+    def without_fast_paths() -> DataLoader:
+        tf = build_train_transform(size, resize, AugConfig(), IMAGENET_MEAN, IMAGENET_STD)
+        tf.transforms[:] = [T.TrivialAugmentWide() if isinstance(op, T.TrivialAugmentWide) else op
+                            for op in tf.transforms]  # torchvision's own Sharpness and Solarize  # fmt: skip
+        return _loader(TransformedView(_PILOnly(source), everything, tf), batch)
+
     start = time.perf_counter()
     cache = PrefixCache(source, resize, "ram", workers=1)
     build_rate = len(files) / (time.perf_counter() - start)
@@ -100,6 +123,7 @@ def _pipelines(files: list[Path], size: int, batch: int) -> tuple[dict[str, Data
     loaders = {
         "official (PIL + torchvision v1)": DataLoader(_PILFiles(files, _official(size, resize)), **plain),
         "timm create_transform": DataLoader(_PILFiles(files, create_transform(size, is_training=True)), **plain),
+        "ours, cache=off, fast paths off (PIL decode, torchvision's TrivialAugmentWide)": without_fast_paths(),
         "ours, cache=off": ours(False, None),
         "ours, cache=off, device_normalize": ours(True, None),
         "ours, cache=ram": ours(False, cache),

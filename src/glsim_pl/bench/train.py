@@ -127,7 +127,7 @@ def render(rows: list[dict[str, Any]], header: str) -> str:
     pct = lambda v: f"{100 * v:.1f} %" if isinstance(v, float) else "n/a"
     num = lambda v, f="{:.1f}": f.format(v) if isinstance(v, (int, float)) else "n/a"
     lines = [header, "", "| method | compile | img/s | ms/step | GPU busy | host syncs/step | MFU | peak mem (GiB) "
-             "| bare loop img/s | loop / bare | loader ms/step | loop without loader / bare |",
+             "| bare loop img/s | loop / bare | loader ms/step | framework ratio (loader time out of both) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         if "error" in r:
