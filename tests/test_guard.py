@@ -71,3 +71,20 @@ def test_skip_mode_skips_and_counts_non_finite_steps(make_cfg, tmp_path, monkeyp
 def test_guard_mode_is_checked() -> None:
     with pytest.raises(UserError, match="guard.nonfinite='halt'"):
         DivergenceGuard("halt")  # type: ignore[arg-type]
+
+
+def test_clipping_with_the_guards_norm_gives_the_same_weights(make_cfg, tmp_path, monkeypatch) -> None:
+    """With the guard on, clipping reuses its gradient norm; with it off, Lightning clips on its own: same weights."""
+    reused: list[int] = []
+    clip = torch.nn.utils.clip_grads_with_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grads_with_norm_", lambda *a, **k: (reused.append(1), clip(*a, **k))[1])
+    states = {}
+    for mode in ("stop", "off"):
+        reused.clear()
+        train(make_cfg(*QUIET, f"guard.nonfinite={mode}", "test=false", "optim.lr=0.5", "trainer.gradient_clip_val=0.05",
+                       output_dir=tmp_path / mode))  # fmt: skip
+        states[mode] = torch.load(tmp_path / mode / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        assert bool(reused) == (mode == "stop")  # the guard's norm took the module's path; off: Lightning's
+    assert states["stop"].keys() == states["off"].keys()
+    for key, value in states["stop"].items():
+        assert torch.equal(value, states["off"][key]), key

@@ -241,3 +241,33 @@ def test_requeued_slurm_job_continues_from_its_newest_hpc_checkpoint(make_cfg, m
     assert _slurm_requeue_path(cfg) is None  # not under SLURM: Lightning restores nothing by itself
     monkeypatch.setattr(SLURMEnvironment, "detect", staticmethod(lambda: True))
     assert _slurm_requeue_path(cfg) == tmp_path / "job" / "hpc_ckpt_3.ckpt"
+
+
+def test_step_loss_is_logged_on_lightnings_steps_and_the_epoch_mean_once(make_cfg, monkeypatch, caplog) -> None:
+    """``train/loss_step`` is logged on the steps Lightning writes (every ``log_every_n_steps``) with that step's loss,
+    and ``self.log`` is called on those steps only; ``train/loss_epoch`` once per epoch, the mean of the epoch's step
+    losses, as the epoch line prints it."""
+    calls: list[str] = []
+    original = GLSimLitModule.log
+    counted = lambda self, name, *a, **k: (calls.append(name), original(self, name, *a, **k))
+    monkeypatch.setattr(GLSimLitModule, "log", counted)
+    cfg = make_cfg("logger=csv", "test=false", "trainer.max_epochs=2", "trainer.log_every_n_steps=3",
+                   "progress.lines=true", "callbacks.crop_visualizer=null",
+                   "model.backbone_kwargs.depth=1")  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="glsim_pl"):
+        train(cfg)
+    out = Path(cfg.paths.output_dir)
+    per_step = json.loads((out / "training_curves.json").read_text())["train"]["loss"]  # every step's loss
+    total = len(per_step)
+    rows = _csv_rows(out / "csv" / "version_0" / "metrics.csv")
+    logged = {int(r["step"]): float(r["train/loss_step"]) for r in rows if r.get("train/loss_step")}
+    assert sorted(logged) == [s for s in range(total) if (s + 1) % 3 == 0]
+    assert calls.count("train/loss_step") == len(logged)  # not on the steps whose value no logger receives
+    for step, value in logged.items():
+        assert value == pytest.approx(per_step[step], abs=1e-6)
+    epoch_means = [float(r["train/loss_epoch"]) for r in rows if r.get("train/loss_epoch")]
+    half = total // 2
+    assert epoch_means == pytest.approx([sum(per_step[:half]) / half, sum(per_step[half:]) / half], abs=1e-5)
+    printed = [float(m.group(0).split("train/loss ")[1].split()[0])
+               for m in (EPOCH_LINE.search(r.getMessage()) for r in caplog.records) if m]  # fmt: skip
+    assert printed == pytest.approx(epoch_means, abs=1e-4)
