@@ -81,8 +81,8 @@ def test_clipping_with_the_guards_norm_gives_the_same_weights(make_cfg, tmp_path
     states = {}
     for mode in ("stop", "off"):
         reused.clear()
-        train(make_cfg(*QUIET, f"guard.nonfinite={mode}", "test=false", "optim.lr=0.5", "trainer.gradient_clip_val=0.05",
-                       output_dir=tmp_path / mode))  # fmt: skip
+        overrides = [f"guard.nonfinite={mode}", "test=false", "optim.lr=0.5", "trainer.gradient_clip_val=0.05"]
+        train(make_cfg(*QUIET, *overrides, output_dir=tmp_path / mode))
         states[mode] = torch.load(tmp_path / mode / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
         assert bool(reused) == (mode == "stop")  # the guard's norm took the module's path; off: Lightning's
     assert states["stop"].keys() == states["off"].keys()
