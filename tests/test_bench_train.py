@@ -56,7 +56,9 @@ def test_cli_runs_both_methods_in_child_processes(tmp_path: Path, capsys) -> Non
 def test_lightning_floor_runs_its_rounds(capsys) -> None:
     from glsim_pl.bench import floor
 
-    floor.main(["--size", "32", "--warmup", "1", "--steps", "2", "--rounds", "2", "--callbacks", "2"])
+    floor.main(
+        ["--size", "32", "--warmup", "1", "--steps", "2", "--rounds", "2", "--callbacks", "2", "--module", "glsim"]
+    )
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert "2 idle callbacks" in line and "median of 2 rounds of 2 steps" in line
+    assert "(glsim module)" in line and "2 idle callbacks" in line and "median of 2 rounds of 2 steps" in line
     assert float(line.split("bare / Lightning ")[1].split()[0]) > 0

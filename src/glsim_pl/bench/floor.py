@@ -5,7 +5,9 @@
 
 The module's ``training_step`` is forward + cross-entropy and returns the loss; automatic optimisation, SGD-Nesterov,
 ``gradient_clip_val=1.0``; no logging, no metrics, no scheduler, no checkpointing, no progress bar; batches come
-from a list already in memory. ``--callbacks N`` adds N callbacks whose six per-step hooks do nothing. The bare loop
+from a list already in memory. ``--callbacks N`` adds N callbacks whose six per-step hooks do nothing;
+``--module glsim`` runs ``GLSimLitModule`` (its loss and accuracy bookkeeping, optimizer groups, LR schedule) around
+the same model instead of the minimal module. The bare loop
 (the same model's copy, :class:`glsim_pl.bench._bare_loop.BareLoop`) runs between the timed Lightning windows, in the
 same process, ``--rounds`` times; the ratio is taken per round, then the median. Whatever separates ``bench train``'s
 framework ratio from this one is ours (module bookkeeping, our callbacks, logging, the guard); this one is
@@ -84,19 +86,34 @@ class _Rounds(L.Callback):
         self._t0 = time.perf_counter()
 
 
+def _module(which: str, method: str, net: nn.Module, size: int) -> L.LightningModule:
+    if which == "minimal":
+        return _Minimal(net)
+    from ..lit_module import GLSimLitModule
+
+    module = GLSimLitModule(num_classes=200, backbone="vit_tiny_patch16_224", method=method, img_size=size,
+                            backbone_kwargs=dict(_TINY), drop_path_rate=0.1, warmup_steps=0)  # fmt: skip
+    module.net = net  # the very model the bare loop copied
+    return module
+
+
+_TINY = {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m glsim_pl.bench floor", description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--callbacks", type=int, default=0, help="idle callbacks to add")
     parser.add_argument("--method", default="vit", choices=["vit", "glsim"])
+    parser.add_argument("--module", default="minimal", choices=["minimal", "glsim"], help="the LightningModule")
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=8)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     net = build_classifier(args.method, backbone="vit_tiny_patch16_224", num_classes=200, img_size=args.size,
-                           backbone_kwargs={"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2},
+                           backbone_kwargs=dict(_TINY),
                            drop_path_rate=0.1)  # fmt: skip
     batches = [(torch.randn(args.batch, 3, args.size, args.size), torch.randint(0, 200, (args.batch,)))
                for _ in range(8)]  # fmt: skip
@@ -106,10 +123,11 @@ def main(argv: list[str] | None = None) -> None:
     trainer = L.Trainer(accelerator="cpu", max_steps=total, gradient_clip_val=1.0, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[timer, *(_Idle() for _ in range(args.callbacks))])  # fmt: skip
-    trainer.fit(_Minimal(net), train_dataloaders=_Resident(batches, total))
+    trainer.fit(_module(args.module, args.method, net, args.size), train_dataloaders=_Resident(batches, total))
     ratios = [b / real for b, real in zip(timer.bare_ms, timer.lightning, strict=True)]
     lightning = statistics.median(timer.lightning)
-    print(f"{args.method}, {args.size} px, batch {args.batch}, {args.callbacks} idle callbacks, CPU, torch "
+    print(f"{args.method} ({args.module} module), {args.size} px, batch {args.batch}, {args.callbacks} idle callbacks, "
+          f"CPU, torch "
           f"{torch.__version__}, lightning {L.__version__}: Lightning {lightning:.2f} ms/step, "
           f"bare {statistics.median(timer.bare_ms):.2f} ms/step, bare / Lightning {statistics.median(ratios):.3f} "
           f"(median of {len(ratios)} rounds of {args.steps} steps; per round "
