@@ -53,7 +53,7 @@ def test_gpu_check_plan_covers_every_section(tmp_path: Path) -> None:
     plan = _plan(args, tmp_path)
     keys = [key for key, *_ in plan]
     assert keys == ["env", "parity", "train", "eval", "synthetic", "forward8", "forward64", "forward256", "crop64",
-                    "crop256", "gate", "seeds", "train32"]  # fmt: skip
+                    "crop256", "decode", "gate", "seeds", "train32"]  # fmt: skip
     assert sum(limit for *_, limit in plan) >= 470  # the overall budget, not the section limits, is the cap
     cmds = {key: cmd for key, _, cmd, _ in plan}
     assert cmds["gate"][3:] == ["gate", "--backbone", "vit_base_patch16_224", "--batch", "64", "--repeats", "10"]
@@ -86,6 +86,23 @@ def test_gpu_check_gate_smoke_command_runs(capsys) -> None:
     assert out.count("| gated |") == 5 and "| vit |" in out
 
 
+def test_gpu_check_decode_smoke_command_runs(capsys) -> None:
+    from argparse import Namespace
+
+    from glsim_pl.bench.__main__ import main as bench
+    from glsim_pl.bench.gpu_check import _plan
+
+    plan = _plan(Namespace(device="cpu", smoke=True, fixture=None), Path("."))
+    cmd = next(cmd for key, _, cmd, _ in plan if key == "decode")
+    bench(cmd[3:])
+    out = capsys.readouterr().out
+    assert "16 JPEGs (500x375)" in out
+    cpu_rate = next(line for line in out.splitlines() if line.startswith("| CPU"))
+    assert float(cpu_rate.split("|")[2]) > 0
+    if not torch.cuda.is_available():
+        assert "| GPU `decode_jpeg(device='cuda')` | no CUDA device visible |" in out
+
+
 def test_seeds_table_and_min_line(tmp_path: Path) -> None:
     from glsim_pl.bench.seeds import format_row, read_accuracy, summary_line
 
@@ -111,7 +128,7 @@ def test_gpu_check_smoke_writes_a_report_with_every_section(tmp_path: Path) -> N
 
     gpu_check(["--smoke", "--out", str(tmp_path)])
     report = (tmp_path / "gpu_check.md").read_text()
-    assert report.count("— exit 0") == 7, report  # env, parity, train, eval, forward, crop, synthetic
+    assert report.count("— exit 0") == 8, report  # env, parity, train, eval, synthetic, forward, crop, decode
 
 
 @pytest.mark.slow

@@ -4,7 +4,8 @@ Sections, each in its own process with a time limit drawn from one overall budge
 reported, the others still run): environment; official-checkpoint parity under fp32 / bf16 / fp16 autocast, eager
 and compiled; ``bench train`` (the real Lightning loop, glsim + vit, eager + compiled); eval throughput at batch
 256 bf16, eager vs compiled; a 2-epoch run of the synthetic default; ``bench forward`` at batch 8 / 64 / 256;
-``bench crop`` at batch 64 / 256; if time is left, ``bench train`` at batch 32 (compiled). Opt-in, as a second call
+``bench crop`` at batch 64 / 256; ``bench decode`` (JPEG decoding, CPU vs nvJPEG); if time is left, ``bench train``
+at batch 32 (compiled). Opt-in, as a second call
 (``--sections gate,seeds``, ~6 min): ``bench gate`` on ViT-B/16 at batch 64, and ``bench seeds`` (the embedded default
 for seeds 1-5, GLSim and ViT, bf16, eager). ``--smoke`` runs the same code on the CPU with tiny models (a test, not
 a measurement).
@@ -146,6 +147,8 @@ def _plan(args: argparse.Namespace, out: Path) -> list[tuple[str, str, list[str]
               60) for b in ((8, 64, 256) if not args.smoke else (2,))]  # fmt: skip
     plan += [(f"crop{b}", f"bench crop, batch {b}", [*bench, "crop", "--batch", str(b), *crop], 60)
              for b in ((64, 256) if not args.smoke else (8,))]  # fmt: skip
+    decode = ["--images", "16", "--rounds", "1"] if args.smoke else []
+    plan.append(("decode", "bench decode: JPEG decoding, CPU vs GPU (nvJPEG)", [*bench, "decode", *decode], 60))
     # opt-in (--sections gate,seeds, or all): too long to share the default check's budget
     gate = ["--tiny", "--size", "32", "--batch", "8", "--repeats", "1", "--device", "cpu"] if args.smoke else [
         "--backbone", "vit_base_patch16_224", "--batch", "64", "--repeats", "10"]  # fmt: skip
