@@ -161,8 +161,9 @@ class GLSimLitModule(L.LightningModule):
         key = f"{name}_epoch" if step else name
         self._train_losses[key] = total if key not in self._train_losses else self._train_losses[key] + total
         trainer = self._trainer
-        connector = getattr(trainer, "_logger_connector", None)
-        if step and trainer is not None and (connector is None or connector.should_update_logs or trainer.fast_dev_run):
+        # Lightning's own "this step's values reach the loggers"; if a Lightning version lacks it, log every step
+        logs_now = getattr(getattr(trainer, "_logger_connector", None), "should_update_logs", True)
+        if step and trainer is not None and (logs_now or trainer.fast_dev_run):
             self.log(f"{name}_step", detached, on_step=True, on_epoch=False, prog_bar=True, batch_size=images)
 
     def on_train_epoch_end(self) -> None:
