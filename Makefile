@@ -51,7 +51,7 @@ bench-gate: $(STAMP) ## adaptive GLSim: measured vs analytic cost per second-pas
 GPU_DIR ?= .gpu
 GPU_PY ?= python3
 GPU_PKGS := hydra omegaconf antlr4 torchdata
-FIXTURE ?= tests/fixtures/official_glsim_vit_t16_l1_s96.pt
+FIXTURE ?= tests/fixtures/official_glsim_vit_t16_l1_s96_int8.pt
 
 gpu-bundle: $(STAMP) ## copy the pure-Python packages the GPU image lacks (with their dist-info) + the parity fixture into .gpu/ (carry it)
 	rm -rf $(GPU_DIR) && mkdir -p $(GPU_DIR)/site $(GPU_DIR)/fixtures

@@ -66,9 +66,9 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
 @pytest.fixture(scope="session")
 def official_fixture() -> dict:
     """The official-format GLSim checkpoint with the official implementation's outputs."""
-    from glsim_pl.models import read_official_checkpoint
+    from glsim_pl.bench.parity_fixture import FIXTURE_NAME, read_parity_fixture
 
-    path = FIXTURES / "official_glsim_vit_t16_l1_s96.pt"
+    path = FIXTURES / FIXTURE_NAME
     if not path.is_file():
         pytest.fail(f"missing fixture {path} (tests/fixtures/ is part of the repository)")
-    return read_official_checkpoint(path)
+    return read_parity_fixture(path)

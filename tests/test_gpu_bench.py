@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from glsim_pl.bench.gpu import main
+from glsim_pl.bench.parity_fixture import FIXTURE_NAME
 
 
 def test_cpu_smoke_run_measures_both_methods(tmp_path: Path, capsys) -> None:
@@ -34,7 +35,7 @@ def test_cuda_without_gpu_is_one_clear_error() -> None:
 def test_gpu_check_parity_section_smoke(capsys) -> None:
     from glsim_pl.bench.gpu_check import main as gpu_check
 
-    fixture = Path(__file__).resolve().parent / "fixtures" / "official_glsim_vit_t16_l1_s96.pt"  # also from a wheel
+    fixture = Path(__file__).resolve().parent / "fixtures" / FIXTURE_NAME  # also from a wheel
     gpu_check(["--smoke", "--section", "parity", "--fixture", str(fixture)])
     rows = [
         line for line in capsys.readouterr().out.splitlines() if line.startswith("| fp32") or line.startswith("| bf16")

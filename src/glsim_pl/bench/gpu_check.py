@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 from ._timing import median_seconds
+from .parity_fixture import FIXTURE_NAME, read_parity_fixture
 
 REPO = Path(__file__).resolve().parents[3]
-FIXTURE_NAME = "official_glsim_vit_t16_l1_s96.pt"
 TINY_KW = {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
 
 
@@ -55,11 +55,11 @@ def section_env(args: argparse.Namespace) -> None:
 
 def section_parity(args: argparse.Namespace) -> None:
     """The official fixture (logits from the official code) under autocast, eager and compiled."""
-    from ..models import load_official_checkpoint, read_official_checkpoint
+    from ..models import load_official_checkpoint
     from ..utils.compile import compile_classifier, resolve_compile_mode
 
     device = torch.device(args.device)
-    data = read_official_checkpoint(_fixture(args.fixture))
+    data = read_parity_fixture(_fixture(args.fixture))
     images, want = data["images"].to(device), data["logits"].to(device)
     precisions = ["fp32", "bf16"] + (["fp16"] if device.type == "cuda" else [])
     dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
