@@ -62,3 +62,7 @@ def test_lightning_floor_runs_its_rounds(capsys) -> None:
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert "(glsim module)" in line and "2 idle callbacks" in line and "median of 2 rounds of 2 steps" in line
     assert float(line.split("bare / Lightning ")[1].split()[0]) > 0
+    floor.main(["--size", "32", "--warmup", "1", "--steps", "2", "--rounds", "2", "--per-step", "log,metrics"])
+    assert "(minimal module, per step: log+metrics)" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--per-step"):
+        floor.main(["--per-step", "loss"])

@@ -36,7 +36,7 @@ def per_class_accuracy(num_classes: int) -> MulticlassAccuracy:
 class EpochPredictions:
     """The train accuracies' input, kept per step as a few integers and counted into the metrics at the epoch end.
 
-    A torchmetrics ``update`` per step costs more host time than a tiny model's whole step on a CPU; here a step
+    torchmetrics ``update`` calls every step cost host time every step (``bench floor --per-step metrics``); here a step
     stores its argmax, its top-k class ids and its labels, (B, k + 2) int64 on the device (no host sync), and
     :meth:`update_metrics` feeds ``acc1`` / ``acc1_macro`` the argmaxes and ``acc5`` scores rebuilt from the top-k
     ids (k, k-1, ..., 1 at those classes, 0 elsewhere: the same top-k set), chunk by chunk. The numbers equal

@@ -5,13 +5,14 @@
 
 The module's ``training_step`` is forward + cross-entropy and returns the loss; automatic optimisation, SGD-Nesterov,
 ``gradient_clip_val=1.0``; no logging, no metrics, no scheduler, no checkpointing, no progress bar; batches come
-from a list already in memory. ``--callbacks N`` adds N callbacks whose six per-step hooks do nothing;
-``--module glsim`` runs ``GLSimLitModule`` (its loss and accuracy bookkeeping, optimizer groups, LR schedule) around
-the same model instead of the minimal module. The bare loop
-(the same model's copy, :class:`glsim_pl.bench._bare_loop.BareLoop`) runs between the timed Lightning windows, in the
-same process, ``--rounds`` times; the ratio is taken per round, then the median. Whatever separates ``bench train``'s
-framework ratio from this one is ours (module bookkeeping, our callbacks, logging, the guard); this one is
-Lightning's.
+from a list already in memory. ``--callbacks N`` adds N callbacks whose six per-step hooks do nothing.
+``--per-step log,metrics`` adds to the minimal module a ``self.log`` of the loss and torchmetrics top-1 / top-5
+updates every step (what a training step that logs and counts per step pays). ``--module glsim`` runs
+``GLSimLitModule`` (its loss and accuracy bookkeeping, optimizer groups, LR schedule) around the same model instead.
+The bare loop (the same model's copy, :class:`glsim_pl.bench._bare_loop.BareLoop`) runs between the timed Lightning
+windows, in the same process, ``--rounds`` times; the ratio is taken per round, then the median. Whatever separates
+``bench train``'s framework ratio from this one is ours (module bookkeeping, our callbacks, logging, the guard);
+this one is Lightning's.
 """
 
 from __future__ import annotations
@@ -32,12 +33,28 @@ __all__ = ["main"]
 
 
 class _Minimal(L.LightningModule):
-    def __init__(self, net: nn.Module) -> None:
+    """Forward + loss; ``per_step``: ``log`` adds ``self.log`` of the loss (on_step, on_epoch, prog_bar) every step,
+    ``metrics`` a torchmetrics top-1 and top-5 update every step (value checks off): what a step costs with them."""
+
+    def __init__(self, net: nn.Module, per_step: frozenset[str] = frozenset()) -> None:
         super().__init__()
-        self.net, self.criterion = net, nn.CrossEntropyLoss(label_smoothing=0.1)
+        self.net, self.criterion, self.per_step = net, nn.CrossEntropyLoss(label_smoothing=0.1), per_step
+        if "metrics" in per_step:
+            from ..metrics import build_metrics
+
+            self.metrics = build_metrics(200, "train/")
+            for metric in self.metrics.values():
+                metric.validate_args = False
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self.criterion(self.net(batch[0]).logits, batch[1])
+        logits = self.net(batch[0]).logits
+        loss = self.criterion(logits, batch[1])
+        if "metrics" in self.per_step:
+            self.metrics["train/acc1"].update(logits.detach(), batch[1])
+            self.metrics["train/acc5"].update(logits.detach(), batch[1])
+        if "log" in self.per_step:
+            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch[1]))
+        return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=1e-3, momentum=0.9, nesterov=True)
@@ -86,9 +103,9 @@ class _Rounds(L.Callback):
         self._t0 = time.perf_counter()
 
 
-def _module(which: str, method: str, net: nn.Module, size: int) -> L.LightningModule:
+def _module(which: str, method: str, net: nn.Module, size: int, per_step: frozenset[str]) -> L.LightningModule:
     if which == "minimal":
-        return _Minimal(net)
+        return _Minimal(net, per_step)
     from ..lit_module import GLSimLitModule
 
     module = GLSimLitModule(num_classes=200, backbone="vit_tiny_patch16_224", method=method, img_size=size,
@@ -107,10 +124,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--callbacks", type=int, default=0, help="idle callbacks to add")
     parser.add_argument("--method", default="vit", choices=["vit", "glsim"])
     parser.add_argument("--module", default="minimal", choices=["minimal", "glsim"], help="the LightningModule")
+    parser.add_argument("--per-step", default="", help="minimal module: comma list of log, metrics")
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=8)
     args = parser.parse_args(argv)
+    per_step = frozenset(filter(None, args.per_step.split(",")))
+    if per_step - {"log", "metrics"} or (per_step and args.module != "minimal"):
+        raise SystemExit(f"error: --per-step {args.per_step!r}: expected log and/or metrics, with --module minimal")
     torch.manual_seed(0)
     net = build_classifier(args.method, backbone="vit_tiny_patch16_224", num_classes=200, img_size=args.size,
                            backbone_kwargs=dict(_TINY),
@@ -123,11 +144,13 @@ def main(argv: list[str] | None = None) -> None:
     trainer = L.Trainer(accelerator="cpu", max_steps=total, gradient_clip_val=1.0, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[timer, *(_Idle() for _ in range(args.callbacks))])  # fmt: skip
-    trainer.fit(_module(args.module, args.method, net, args.size), train_dataloaders=_Resident(batches, total))
+    module = _module(args.module, args.method, net, args.size, per_step)
+    trainer.fit(module, train_dataloaders=_Resident(batches, total))
     ratios = [b / real for b, real in zip(timer.bare_ms, timer.lightning, strict=True)]
     lightning = statistics.median(timer.lightning)
-    print(f"{args.method} ({args.module} module), {args.size} px, batch {args.batch}, {args.callbacks} idle callbacks, "
-          f"CPU, torch "
+    extra = f", per step: {'+'.join(sorted(per_step))}" if per_step else ""
+    print(f"{args.method} ({args.module} module{extra}), {args.size} px, batch {args.batch}, {args.callbacks} idle "
+          f"callbacks, CPU, torch "
           f"{torch.__version__}, lightning {L.__version__}: Lightning {lightning:.2f} ms/step, "
           f"bare {statistics.median(timer.bare_ms):.2f} ms/step, bare / Lightning {statistics.median(ratios):.3f} "
           f"(median of {len(ratios)} rounds of {args.steps} steps; per round "
