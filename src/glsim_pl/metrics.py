@@ -67,6 +67,3 @@ class EpochPredictions:
             metrics[f"{prefix}acc1_macro"].update(argmax, labels)
             scores = torch.zeros(len(part), self.num_classes, device=rows.device)
             metrics[f"{prefix}acc5"].update(scores.scatter_(1, top, ranks.expand_as(top)), labels)
-
-    def reset(self) -> None:
-        self._rows.clear()

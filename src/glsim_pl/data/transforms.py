@@ -90,7 +90,7 @@ def solarize_uint8(image: torch.Tensor, threshold: float) -> torch.Tensor:
 
 class _FastOps:
     """Auto-augment mixin: Sharpness and Solarize of uint8 images through :func:`sharpness_uint8` and
-    :func:`solarize_uint8` (identical output, ``tests/test_transforms.py``)."""
+    :func:`solarize_uint8` (identical output, ``tests/test_data_cache.py``)."""
 
     def _apply_image_or_video_transform(self, image: Any, transform_id: str, magnitude: float, *args: Any,
                                         **kwargs: Any) -> Any:  # fmt: skip
