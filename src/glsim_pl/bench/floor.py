@@ -28,6 +28,7 @@ from torch import nn
 
 from ..models import build_classifier
 from ._bare_loop import BareLoop
+from .gpu import TINY_BACKBONE
 
 __all__ = ["main"]
 
@@ -109,12 +110,9 @@ def _module(which: str, method: str, net: nn.Module, size: int, per_step: frozen
     from ..lit_module import GLSimLitModule
 
     module = GLSimLitModule(num_classes=200, backbone="vit_tiny_patch16_224", method=method, img_size=size,
-                            backbone_kwargs=dict(_TINY), drop_path_rate=0.1, warmup_steps=0)  # fmt: skip
+                            backbone_kwargs=dict(TINY_BACKBONE), drop_path_rate=0.1, warmup_steps=0)  # fmt: skip
     module.net = net  # the very model the bare loop copied
     return module
-
-
-_TINY = {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -134,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: --per-step {args.per_step!r}: expected log and/or metrics, with --module minimal")
     torch.manual_seed(0)
     net = build_classifier(args.method, backbone="vit_tiny_patch16_224", num_classes=200, img_size=args.size,
-                           backbone_kwargs=dict(_TINY),
+                           backbone_kwargs=dict(TINY_BACKBONE),
                            drop_path_rate=0.1)  # fmt: skip
     batches = [(torch.randn(args.batch, 3, args.size, args.size), torch.randint(0, 200, (args.batch,)))
                for _ in range(8)]  # fmt: skip
