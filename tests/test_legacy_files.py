@@ -66,4 +66,4 @@ def test_old_run_folder_resumes_with_ckpt_path_last(tmp_path: Path) -> None:
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["protocol"]["epochs"] == 2
     steps = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
-    assert steps == 8  # 32 train images at batch 8: 4 steps in the old epoch, 4 in the resumed one
+    assert steps == 6  # 30 train images at batch 8 (last partial batch dropped): 3 steps before, 3 resumed
