@@ -25,10 +25,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .errors import UserError
-from .plots import check_formats, save_figure
-from .plots.cost import reproduction_figure
-from .results_table import build_rows, render_csv, render_latex, render_markdown, setting_of
+from glsim_pl.errors import UserError
+from glsim_pl.plots import check_formats, save_figure
+from glsim_pl.plots.cost import reproduction_figure
+from glsim_pl.results_table import build_rows, render_csv, render_latex, render_markdown, setting_of
 
 __all__ = ["aggregate", "load_jobs", "main", "resolved_config", "write_failure", "write_run_record"]
 
@@ -102,7 +102,7 @@ def _hydra_job() -> tuple[str | None, list[str]]:
 
 def run_cost(cfg: DictConfig, trainer: Any, fit_seconds: float | None) -> dict[str, Any]:
     """Analytic GFLOPs per image of the trained classifier and the fit's measured images per second."""
-    from .bench.model import model_gflops
+    from glsim_pl.bench.model import model_gflops
 
     cost: dict[str, Any] = {}
     net = getattr(trainer.lightning_module, "net", None) if trainer.lightning_module is not None else None
@@ -118,7 +118,7 @@ def write_failure(cfg: DictConfig, exc: BaseException) -> Path | None:
     """``<output_dir>/failed.json``: the job's overrides and its error line, for the aggregation's list of failures."""
     if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)) or 0) != 0:
         return None
-    from .errors import user_message
+    from glsim_pl.errors import user_message
 
     text = user_message(exc) if isinstance(exc, UserError) else str(exc)
     lines = [line for line in text.strip().splitlines() if line.strip()]
@@ -212,8 +212,8 @@ def load_jobs(
 
 def _gflops_from_config(job: dict[str, Any], cache: dict[str, float | None]) -> float | None:
     """Records without a ``cost`` entry: build the classifier from the job's config (no weights) and count."""
-    from .bench.model import model_gflops
-    from .models import build_classifier
+    from glsim_pl.bench.model import model_gflops
+    from glsim_pl.models import build_classifier
 
     config = job.get("config") or {}
     model, method, dataset = config.get("model") or {}, dict(config.get("method") or {}), config.get("dataset") or {}

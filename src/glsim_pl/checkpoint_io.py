@@ -14,12 +14,12 @@ from typing import Any
 
 import torch
 
-from .errors import UserError
-from .hub import is_hub_id, resolve_model_path
-from .lit_module import GLSimLitModule
-from .models import is_official_checkpoint, load_official_checkpoint
-from .models.official import official_model_kwargs
-from .pretrained import load_pretrained, stored_preprocessing
+from glsim_pl.errors import UserError
+from glsim_pl.hub import is_hub_id, resolve_model_path
+from glsim_pl.lit_module import GLSimLitModule
+from glsim_pl.models import is_official_checkpoint, load_official_checkpoint
+from glsim_pl.models.official import official_model_kwargs
+from glsim_pl.pretrained import load_pretrained, stored_preprocessing
 
 __all__ = ["load_module", "read_class_names"]
 

@@ -24,19 +24,19 @@ from omegaconf import DictConfig
 from PIL import Image
 from torch import nn
 
-from .checkpoint_io import load_module
-from .config_dir import CONFIG_DIR
-from .data.image_io import read_image
-from .demo_panels import crop_panel, draw_box, heat_overlay, view_box
-from .errors import UserError, exit_on_user_error, user_message
-from .gate_sweep import apply_gate_threshold
-from .models import GLSim
-from .models.selectors import check_selector, selector_names
-from .predict import resolve_preprocessing
-from .preprocessing import Preprocessing
-from .pretrained import prediction_rows
-from .utils.logging import RankedLogger
-from .utils.validate import check_range, validate_selectors
+from glsim_pl.checkpoint_io import load_module
+from glsim_pl.config_dir import CONFIG_DIR
+from glsim_pl.data.image_io import read_image
+from glsim_pl.demo_panels import crop_panel, draw_box, heat_overlay, view_box
+from glsim_pl.errors import UserError, exit_on_user_error, user_message
+from glsim_pl.gate_sweep import apply_gate_threshold
+from glsim_pl.models import GLSim
+from glsim_pl.models.selectors import check_selector, selector_names
+from glsim_pl.predict import resolve_preprocessing
+from glsim_pl.preprocessing import Preprocessing
+from glsim_pl.pretrained import prediction_rows
+from glsim_pl.utils.logging import RankedLogger
+from glsim_pl.utils.validate import check_range, validate_selectors
 
 __all__ = ["DemoModel", "Prediction", "build_app", "load_demo_model", "main", "predict_one", "serve"]
 

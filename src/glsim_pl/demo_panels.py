@@ -14,10 +14,10 @@ from matplotlib import colormaps
 from PIL import Image, ImageDraw
 from scipy.stats import rankdata
 
-from .callbacks.crop_visualizer import to_unit
-from .callbacks.eval_report import tensor_to_pil, upscaled
-from .models import crop_and_resize
-from .preprocessing import Preprocessing
+from glsim_pl.callbacks.crop_visualizer import to_unit
+from glsim_pl.callbacks.eval_report import tensor_to_pil, upscaled
+from glsim_pl.models import crop_and_resize
+from glsim_pl.preprocessing import Preprocessing
 
 __all__ = ["crop_panel", "draw_box", "heat_overlay", "view_box"]
 

@@ -28,25 +28,25 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, open_dict
 
-from .bench.model import measure_cost, model_gflops
-from .callbacks import PerClassAccuracyCSV
-from .callbacks.eval_collector import EvalCollector
-from .callbacks.eval_report import save_error_gallery, write_class_reports
-from .checkpoint_io import load_module
-from .config_dir import CONFIG_DIR
-from .errors import UserError, exit_on_user_error
-from .gate_sweep import apply_gate_threshold, sweep_from_config
-from .lit_module import GLSimLitModule
-from .models import GLSim
-from .models.selectors import check_selector, selector_names
-from .plots import check_formats, save_figure
-from .plots.cost import accuracy_cost_figure, accuracy_cost_points
-from .run_dir import apply_model_preprocessing, explicit_overrides, run_dataset_config
-from .utils.compile import prepare_classifier, uses_cuda
-from .utils.config import resolve_trainer_precision, transform_augs
-from .utils.instantiate import instantiate, instantiate_collection
-from .utils.logging import RankedLogger, finish_trackers, log_figure, quiet_library_notices
-from .utils.validate import validate_selectors, validate_values
+from glsim_pl.bench.model import measure_cost, model_gflops
+from glsim_pl.callbacks import PerClassAccuracyCSV
+from glsim_pl.callbacks.eval_collector import EvalCollector
+from glsim_pl.callbacks.eval_report import save_error_gallery, write_class_reports
+from glsim_pl.checkpoint_io import load_module
+from glsim_pl.config_dir import CONFIG_DIR
+from glsim_pl.errors import UserError, exit_on_user_error
+from glsim_pl.gate_sweep import apply_gate_threshold, sweep_from_config
+from glsim_pl.lit_module import GLSimLitModule
+from glsim_pl.models import GLSim
+from glsim_pl.models.selectors import check_selector, selector_names
+from glsim_pl.plots import check_formats, save_figure
+from glsim_pl.plots.cost import accuracy_cost_figure, accuracy_cost_points
+from glsim_pl.run_dir import apply_model_preprocessing, explicit_overrides, run_dataset_config
+from glsim_pl.utils.compile import prepare_classifier, uses_cuda
+from glsim_pl.utils.config import resolve_trainer_precision, transform_augs
+from glsim_pl.utils.instantiate import instantiate, instantiate_collection
+from glsim_pl.utils.logging import RankedLogger, finish_trackers, log_figure, quiet_library_notices
+from glsim_pl.utils.validate import validate_selectors, validate_values
 
 __all__ = ["evaluate", "main"]
 

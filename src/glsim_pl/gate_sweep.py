@@ -31,11 +31,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .bench._timing import interleaved_median_seconds
-from .bench.model import aggregator_flops, selector_flops, vit_flops
-from .errors import UserError
-from .models import GLSim
-from .models.gate import compile_stages, confidence, uncompile, vit_pass
+from glsim_pl.bench._timing import interleaved_median_seconds
+from glsim_pl.bench.model import aggregator_flops, selector_flops, vit_flops
+from glsim_pl.errors import UserError
+from glsim_pl.models import GLSim
+from glsim_pl.models.gate import compile_stages, confidence, uncompile, vit_pass
 
 __all__ = ["COLUMNS", "SplitOutputs", "apply_gate_threshold", "choose_threshold", "collect", "gate_flops",
            "run_gate_sweep", "sweep_from_config", "thresholds"]  # fmt: skip

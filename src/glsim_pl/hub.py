@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from glsim_pl.errors import UserError
 
 __all__ = ["HUB_PREFIX", "is_hub_id", "parse_hub_id", "push_folder", "resolve_model_path"]
 

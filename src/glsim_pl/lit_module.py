@@ -16,9 +16,9 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchvision.ops import box_iou
 
-from .metrics import EpochPredictions, build_metrics, per_class_accuracy
-from .models import GLSimOutput, build_classifier
-from .utils.logging import RankedLogger
+from glsim_pl.metrics import EpochPredictions, build_metrics, per_class_accuracy
+from glsim_pl.models import GLSimOutput, build_classifier
+from glsim_pl.utils.logging import RankedLogger
 
 __all__ = ["GLSimLitModule", "warmup_cosine"]
 
@@ -189,7 +189,7 @@ class GLSimLitModule(L.LightningModule):
         checkpoint["val_acc1_best"] = float(self.val_acc1_best.max_value)
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None and hasattr(datamodule, "resize_size"):  # the eval transform travels with the model
-            from .preprocessing import Preprocessing
+            from glsim_pl.preprocessing import Preprocessing
 
             checkpoint["preprocessing"] = Preprocessing.from_datamodule(datamodule).to_dict()
 

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .hub import is_hub_id
-from .pretrained import CONFIG, atomic_write
+from glsim_pl.hub import is_hub_id
+from glsim_pl.pretrained import CONFIG, atomic_write
 
 __all__ = ["CITATION", "model_card", "run_record", "write_model_card"]
 

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .errors import UserError
-from .models import GLSim
+from glsim_pl.errors import UserError
+from glsim_pl.models import GLSim
 
 __all__ = ["export_onnx"]
 

@@ -24,20 +24,20 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
-from .callbacks.crop_visualizer import render_crop_panels
-from .callbacks.eval_report import tensor_to_pil, upscaled
-from .checkpoint_io import load_module
-from .config_dir import CONFIG_DIR
-from .data.image_io import read_image
-from .errors import UserError, exit_on_user_error
-from .gate_sweep import apply_gate_threshold
-from .models.selectors import check_selector
-from .preprocessing import Preprocessing, factor_for
-from .pretrained import prediction_rows
-from .utils.compile import prepare_classifier
-from .utils.instantiate import instantiate
-from .utils.logging import RankedLogger
-from .utils.validate import validate_predict, validate_selectors
+from glsim_pl.callbacks.crop_visualizer import render_crop_panels
+from glsim_pl.callbacks.eval_report import tensor_to_pil, upscaled
+from glsim_pl.checkpoint_io import load_module
+from glsim_pl.config_dir import CONFIG_DIR
+from glsim_pl.data.image_io import read_image
+from glsim_pl.errors import UserError, exit_on_user_error
+from glsim_pl.gate_sweep import apply_gate_threshold
+from glsim_pl.models.selectors import check_selector
+from glsim_pl.preprocessing import Preprocessing, factor_for
+from glsim_pl.pretrained import prediction_rows
+from glsim_pl.utils.compile import prepare_classifier
+from glsim_pl.utils.instantiate import instantiate
+from glsim_pl.utils.logging import RankedLogger
+from glsim_pl.utils.validate import validate_predict, validate_selectors
 
 __all__ = ["list_inputs", "main", "predict"]
 

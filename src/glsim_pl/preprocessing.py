@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from PIL import Image, ImageOps
 
-from .data.image_io import read_image, to_rgb
-from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform
-from .errors import UserError
+from glsim_pl.data.image_io import read_image, to_rgb
+from glsim_pl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_eval_transform
+from glsim_pl.errors import UserError
 
 __all__ = ["Preprocessing", "factor_for", "open_rgb"]
 

@@ -25,11 +25,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .errors import UserError
-from .hub import resolve_model_path
-from .models import GLSim, ViTClassifier, build_classifier, is_official_checkpoint, load_official_checkpoint
-from .models.official import official_model_kwargs
-from .preprocessing import Preprocessing, open_rgb
+from glsim_pl.errors import UserError
+from glsim_pl.hub import resolve_model_path
+from glsim_pl.models import GLSim, ViTClassifier, build_classifier, is_official_checkpoint, load_official_checkpoint
+from glsim_pl.models.official import official_model_kwargs
+from glsim_pl.preprocessing import Preprocessing, open_rgb
 
 __all__ = [
     "CONFIG", "FORMAT", "WEIGHTS", "atomic_write", "classifier_kwargs", "load_pretrained", "predict_image",

@@ -26,8 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .aggregate import aggregate, load_jobs
-from .errors import UserError
+from glsim_pl.aggregate import aggregate, load_jobs
+from glsim_pl.errors import UserError
 
 __all__ = ["GRID", "choose_lr", "gpu_hours", "main", "reproduce"]
 

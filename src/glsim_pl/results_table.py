@@ -101,7 +101,7 @@ def _baseline_row(rows: list[dict], baseline: str | None) -> dict | None:
         want = dict(p.partition("=")[::2] for p in baseline.split())
         found = [r for r in rows if all(r["label"].get(k, r["setting"]) == v for k, v in want.items())]
         if len(found) != 1:
-            from .errors import UserError
+            from glsim_pl.errors import UserError
 
             choices = "; ".join(r["setting"] for r in rows)
             raise UserError(f"--baseline {baseline!r} matches {len(found)} rows; expected one of: {choices}")

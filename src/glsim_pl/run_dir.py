@@ -13,8 +13,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from .errors import UserError
-from .hub import is_hub_id
+from glsim_pl.errors import UserError
+from glsim_pl.hub import is_hub_id
 
 __all__ = ["apply_model_preprocessing", "eval_output_dir", "explicit_overrides", "run_dataset_config", "run_folder"]
 

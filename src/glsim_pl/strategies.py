@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies.launchers import subprocess_script
 
-from .errors import UserError
+from glsim_pl.errors import UserError
 
 __all__ = ["HydraDDPStrategy", "hydra_job_command"]
 

@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from .models.glsim import GLSIM_ONLY_KEYS
+from glsim_pl.models.glsim import GLSIM_ONLY_KEYS
 
 __all__ = ["drop_unused_overrides", "merge_jobs"]
 

@@ -17,19 +17,19 @@ import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, open_dict
 
-from .aggregate import protocol, resolved_config, write_failure, write_run_record
-from .callbacks.divergence_guard import DivergenceGuard
-from .callbacks.progress_log import display_callbacks
-from .callbacks.rng_state import RNGStateCheckpoint
-from .config_dir import CONFIG_DIR
-from .data.verify import write_removed_files
-from .errors import UserError, exit_on_user_error, user_message
-from .lit_module import GLSimLitModule
-from .utils.atomic_io import AtomicCheckpointIO, check_checkpoint_readable
-from .utils.compile import prepare_classifier, uses_cuda
-from .utils.config import module_kwargs, resolve_trainer_precision, transform_augs
-from .utils.instantiate import instantiate, instantiate_collection
-from .utils.logging import (
+from glsim_pl.aggregate import protocol, resolved_config, write_failure, write_run_record
+from glsim_pl.callbacks.divergence_guard import DivergenceGuard
+from glsim_pl.callbacks.progress_log import display_callbacks
+from glsim_pl.callbacks.rng_state import RNGStateCheckpoint
+from glsim_pl.config_dir import CONFIG_DIR
+from glsim_pl.data.verify import write_removed_files
+from glsim_pl.errors import UserError, exit_on_user_error, user_message
+from glsim_pl.lit_module import GLSimLitModule
+from glsim_pl.utils.atomic_io import AtomicCheckpointIO, check_checkpoint_readable
+from glsim_pl.utils.compile import prepare_classifier, uses_cuda
+from glsim_pl.utils.config import module_kwargs, resolve_trainer_precision, transform_augs
+from glsim_pl.utils.instantiate import instantiate, instantiate_collection
+from glsim_pl.utils.logging import (
     RankedLogger,
     continue_logger_runs,
     describe_loggers,
@@ -37,9 +37,9 @@ from .utils.logging import (
     log_run_config,
     quiet_library_notices,
 )
-from .utils.plugins import import_user_modules
-from .utils.run_guard import RunIdentityCheckpoint, check_resume, claim_output_dir, run_identity
-from .utils.validate import validate_config
+from glsim_pl.utils.plugins import import_user_modules
+from glsim_pl.utils.run_guard import RunIdentityCheckpoint, check_resume, claim_output_dir, run_identity
+from glsim_pl.utils.validate import validate_config
 
 __all__ = ["main", "train"]
 

@@ -16,17 +16,17 @@ from omegaconf import DictConfig
 from PIL import Image
 from torch import Tensor
 
-from .callbacks.crop_visualizer import selector_panel, to_unit
-from .callbacks.eval_report import captioned, tensor_to_pil
-from .checkpoint_io import load_module
-from .config_dir import CONFIG_DIR
-from .errors import UserError, exit_on_user_error
-from .eval import _check_compatible
-from .models import GLSim
-from .models.selectors import check_selector
-from .utils.config import transform_augs
-from .utils.instantiate import instantiate
-from .utils.logging import RankedLogger
+from glsim_pl.callbacks.crop_visualizer import selector_panel, to_unit
+from glsim_pl.callbacks.eval_report import captioned, tensor_to_pil
+from glsim_pl.checkpoint_io import load_module
+from glsim_pl.config_dir import CONFIG_DIR
+from glsim_pl.errors import UserError, exit_on_user_error
+from glsim_pl.eval import _check_compatible
+from glsim_pl.models import GLSim
+from glsim_pl.models.selectors import check_selector
+from glsim_pl.utils.config import transform_augs
+from glsim_pl.utils.instantiate import instantiate
+from glsim_pl.utils.logging import RankedLogger
 
 __all__ = ["main", "visualize"]
 

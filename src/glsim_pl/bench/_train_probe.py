@@ -28,7 +28,7 @@ from lightning.pytorch.profilers import Profiler
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ._bare_loop import BareLoop
+from glsim_pl.bench._bare_loop import BareLoop
 
 __all__ = ["PartTimer", "StepProbe", "busy_share", "matmul_peak_tflops", "train_step_flops"]
 

@@ -7,8 +7,8 @@ import platform
 
 import torch
 
-from ..models import crop_and_resize, crop_and_resize_loop
-from ._timing import interleaved_median_seconds
+from glsim_pl.bench._timing import interleaved_median_seconds
+from glsim_pl.models import crop_and_resize, crop_and_resize_loop
 
 
 def random_patch_boxes(batch: int, size: int, patch: int, generator: torch.Generator) -> torch.Tensor:

@@ -38,12 +38,12 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2 as T
 
-from ..data.base import TransformedView
-from ..data.cache import PrefixCache
-from ..data.sampling import EpochSampler, SeededCollate, SeededView
-from ..data.sources import ImageFileList, Sample
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, AugConfig, build_train_transform, without_prefix
-from ._jpeg_tree import write_cub_tree
+from glsim_pl.bench._jpeg_tree import write_cub_tree
+from glsim_pl.data.base import TransformedView
+from glsim_pl.data.cache import PrefixCache
+from glsim_pl.data.sampling import EpochSampler, SeededCollate, SeededView
+from glsim_pl.data.sources import ImageFileList, Sample
+from glsim_pl.data.transforms import IMAGENET_MEAN, IMAGENET_STD, AugConfig, build_train_transform, without_prefix
 
 __all__ = ["main"]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
-from ._jpeg_tree import write_cub_tree
+from glsim_pl.bench._jpeg_tree import write_cub_tree
 
 __all__ = ["main"]
 

@@ -10,8 +10,8 @@ import platform
 
 import torch
 
-from ..models import GLSim, ViTClassifier
-from ._timing import interleaved_median_seconds
+from glsim_pl.bench._timing import interleaved_median_seconds
+from glsim_pl.models import GLSim, ViTClassifier
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,11 +24,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import UserError
-from ..gate_sweep import gate_flops
-from ..models import GLSim
-from ..models.gate import confidence, vit_pass
-from ._timing import interleaved_median_seconds
+from glsim_pl.bench._timing import interleaved_median_seconds
+from glsim_pl.errors import UserError
+from glsim_pl.gate_sweep import gate_flops
+from glsim_pl.models import GLSim
+from glsim_pl.models.gate import confidence, vit_pass
 
 __all__ = ["COLUMNS", "format_table", "measure", "threshold_for_share"]
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from ._timing import median_seconds
-from .parity_fixture import FIXTURE_NAME, read_parity_fixture
+from glsim_pl.bench._timing import median_seconds
+from glsim_pl.bench.parity_fixture import FIXTURE_NAME, read_parity_fixture
 
 REPO = Path(__file__).resolve().parents[3]
 TINY_KW = {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
@@ -41,7 +41,7 @@ def section_env(args: argparse.Namespace) -> None:
     import lightning
     import timm
 
-    from ..utils.compile import resolve_compile, resolve_compile_mode, uses_cuda
+    from glsim_pl.utils.compile import resolve_compile, resolve_compile_mode, uses_cuda
 
     cuda = uses_cuda("auto")
     print(f"python {platform.python_version()}, torch {torch.__version__}, timm {timm.__version__}, "
@@ -55,8 +55,8 @@ def section_env(args: argparse.Namespace) -> None:
 
 def section_parity(args: argparse.Namespace) -> None:
     """The official fixture (logits from the official code) under autocast, eager and compiled."""
-    from ..models import load_official_checkpoint
-    from ..utils.compile import compile_classifier, resolve_compile_mode
+    from glsim_pl.models import load_official_checkpoint
+    from glsim_pl.utils.compile import compile_classifier, resolve_compile_mode
 
     device = torch.device(args.device)
     data = read_parity_fixture(_fixture(args.fixture))
@@ -82,8 +82,8 @@ def section_parity(args: argparse.Namespace) -> None:
 
 def section_eval(args: argparse.Namespace) -> None:
     """Eval img/s at one batch, bf16 autocast (fp32 on the CPU smoke run), eager vs compiled, GLSim vs ViT."""
-    from ..models import build_classifier
-    from ..utils.compile import compile_classifier, resolve_compile_mode
+    from glsim_pl.models import build_classifier
+    from glsim_pl.utils.compile import compile_classifier, resolve_compile_mode
 
     device = torch.device(args.device)
     cuda = device.type == "cuda"

@@ -20,13 +20,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import UserError
-from ..models import GLSim, build_classifier, crop_and_resize, select_boxes
-from ..models.attention import capture_attention
-from ..models.selectors import SelectorInputs, capture_plan, get_selector, head_mean, selector_names
-from ..plots import check_formats, save_figure
-from ..plots.cost import model_cost_figure
-from ._timing import median_seconds
+from glsim_pl.bench._timing import median_seconds
+from glsim_pl.errors import UserError
+from glsim_pl.models import GLSim, build_classifier, crop_and_resize, select_boxes
+from glsim_pl.models.attention import capture_attention
+from glsim_pl.models.selectors import SelectorInputs, capture_plan, get_selector, head_mean, selector_names
+from glsim_pl.plots import check_formats, save_figure
+from glsim_pl.plots.cost import model_cost_figure
 
 __all__ = ["measure_cost", "model_gflops", "selector_flops", "vit_flops"]
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from ..config_dir import CONFIG_DIR
+from glsim_pl.config_dir import CONFIG_DIR
 
 __all__ = ["framework_ratio", "main", "parts_table", "render"]
 
@@ -76,10 +76,10 @@ def _compose(overrides: list[str], output_dir: Path) -> Any:
 
 def run_one(args: argparse.Namespace, method: str, compiled: bool, out: Path) -> dict[str, Any]:
     """One Lightning fit with the probe (the bare-loop windows run inside it), then the model's FLOPs per step."""
-    from ..lit_module import GLSimLitModule
-    from ..train import train
-    from ..utils.config import module_kwargs
-    from ._train_probe import matmul_peak_tflops, train_step_flops
+    from glsim_pl.bench._train_probe import matmul_peak_tflops, train_step_flops
+    from glsim_pl.lit_module import GLSimLitModule
+    from glsim_pl.train import train
+    from glsim_pl.utils.config import module_kwargs
 
     out.parent.mkdir(parents=True, exist_ok=True)
     # a fresh run folder of the bench's own each time (a training run refuses a folder holding an earlier one)
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         (args.out / f"row_{method}_{compiled}.json").write_text(json.dumps(row, indent=2))
         return
     if args.dataset == "cub":
-        from ._jpeg_tree import write_cub_tree
+        from glsim_pl.bench._jpeg_tree import write_cub_tree
 
         total = args.warmup + args.rounds * args.steps + args.profile_steps + args.sync_steps + 5
         n = args.images or max(int(total * args.batch / 0.9) + args.classes, args.classes * 2)

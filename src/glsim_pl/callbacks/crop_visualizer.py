@@ -22,8 +22,8 @@ from torch.utils.data import default_collate
 from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 from torchvision.utils import draw_bounding_boxes, make_grid, save_image
 
-from ..models import crop_and_resize
-from ..utils.logging import log_image
+from glsim_pl.models import crop_and_resize
+from glsim_pl.utils.logging import log_image
 
 __all__ = [
     "CropVisualizer",

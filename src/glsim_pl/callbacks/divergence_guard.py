@@ -30,8 +30,8 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import Tensor
 
-from ..errors import UserError
-from ..utils.logging import RankedLogger
+from glsim_pl.errors import UserError
+from glsim_pl.utils.logging import RankedLogger
 
 __all__ = ["DivergenceError", "DivergenceGuard"]
 

@@ -12,11 +12,11 @@ from lightning.pytorch.loggers import Logger
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-from ..plots import save_figure
-from ..plots.classes import confused_pairs_figure, confusion_figure, top_confused_pairs, write_pairs_csv
-from ..utils.logging import log_figure, log_image
-from .crop_visualizer import render_crop_panels
-from .eval_collector import Mistake
+from glsim_pl.callbacks.crop_visualizer import render_crop_panels
+from glsim_pl.callbacks.eval_collector import Mistake
+from glsim_pl.plots import save_figure
+from glsim_pl.plots.classes import confused_pairs_figure, confusion_figure, top_confused_pairs, write_pairs_csv
+from glsim_pl.utils.logging import log_figure, log_image
 
 __all__ = ["captioned", "save_error_gallery", "tensor_to_pil", "upscaled", "write_class_reports"]
 

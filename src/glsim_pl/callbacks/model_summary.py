@@ -9,7 +9,7 @@ from typing import Any
 from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
 
-from ..utils.logging import RankedLogger
+from glsim_pl.utils.logging import RankedLogger
 
 __all__ = ["ParameterSummary"]
 

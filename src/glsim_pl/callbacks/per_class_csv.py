@@ -10,9 +10,9 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from ..plots import check_formats, save_figure
-from ..plots.classes import per_class_accuracy_figure
-from ..utils.logging import RankedLogger, log_figure
+from glsim_pl.plots import check_formats, save_figure
+from glsim_pl.plots.classes import per_class_accuracy_figure
+from glsim_pl.utils.logging import RankedLogger, log_figure
 
 __all__ = ["PerClassAccuracyCSV"]
 

@@ -27,8 +27,8 @@ from typing import Any
 import lightning as L
 import torch
 
-from ..errors import UserError
-from ..utils.logging import RankedLogger
+from glsim_pl.errors import UserError
+from glsim_pl.utils.logging import RankedLogger
 
 __all__ = ["ProgressLog", "progress_lines_on"]
 
@@ -158,8 +158,8 @@ def display_callbacks(progress: Any, trainer_cfg: Any, cuda: bool, callbacks: li
     bar; the model summary without unmeasured FLOPs. Returns (callbacks to add, Trainer keyword overrides)."""
     from lightning.pytorch.callbacks import ModelSummary, ProgressBar
 
-    from ..utils.compile import progress_bar_callbacks
-    from .model_summary import ParameterSummary
+    from glsim_pl.callbacks.model_summary import ParameterSummary
+    from glsim_pl.utils.compile import progress_bar_callbacks
 
     progress = dict(progress or {})
     added, overrides = [], {}

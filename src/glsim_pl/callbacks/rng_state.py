@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback
 
-from ..utils.logging import RankedLogger
+from glsim_pl.utils.logging import RankedLogger
 
 __all__ = ["RNGStateCheckpoint", "capture_rng_states", "restore_rng_states"]
 

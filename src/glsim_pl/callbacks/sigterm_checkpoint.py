@@ -18,7 +18,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from ..utils.logging import RankedLogger
+from glsim_pl.utils.logging import RankedLogger
 
 __all__ = ["SigtermCheckpoint"]
 

@@ -17,10 +17,10 @@ from typing import Any
 import lightning as L
 import torch
 
-from ..plots import check_formats, save_figure
-from ..plots.curves import training_curves_figure
-from ..utils.logging import RankedLogger, log_figure
-from .progress_log import step_loss
+from glsim_pl.callbacks.progress_log import step_loss
+from glsim_pl.plots import check_formats, save_figure
+from glsim_pl.plots.curves import training_curves_figure
+from glsim_pl.utils.logging import RankedLogger, log_figure
 
 __all__ = ["TrainingCurves"]
 

@@ -22,12 +22,10 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms.v2.functional import get_size
 
-from ..errors import UserError
-from ..utils.logging import RankedLogger
-from .cache import cached_views, check_cache_args, resolve_device_normalize
-from .image_io import MAX_PIXELS
-from .sampling import EpochSampler, ResumableLoader, SeededCollate, SeededView
-from .transforms import (
+from glsim_pl.data.cache import cached_views, check_cache_args, resolve_device_normalize
+from glsim_pl.data.image_io import MAX_PIXELS
+from glsim_pl.data.sampling import EpochSampler, ResumableLoader, SeededCollate, SeededView
+from glsim_pl.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     AugConfig,
@@ -36,9 +34,11 @@ from .transforms import (
     build_eval_transform,
     build_train_transform,
     finish_on_device,
-)  # fmt: skip
-from .verify import VERIFY_MODES, DataCheck, default_cache_dir, run_data_check
-from .workers import resolve_num_workers
+)
+from glsim_pl.data.verify import VERIFY_MODES, DataCheck, default_cache_dir, run_data_check
+from glsim_pl.data.workers import resolve_num_workers
+from glsim_pl.errors import UserError
+from glsim_pl.utils.logging import RankedLogger
 
 __all__ = ["FGVCDataModule", "Splits", "TransformedView", "split_train_val"]
 

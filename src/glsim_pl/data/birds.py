@@ -13,9 +13,9 @@ import re
 from pathlib import Path
 from typing import ClassVar
 
-from ..errors import UserError
-from .base import FGVCDataModule, Splits
-from .sources import ImageFileList, Sample
+from glsim_pl.data.base import FGVCDataModule, Splits
+from glsim_pl.data.sources import ImageFileList, Sample
+from glsim_pl.errors import UserError
 
 __all__ = ["BirdsFormatDataModule", "CUBDataModule", "NABirdsDataModule"]
 

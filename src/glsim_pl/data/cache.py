@@ -31,8 +31,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as F
 
-from ..errors import UserError
-from ..utils.logging import RankedLogger
+from glsim_pl.errors import UserError
+from glsim_pl.utils.logging import RankedLogger
 
 __all__ = ["CACHE_MODES", "PrefixCache", "default_cache_dir"]
 
@@ -287,7 +287,7 @@ def cached_views(datamodule: Any, train_src: Dataset, test_src: Dataset, train_i
                  eval_tf: Any) -> list[tuple[Dataset, Any]]:  # fmt: skip
     """(source, transform) of the train, val and test views: the cached sources with the transforms after the
     prefix when ``dataset.cache`` is on, else the sources and transforms as they are."""
-    from .transforms import has_prefix, without_prefix
+    from glsim_pl.data.transforms import has_prefix, without_prefix
 
     if datamodule.cache == "off":
         return [(train_src, train_tf), (train_src, eval_tf), (test_src, eval_tf)]

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from scipy.io import loadmat
 
-from ..errors import UserError
-from .base import FGVCDataModule, Splits
-from .sources import ImageFileList, Sample
+from glsim_pl.data.base import FGVCDataModule, Splits
+from glsim_pl.data.sources import ImageFileList, Sample
+from glsim_pl.errors import UserError
 
 __all__ = ["CarsDataModule", "read_mat_structs"]
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from ..errors import UserError
-from .base import FGVCDataModule, Splits
-from .sources import ImageFileList, Sample
+from glsim_pl.data.base import FGVCDataModule, Splits
+from glsim_pl.data.sources import ImageFileList, Sample
+from glsim_pl.errors import UserError
 
 __all__ = ["CSVDataModule", "read_csv_columns"]
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from scipy.io import loadmat
 
-from ..errors import UserError
-from .base import FGVCDataModule, Splits
-from .sources import Box, ImageFileList, Sample
+from glsim_pl.data.base import FGVCDataModule, Splits
+from glsim_pl.data.sources import Box, ImageFileList, Sample
+from glsim_pl.errors import UserError
 
 __all__ = ["DogsDataModule", "read_voc_box"]
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from ..errors import UserError
-from ..utils.logging import RankedLogger
-from .base import FGVCDataModule, Splits, split_train_val
-from .sources import ImageFileList, Sample
+from glsim_pl.data.base import FGVCDataModule, Splits, split_train_val
+from glsim_pl.data.sources import ImageFileList, Sample
+from glsim_pl.errors import UserError
+from glsim_pl.utils.logging import RankedLogger
 
 __all__ = ["ImageFolderDataModule"]
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from ..errors import UserError
+from glsim_pl.errors import UserError
 
 __all__ = ["BACKGROUND", "MAX_PIXELS", "check_image_file", "decode_image", "read_image", "to_rgb"]
 

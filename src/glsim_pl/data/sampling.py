@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler, default_collate
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from ..utils.logging import RankedLogger
+from glsim_pl.utils.logging import RankedLogger
 
 __all__ = ["EpochSampler", "ResumableLoader", "SampleKey", "SeededCollate", "SeededView", "mix_seed", "seeded_rngs"]
 

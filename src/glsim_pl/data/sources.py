@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..errors import UserError
-from .image_io import MAX_PIXELS, decode_image
-from .jpeg import MAX_PIXELS as PLAIN_JPEG_MAX_PIXELS
-from .jpeg import read_plain_jpeg
+from glsim_pl.data.image_io import MAX_PIXELS, decode_image
+from glsim_pl.data.jpeg import MAX_PIXELS as PLAIN_JPEG_MAX_PIXELS
+from glsim_pl.data.jpeg import read_plain_jpeg
+from glsim_pl.errors import UserError
 
 __all__ = ["Box", "ImageFileList", "Sample"]
 

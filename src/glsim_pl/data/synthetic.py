@@ -19,8 +19,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
-from .base import FGVCDataModule, Splits
-from .sources import Box
+from glsim_pl.data.base import FGVCDataModule, Splits
+from glsim_pl.data.sources import Box
 
 __all__ = ["SyntheticFGVC", "SyntheticDataModule"]
 

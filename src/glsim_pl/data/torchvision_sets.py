@@ -14,9 +14,9 @@ from typing import Any, ClassVar
 
 from torchvision import datasets
 
-from ..errors import UserError
-from .base import FGVCDataModule, Splits
-from .sources import Box, ImageFileList, Sample
+from glsim_pl.data.base import FGVCDataModule, Splits
+from glsim_pl.data.sources import Box, ImageFileList, Sample
+from glsim_pl.errors import UserError
 
 __all__ = ["AircraftDataModule", "Flowers102DataModule", "Food101DataModule", "PetsDataModule", "TorchvisionDataModule"]
 

@@ -26,9 +26,9 @@ from typing import Any
 
 from torch.utils.data import DataLoader, Dataset
 
-from ..errors import UserError
-from ..utils.logging import RankedLogger
-from .image_io import check_image_file
+from glsim_pl.data.image_io import check_image_file
+from glsim_pl.errors import UserError
+from glsim_pl.utils.logging import RankedLogger
 
 __all__ = ["VERIFY_MODES", "DataCheck", "default_cache_dir", "run_data_check", "write_removed_files"]
 
@@ -230,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-    from .sources import Sample
+    from glsim_pl.data.sources import Sample
 
     parser = argparse.ArgumentParser(prog="python -m glsim_pl.data.verify", description=main.__doc__)
     parser.add_argument("root", type=Path)

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..errors import UserError
+from glsim_pl.errors import UserError
 
 __all__ = ["MAX_AUTO_WORKERS", "auto_num_workers", "resolve_num_workers"]
 

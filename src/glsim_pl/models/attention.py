@@ -16,7 +16,7 @@ from types import MethodType
 import torch
 from torch import Tensor, nn
 
-from ..errors import UserError
+from glsim_pl.errors import UserError
 
 __all__ = ["attention_modules", "capture_attention"]
 

@@ -12,8 +12,8 @@ from timm.layers import DropPath
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from ..errors import UserError
-from .pretrained import load_encoder_weights
+from glsim_pl.errors import UserError
+from glsim_pl.models.pretrained import load_encoder_weights
 
 log = logging.getLogger(__name__)  # not utils.logging: models/ imports no Lightning
 

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..errors import UserError
+from glsim_pl.errors import UserError
 
 __all__ = [
     "GATES",

@@ -20,15 +20,15 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..errors import UserError
-from .aggregator import Aggregator
-from .attention import capture_attention
-from .crop import crop_and_resize
-from .encoder import create_encoder
-from .gate import cascade, check_gate
-from .pretrained import load_head_weights
-from .selector import BoxRule, SimMetric, metric_prefers_largest, select_boxes
-from .selectors import SelectorInputs, SelectorSpec, get_selector, head_mean
+from glsim_pl.errors import UserError
+from glsim_pl.models.aggregator import Aggregator
+from glsim_pl.models.attention import capture_attention
+from glsim_pl.models.crop import crop_and_resize
+from glsim_pl.models.encoder import create_encoder
+from glsim_pl.models.gate import cascade, check_gate
+from glsim_pl.models.pretrained import load_head_weights
+from glsim_pl.models.selector import BoxRule, SimMetric, metric_prefers_largest, select_boxes
+from glsim_pl.models.selectors import SelectorInputs, SelectorSpec, get_selector, head_mean
 
 __all__ = ["GLSIM_ONLY_KEYS", "FirstPass", "GLSim", "GLSimFeatures", "GLSimOutput", "ViTClassifier", "build_classifier"]
 

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..errors import UserError
-from .glsim import GLSim
+from glsim_pl.errors import UserError
+from glsim_pl.models.glsim import GLSim
 
 __all__ = ["is_official_checkpoint", "load_official_checkpoint", "official_model_kwargs", "read_official_checkpoint"]
 

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import UserError
+from glsim_pl.errors import UserError
 
 __all__ = ["MIN_SHARE", "EncoderLoad", "load_encoder_weights", "load_head_weights", "read_weights"]
 
@@ -64,7 +64,7 @@ def _strip(state: dict[str, Any], prefix: str) -> dict[str, Any]:
 
 def read_weights(path: str | Path) -> tuple[dict[str, Tensor], str]:
     """(state dict, kind) of a non-npz weights file; kind is ``timm`` or ``classifier`` (``encoder.*`` keys)."""
-    from .official import convert_official_state_dict, is_official_checkpoint
+    from glsim_pl.models.official import convert_official_state_dict, is_official_checkpoint
 
     path = Path(path).expanduser()
     try:

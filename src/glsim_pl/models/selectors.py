@@ -34,8 +34,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ..errors import UserError
-from .selector import gls_scores
+from glsim_pl.errors import UserError
+from glsim_pl.models.selector import gls_scores
 
 __all__ = [
     "ENTRY_POINT_GROUP",

@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..errors import UserError
+from glsim_pl.errors import UserError
 
 __all__ = ["FORMATS", "check_formats", "ellipsize", "figure_to_array", "new_figure", "save_figure", "tick_indices"]
 

@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 
-from . import FONT, ellipsize, new_figure, tick_indices
+from glsim_pl.plots import FONT, ellipsize, new_figure, tick_indices
 
 __all__ = [
     "confused_pairs_figure",

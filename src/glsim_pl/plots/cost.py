@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..errors import UserError
-from . import FONT, check_formats, new_figure, save_figure
+from glsim_pl.errors import UserError
+from glsim_pl.plots import FONT, check_formats, new_figure, save_figure
 
 __all__ = ["accuracy_cost_figure", "accuracy_cost_points", "model_cost_figure", "reproduction_figure"]
 

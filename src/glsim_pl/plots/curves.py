@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from . import FONT, new_figure
+from glsim_pl.plots import FONT, new_figure
 
 __all__ = ["moving_average", "training_curves_figure"]
 

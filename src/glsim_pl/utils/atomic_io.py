@@ -17,7 +17,7 @@ import torch
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from ..errors import UserError
+from glsim_pl.errors import UserError
 
 __all__ = ["AtomicCheckpointIO", "atomic_torch_save", "check_checkpoint_readable", "newest_loadable_checkpoint"]
 

@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import UserError
-from .logging import RankedLogger
+from glsim_pl.errors import UserError
+from glsim_pl.utils.logging import RankedLogger
 
 __all__ = [
     "CompiledForward",

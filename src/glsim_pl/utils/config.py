@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ..data.transforms import AugConfig
-from .compile import uses_cuda
+from glsim_pl.data.transforms import AugConfig
+from glsim_pl.utils.compile import uses_cuda
 
 __all__ = ["module_kwargs", "resolve_trainer_precision", "transform_augs"]
 

@@ -9,7 +9,7 @@ import hydra
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
-from ..errors import UserError
+from glsim_pl.errors import UserError
 
 __all__ = ["instantiate", "instantiate_collection"]
 

@@ -85,7 +85,7 @@ def log_figure(loggers: Sequence[Logger], tag: str, fig: Figure, step: int = 0) 
     """Send a matplotlib figure to each tracker (TensorBoard ``add_figure``, else as an image)."""
     if not loggers:
         return
-    from ..plots import figure_to_array
+    from glsim_pl.plots import figure_to_array
 
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import UserError
+from glsim_pl.errors import UserError
 
 __all__ = ["import_user_modules"]
 

@@ -23,8 +23,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from ..errors import UserError
-from .logging import RankedLogger
+from glsim_pl.errors import UserError
+from glsim_pl.utils.logging import RankedLogger
 
 __all__ = ["RunIdentityCheckpoint", "check_resume", "claim_output_dir", "run_identity"]
 

@@ -14,8 +14,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from ..errors import UserError
-from ..models.selectors import get_selector
+from glsim_pl.errors import UserError
+from glsim_pl.models.selectors import get_selector
 
 __all__ = [
     "check_range",
