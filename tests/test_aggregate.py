@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from glsim_pl.aggregate import aggregate, main
+from glsim_pl.aggregate import main
+from glsim_pl.analysis.aggregate import aggregate
 from glsim_pl.errors import UserError
 from glsim_pl.train import train
 
@@ -159,7 +160,7 @@ def test_smoke_reproduce_multirun_end_to_end(tmp_path: Path) -> None:
 
 
 def test_protocol_names_the_official_test_split_only_for_benchmarks(make_cfg) -> None:
-    from glsim_pl.aggregate import protocol
+    from glsim_pl.analysis.run_record import protocol
 
     assert protocol(make_cfg("dataset=cub", tiny=False))["test_split"] == "official test"
     assert protocol(make_cfg("dataset=folder", tiny=False))["test_split"] == "test split"

@@ -21,7 +21,7 @@ def test_busy_share_is_the_union_of_kernel_intervals() -> None:
 
 
 def test_generated_tree_is_a_cub_layout_the_datamodule_reads(tmp_path: Path) -> None:
-    from glsim_pl.data.birds import CUBDataModule
+    from glsim_pl.data.datasets.birds import CUBDataModule
 
     root = write_cub_tree(tmp_path / "cub", 30, 3, (40, 30), workers=1)
     dm = CUBDataModule(root=str(root), num_classes=3, image_size=32, num_workers=0, protocol="paper")

@@ -40,7 +40,7 @@ def write_birds_tree(root: Path, class_ids: list[str], per_class: int = 5, uuid_
 
 
 def test_cub_parser_labels_splits_boxes(tmp_path: Path) -> None:
-    from glsim_pl.data.birds import CUBDataModule
+    from glsim_pl.data.datasets.birds import CUBDataModule
 
     write_birds_tree(tmp_path / "CUB_200_2011", ["1", "2", "3"])
     dm = CUBDataModule(root=str(tmp_path / "CUB_200_2011"), num_classes=3, image_size=32, num_workers=0)
@@ -57,7 +57,7 @@ def test_cub_parser_labels_splits_boxes(tmp_path: Path) -> None:
 
 
 def test_nabirds_noncontiguous_ids_and_hierarchy(tmp_path: Path) -> None:
-    from glsim_pl.data.birds import NABirdsDataModule
+    from glsim_pl.data.datasets.birds import NABirdsDataModule
 
     write_birds_tree(tmp_path / "nabirds", ["817", "295", "1000"], uuid_ids=True)
     dm = NABirdsDataModule(root=str(tmp_path / "nabirds"), num_classes=3, image_size=32, num_workers=0)
@@ -67,7 +67,7 @@ def test_nabirds_noncontiguous_ids_and_hierarchy(tmp_path: Path) -> None:
 
 
 def test_num_classes_mismatch_is_clear(tmp_path: Path) -> None:
-    from glsim_pl.data.birds import CUBDataModule
+    from glsim_pl.data.datasets.birds import CUBDataModule
 
     write_birds_tree(tmp_path / "cub", ["1", "2"])
     with pytest.raises(UserError, match=r"dataset.num_classes=200 but .* define 2 classes"):

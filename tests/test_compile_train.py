@@ -16,9 +16,9 @@ from torch.utils.data import DataLoader
 
 from glsim_pl.data.workers import MAX_AUTO_WORKERS, auto_num_workers, resolve_num_workers
 from glsim_pl.errors import UserError
-from glsim_pl.lit_module import GLSimLitModule
-from glsim_pl.metrics import build_metrics
 from glsim_pl.models import crop_and_resize, load_official_checkpoint
+from glsim_pl.training.metrics import build_metrics
+from glsim_pl.training.module import GLSimLitModule
 from glsim_pl.utils.compile import compile_classifier
 
 from .test_compile import _net

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torchvision.transforms import v2 as T
 
+from glsim_pl.config.groups import transform_augs
+from glsim_pl.config.instantiate import instantiate
 from glsim_pl.data.transforms import IMAGENET_MEAN, MixUpCutMixCollate
 from glsim_pl.errors import UserError
 from glsim_pl.train import train
-from glsim_pl.utils.config import transform_augs
-from glsim_pl.utils.instantiate import instantiate
 from tests.conftest import TINY
 from tests.data_fixtures import food
 

@@ -13,9 +13,9 @@ import torch
 from glsim_pl.bench._jpeg_tree import write_cub_tree
 from glsim_pl.data.base import TransformedView
 from glsim_pl.data.cache import PrefixCache, check_cache_args
+from glsim_pl.data.datasets.synthetic import SyntheticDataModule
 from glsim_pl.data.sampling import mix_seed, seeded_rngs
 from glsim_pl.data.sources import ImageFileList, Sample
-from glsim_pl.data.synthetic import SyntheticDataModule
 from glsim_pl.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,

@@ -9,11 +9,11 @@ import lightning as L
 import pytest
 import torch
 
-from glsim_pl.lit_module import GLSimLitModule
-from glsim_pl.strategies import HydraDDPStrategy
+from glsim_pl.config.groups import module_kwargs, resolve_trainer_precision, transform_augs
+from glsim_pl.config.instantiate import instantiate
 from glsim_pl.train import train
-from glsim_pl.utils.config import module_kwargs, resolve_trainer_precision, transform_augs
-from glsim_pl.utils.instantiate import instantiate
+from glsim_pl.training.module import GLSimLitModule
+from glsim_pl.training.strategies import HydraDDPStrategy
 
 
 @pytest.mark.parametrize("method", ["glsim", "vit"])

@@ -25,8 +25,8 @@ from glsim_pl.demo import (
     serve,
     supported_selectors,
 )  # fmt: skip
-from glsim_pl.demo_panels import draw_box
 from glsim_pl.errors import UserError
+from glsim_pl.plots.panels import draw_box
 from glsim_pl.predict import predict
 
 from .test_eval import compose_tool, save_lightning_ckpt

@@ -14,7 +14,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from glsim_pl.errors import UserError
-from glsim_pl.lit_module import GLSimLitModule
+from glsim_pl.training.module import GLSimLitModule
 
 from .conftest import compose_cfg
 

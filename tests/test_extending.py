@@ -11,12 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
+from glsim_pl.config.plugins import import_user_modules
 from glsim_pl.errors import UserError
 from glsim_pl.models import GLSim
 from glsim_pl.models.selectors import get_selector, register_selector, selector_names
 from glsim_pl.train import train
 from glsim_pl.utils.compile import _runs_eager
-from glsim_pl.utils.plugins import import_user_modules
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "extending"
 TINY_NET = {"backbone": "vit_tiny_patch16_224", "num_classes": 3, "img_size": 32,

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from glsim_pl.errors import UserError
-from glsim_pl.lit_module import GLSimLitModule
 from glsim_pl.models import GLSim, GLSimOutput, build_classifier, load_official_checkpoint
 from glsim_pl.models.gate import cascade, confidence, merge, split
+from glsim_pl.training.module import GLSimLitModule
 
 from .test_eval import TINY_KW, compose_tool, save_lightning_ckpt
 
@@ -199,7 +199,7 @@ def test_predict_writes_which_images_took_the_second_pass(tmp_path: Path) -> Non
 def test_compiled_stages_match_eager_and_the_second_pass_does_not_recompile_per_size() -> None:
     from torch._dynamo.utils import counters
 
-    from glsim_pl.models.gate import compile_stages, uncompile
+    from glsim_pl.analysis.gate_sweep import compile_stages, uncompile
 
     torch._dynamo.reset()
     model = gated_model()
@@ -221,8 +221,8 @@ def test_compiled_stages_match_eager_and_the_second_pass_does_not_recompile_per_
 
 
 def test_export_round_trip_keeps_the_gate(tmp_path: Path) -> None:
+    from glsim_pl.data.preprocessing import Preprocessing
     from glsim_pl.export import load_pretrained, save_pretrained
-    from glsim_pl.preprocessing import Preprocessing
 
     module = GLSimLitModule(num_classes=6, gate="confidence", gate_threshold=0.4, **TINY_KW).eval()
     torch.nn.init.normal_(module.net.gate_head.weight, std=2.0)

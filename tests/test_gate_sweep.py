@@ -10,8 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from glsim_pl.analysis.gate_sweep import (
+    COLUMNS,
+    SplitOutputs,
+    choose_threshold,
+    collect,
+    gate_flops,
+    run_gate_sweep,
+    thresholds,
+)
 from glsim_pl.errors import UserError
-from glsim_pl.gate_sweep import COLUMNS, SplitOutputs, choose_threshold, collect, gate_flops, run_gate_sweep, thresholds
 
 from .test_eval import TINY_DATA, compose_tool, save_lightning_ckpt
 from .test_gate import gated_model

@@ -11,8 +11,8 @@ import torch
 
 from glsim_pl.callbacks.divergence_guard import DivergenceGuard
 from glsim_pl.errors import UserError, exit_on_user_error
-from glsim_pl.lit_module import GLSimLitModule
 from glsim_pl.train import train
+from glsim_pl.training.module import GLSimLitModule
 
 QUIET = ["logger=none", "callbacks.crop_visualizer=null", "callbacks.per_class_csv=null", "dataset.num_workers=0"]
 

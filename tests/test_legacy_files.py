@@ -59,8 +59,16 @@ def test_old_run_folder_resumes_with_ckpt_path_last(tmp_path: Path) -> None:
     run = _run_copy(tmp_path)
     overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
     overrides = [o for o in overrides if not o.startswith(("trainer.max_epochs=", "logger="))]
-    args = [sys.executable, "-m", "glsim_pl.train", *overrides, "trainer.max_epochs=2", "logger=csv", "ckpt_path=last",
-            f"hydra.run.dir={run}"]
+    args = [
+        sys.executable,
+        "-m",
+        "glsim_pl.train",
+        *overrides,
+        "trainer.max_epochs=2",
+        "logger=csv",
+        "ckpt_path=last",
+        f"hydra.run.dir={run}",
+    ]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())

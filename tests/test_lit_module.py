@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from glsim_pl.lit_module import GLSimLitModule, warmup_cosine
-from glsim_pl.metrics import build_metrics
+from glsim_pl.training.metrics import build_metrics
+from glsim_pl.training.module import GLSimLitModule
+from glsim_pl.training.optim import warmup_cosine
 
 
 def test_warmup_then_cosine_on_the_raw_step() -> None:
@@ -47,8 +48,8 @@ def test_optimizer_step_i_uses_lr_of_step_i(make_cfg) -> None:
     (the official trainer's step i runs at lr(i - 1); one step of the schedule apart)."""
     import lightning as L
 
-    from glsim_pl.utils.config import module_kwargs, transform_augs
-    from glsim_pl.utils.instantiate import instantiate
+    from glsim_pl.config.groups import module_kwargs, transform_augs
+    from glsim_pl.config.instantiate import instantiate
 
     cfg = make_cfg("optim.warmup_steps=4", "optim.lr=0.1", "optim.warmup_lr=0.0", "optim.min_lr=0.0")
     datamodule = instantiate(cfg.dataset, augs=transform_augs(cfg))

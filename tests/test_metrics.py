@@ -11,9 +11,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import Tensor, nn
 
-from glsim_pl.lit_module import GLSimLitModule
-from glsim_pl.metrics import EpochPredictions, build_metrics
 from glsim_pl.models import GLSimOutput
+from glsim_pl.training.metrics import EpochPredictions, build_metrics
+from glsim_pl.training.module import GLSimLitModule
 
 K, N, B = 10, 48, 8
 

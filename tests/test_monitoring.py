@@ -20,9 +20,9 @@ import torch
 from glsim_pl.callbacks import ProgressLog, TrainingCurves
 from glsim_pl.callbacks.crop_visualizer import balanced_sample
 from glsim_pl.errors import UserError
-from glsim_pl.lit_module import GLSimLitModule
 from glsim_pl.plots.curves import training_curves_figure
 from glsim_pl.train import train
+from glsim_pl.training.module import GLSimLitModule
 from glsim_pl.utils.logging import quiet_library_notices
 
 from .conftest import TINY_SYNTHETIC
@@ -141,8 +141,8 @@ def test_resume_continues_tensorboard_and_csv_version_and_crop_sample(make_cfg, 
     true = [r["true"] for r in grids[0]]
     assert len(set(true)) == 4  # spread over the classes, not the first batch
     module = GLSimLitModule.load_from_checkpoint(out / "checkpoints" / "last.ckpt", map_location="cpu")
-    from glsim_pl.utils.config import transform_augs
-    from glsim_pl.utils.instantiate import instantiate
+    from glsim_pl.config.groups import transform_augs
+    from glsim_pl.config.instantiate import instantiate
 
     cfg = make_cfg(*common, output_dir=tmp_path / "unused")
     dm = instantiate(cfg.dataset, augs=transform_augs(cfg))

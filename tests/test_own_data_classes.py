@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from glsim_pl.config.groups import transform_augs
+from glsim_pl.config.instantiate import instantiate
 from glsim_pl.errors import UserError
-from glsim_pl.utils.config import transform_augs
-from glsim_pl.utils.instantiate import instantiate
 from tests.conftest import TINY
 from tests.data_fixtures import csv_split, folder
 

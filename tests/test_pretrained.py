@@ -108,8 +108,8 @@ def test_jax_npz_file(tmp_path: Path) -> None:
 
 def test_pretrained_file_through_the_config(make_cfg, tmp_path: Path) -> None:
     """``model.pretrained_file=...`` reaches the GLSim encoder (TINY's backbone, 32 px -> 48 px)."""
-    from glsim_pl.lit_module import GLSimLitModule
-    from glsim_pl.utils.config import module_kwargs
+    from glsim_pl.config.groups import module_kwargs
+    from glsim_pl.training.module import GLSimLitModule
 
     src = _source().state_dict()
     save_file(src, tmp_path / "model.safetensors")

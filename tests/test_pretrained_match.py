@@ -10,10 +10,10 @@ import timm
 import torch
 from safetensors.torch import save_file
 
+from glsim_pl.data.preprocessing import Preprocessing
 from glsim_pl.errors import UserError
 from glsim_pl.export import save_pretrained
 from glsim_pl.models import build_classifier
-from glsim_pl.preprocessing import Preprocessing
 
 TINY_VIT = {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
 BACKBONE = "vit_tiny_patch16_224"

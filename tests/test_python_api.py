@@ -18,9 +18,9 @@ import torch
 from PIL import Image
 
 import glsim_pl
+from glsim_pl.data.preprocessing import Preprocessing
 from glsim_pl.data.transforms import build_eval_transform
 from glsim_pl.errors import UserError
-from glsim_pl.preprocessing import Preprocessing
 
 from .hub_cache import add_to_hub_cache, hub_env
 from .test_eval import compose_tool, save_lightning_ckpt
@@ -107,7 +107,7 @@ def test_preprocess_is_the_eval_transform_and_boxes_map_to_the_original(tmp_path
 
 
 def test_checkpoints_record_the_datamodule_preprocessing(tmp_path: Path) -> None:
-    from glsim_pl.data.synthetic import SyntheticDataModule
+    from glsim_pl.data.datasets.synthetic import SyntheticDataModule
 
     dm = SyntheticDataModule(num_classes=3, train_size=6, test_size=3, image_px=40, image_size=32, resize_factor=1.3,
                              normalize="custom", mean=[0.1, 0.2, 0.3], std=[0.3, 0.2, 0.1])  # fmt: skip
@@ -198,7 +198,7 @@ def test_export_folder_is_hub_ready_0644_with_a_model_card(tmp_path: Path, monke
 
 
 def test_config_dir_rule_prefers_the_packaged_copy(tmp_path: Path) -> None:
-    from glsim_pl.config_dir import CONFIG_DIR, find_config_dir
+    from glsim_pl.config.locate import CONFIG_DIR, find_config_dir
 
     installed = Path(glsim_pl.__file__).resolve().parent
     checkout = Path(__file__).resolve().parents[1]
@@ -215,7 +215,7 @@ def test_config_dir_rule_prefers_the_packaged_copy(tmp_path: Path) -> None:
 
 
 def test_eval_output_dir_is_beside_the_checkpoint(tmp_path: Path) -> None:
-    from glsim_pl.run_dir import eval_output_dir
+    from glsim_pl.config.run_dir import eval_output_dir
 
     ckpt = tmp_path / "run" / "checkpoints" / "epoch_003.ckpt"
     assert Path(eval_output_dir(str(ckpt), ".")).parent == tmp_path / "run" / "eval" / "epoch_003"

@@ -14,7 +14,8 @@ import torch
 import glsim_pl.utils.atomic_io as atomic_io
 from glsim_pl.errors import UserError
 from glsim_pl.train import _resume_path
-from glsim_pl.utils.atomic_io import AtomicCheckpointIO, atomic_torch_save
+from glsim_pl.training.checkpointing import AtomicCheckpointIO
+from glsim_pl.utils.atomic_io import atomic_torch_save
 
 
 def test_failure_between_write_and_rename_keeps_the_old_file(tmp_path: Path, monkeypatch) -> None:

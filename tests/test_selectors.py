@@ -120,7 +120,7 @@ def test_every_selector_gives_boxes_and_trains(selector: str) -> None:
 
 
 def test_analytic_flops_reproduce_table_1() -> None:
-    from glsim_pl.bench.model import selector_flops, vit_flops
+    from glsim_pl.analysis.cost import selector_flops, vit_flops
 
     assert vit_flops(224) / 1e9 == pytest.approx(17.68, abs=0.01)  # backbone reference of Table 1
     assert selector_flops("gls", 224) / 1e6 == pytest.approx(0.45, abs=0.01)

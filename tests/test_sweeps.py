@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from glsim_pl.config.sweeper import drop_unused_overrides, merge_jobs
+from glsim_pl.config.validate import validate_config
 from glsim_pl.errors import UserError
-from glsim_pl.sweeper import drop_unused_overrides, merge_jobs
-from glsim_pl.utils.validate import validate_config
 
 from .conftest import TINY_SYNTHETIC, compose_cfg
 
@@ -87,7 +87,8 @@ def test_the_sweep_runs_6_jobs_and_aggregates(tmp_path: Path) -> None:
 
 
 def test_a_failed_job_writes_its_error_line(tmp_path: Path) -> None:
-    from glsim_pl.aggregate import load_jobs, write_failure
+    from glsim_pl.analysis.aggregate import load_jobs
+    from glsim_pl.analysis.run_record import write_failure
 
     cfg = compose_cfg(["seed=3"], tmp_path / "sweep" / "0")
     (tmp_path / "sweep" / "0" / ".hydra").mkdir(parents=True)

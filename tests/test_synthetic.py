@@ -6,7 +6,7 @@ import colorsys
 
 import numpy as np
 
-from glsim_pl.data.synthetic import SyntheticDataModule, SyntheticFGVC
+from glsim_pl.data.datasets.synthetic import SyntheticDataModule, SyntheticFGVC
 
 
 def test_images_are_a_pure_function_of_seed_split_index() -> None:

@@ -13,8 +13,8 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
+from glsim_pl.config.instantiate import instantiate_collection
 from glsim_pl.errors import UserError
-from glsim_pl.utils.instantiate import instantiate_collection
 
 TRACKERS = {"tensorboard": "TensorBoardLogger", "csv": "CSVLogger", "wandb": "WandbLogger", "mlflow": "MLFlowLogger"}
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from glsim_pl.lit_module import GLSimLitModule
 from glsim_pl.train import train
+from glsim_pl.training.module import GLSimLitModule
 
 
 def test_train_then_test_best_checkpoint(make_cfg, tmp_path: Path) -> None:

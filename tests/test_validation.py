@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from glsim_pl.config.validate import patch_size_of, validate_config
 from glsim_pl.errors import UserError
 from glsim_pl.eval import evaluate
 from glsim_pl.train import train
-from glsim_pl.utils.validate import patch_size_of, validate_config
 from tests.conftest import compose_cfg
 
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from glsim_pl.errors import UserError, exit_on_user_error
-from glsim_pl.lit_module import warn_long_warmup
 from glsim_pl.train import train
-from glsim_pl.utils.run_guard import CKPT_KEY, check_resume, run_identity
+from glsim_pl.training.optim import warn_long_warmup
+from glsim_pl.training.run_guard import CKPT_KEY, check_resume, run_identity
 from tests.conftest import compose_cfg
 
 BAD_TRAIN_VALUES = [

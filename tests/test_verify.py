@@ -57,7 +57,7 @@ def _cfg(make_cfg, root: Path, *extra: str):
 
 def test_bad_files_stop_the_run_before_training(make_cfg, tmp_path: Path, monkeypatch) -> None:
     bad = _tree(tmp_path / "data")
-    from glsim_pl import lit_module
+    from glsim_pl.training import module as lit_module
 
     def no_training(*_args, **_kwargs):  # reaching the model would mean the check came too late
         raise AssertionError("the model was built before the data check stopped the run")
@@ -142,7 +142,7 @@ def test_full_check_decodes_what_the_fast_check_cannot_see(tmp_path: Path) -> No
 
 
 def test_skip_corrupt_needs_the_check(tmp_path: Path) -> None:
-    from glsim_pl.data.folder import ImageFolderDataModule
+    from glsim_pl.data.datasets.folder import ImageFolderDataModule
 
     with pytest.raises(UserError, match="skip_corrupt=true needs the data check"):
         ImageFolderDataModule(root=str(tmp_path), skip_corrupt=True, verify="off")

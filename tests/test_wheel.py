@@ -67,7 +67,7 @@ def test_wheel_console_scripts_run_outside_the_checkout(tmp_path: Path) -> None:
         assert done.returncode == 0, f"{args[0]}: {done.stderr[-3000:]}"
         return done
 
-    where = run(str(bin_dir / "python"), "-c", "import glsim_pl.config_dir as c, glsim_pl; print(c.CONFIG_DIR); "
+    where = run(str(bin_dir / "python"), "-c", "import glsim_pl.config.locate as c, glsim_pl; print(c.CONFIG_DIR); "
                 "print(glsim_pl.__file__)").stdout.split()  # fmt: skip
     assert where[0].startswith(str(venv)) and where[0].endswith("glsim_pl/conf") and where[1].startswith(str(venv))
     run(str(bin_dir / "glsim-train"), "dataset.train_size=40", "dataset.test_size=16", "dataset.num_workers=0",

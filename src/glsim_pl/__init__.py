@@ -33,10 +33,10 @@ _EXPORTS = {
     "SelectorInputs": "glsim_pl.models.selectors",
     "register_selector": "glsim_pl.models.selectors",
     "selector_names": "glsim_pl.models.selectors",
-    "Preprocessing": "glsim_pl.preprocessing",
-    "load_pretrained": "glsim_pl.pretrained",
-    "predict_image": "glsim_pl.pretrained",
-    "transforms_for": "glsim_pl.pretrained",
+    "Preprocessing": "glsim_pl.data.preprocessing",
+    "load_pretrained": "glsim_pl.model_io.pretrained",
+    "predict_image": "glsim_pl.model_io.pretrained",
+    "transforms_for": "glsim_pl.model_io.pretrained",
 }
 __all__ = sorted(_EXPORTS)
 

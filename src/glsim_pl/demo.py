@@ -24,21 +24,21 @@ from omegaconf import DictConfig
 from PIL import Image
 from torch import nn
 
-from glsim_pl.checkpoint_io import load_module
-from glsim_pl.config_dir import CONFIG_DIR
+from glsim_pl.config.locate import CONFIG_DIR
+from glsim_pl.config.run_dir import resolve_preprocessing
+from glsim_pl.config.validate import check_range, validate_selectors
 from glsim_pl.data.image_io import read_image
-from glsim_pl.demo_panels import crop_panel, draw_box, heat_overlay, view_box
+from glsim_pl.data.preprocessing import Preprocessing
 from glsim_pl.errors import UserError, exit_on_user_error, user_message
-from glsim_pl.gate_sweep import apply_gate_threshold
+from glsim_pl.model_io.checkpoints import load_module
+from glsim_pl.model_io.pretrained import prediction_rows
 from glsim_pl.models import GLSim
+from glsim_pl.models.gate import apply_gate_threshold
 from glsim_pl.models.selectors import check_selector, selector_names
-from glsim_pl.predict import resolve_preprocessing
-from glsim_pl.preprocessing import Preprocessing
-from glsim_pl.pretrained import prediction_rows
+from glsim_pl.plots.panels import crop_panel, draw_box, heat_overlay
 from glsim_pl.utils.logging import RankedLogger
-from glsim_pl.utils.validate import check_range, validate_selectors
 
-__all__ = ["DemoModel", "Prediction", "build_app", "load_demo_model", "main", "predict_one", "serve"]
+__all__ = ["DemoModel", "Prediction", "build_app", "load_demo_model", "main", "predict_one", "serve", "view_box"]
 
 log = RankedLogger(__name__)
 EXAMPLES_DIR = Path(__file__).with_name("demo_examples")
@@ -280,3 +280,8 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def view_box(orig_wh: tuple[int, int], pre: Preprocessing) -> list[float]:
+    """The part of the original the model sees at all (the centre crop), xyxy in original pixels."""
+    return pre.box_to_original([0, 0, pre.input_size, pre.input_size], *orig_wh)

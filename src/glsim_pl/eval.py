@@ -28,39 +28,31 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, open_dict
 
-from glsim_pl.bench.model import measure_cost, model_gflops
+from glsim_pl.analysis.cost import measure_cost, model_gflops
+from glsim_pl.analysis.eval_report import save_error_gallery, write_class_reports
+from glsim_pl.analysis.gate_sweep import sweep_from_config
 from glsim_pl.callbacks import PerClassAccuracyCSV
 from glsim_pl.callbacks.eval_collector import EvalCollector
-from glsim_pl.callbacks.eval_report import save_error_gallery, write_class_reports
-from glsim_pl.checkpoint_io import load_module
-from glsim_pl.config_dir import CONFIG_DIR
+from glsim_pl.config.groups import resolve_trainer_precision, transform_augs
+from glsim_pl.config.instantiate import instantiate, instantiate_collection
+from glsim_pl.config.locate import CONFIG_DIR
+from glsim_pl.config.run_dir import apply_model_preprocessing, explicit_overrides, run_dataset_config
+from glsim_pl.config.validate import validate_selectors, validate_values
 from glsim_pl.errors import UserError, exit_on_user_error
-from glsim_pl.gate_sweep import apply_gate_threshold, sweep_from_config
-from glsim_pl.lit_module import GLSimLitModule
+from glsim_pl.model_io.checkpoints import check_compatible, load_module
 from glsim_pl.models import GLSim
+from glsim_pl.models.gate import apply_gate_threshold
 from glsim_pl.models.selectors import check_selector, selector_names
 from glsim_pl.plots import check_formats, save_figure
 from glsim_pl.plots.cost import accuracy_cost_figure, accuracy_cost_points
-from glsim_pl.run_dir import apply_model_preprocessing, explicit_overrides, run_dataset_config
+from glsim_pl.training.module import GLSimLitModule
 from glsim_pl.utils.compile import prepare_classifier, uses_cuda
-from glsim_pl.utils.config import resolve_trainer_precision, transform_augs
-from glsim_pl.utils.instantiate import instantiate, instantiate_collection
-from glsim_pl.utils.logging import RankedLogger, finish_trackers, log_figure, quiet_library_notices
-from glsim_pl.utils.validate import validate_selectors, validate_values
+from glsim_pl.utils.logging import RankedLogger, quiet_library_notices
+from glsim_pl.utils.trackers import finish_trackers, log_figure
 
 __all__ = ["evaluate", "main"]
 
 log = RankedLogger(__name__)
-
-
-def _check_compatible(module: GLSimLitModule, datamodule: Any, ckpt: str) -> None:
-    hp = module.hparams
-    if int(hp.num_classes) != int(datamodule.num_classes):
-        raise UserError(f"ckpt_path={ckpt!r} has {hp.num_classes} classes but dataset.num_classes="
-                        f"{datamodule.num_classes}; evaluate it on the dataset it was trained for")  # fmt: skip
-    if int(hp.img_size) != int(datamodule.image_size):
-        raise UserError(f"ckpt_path={ckpt!r} was built for {hp.img_size} px but dataset.image_size="
-                        f"{datamodule.image_size}; set dataset.image_size={hp.img_size}")  # fmt: skip
 
 
 def _choose_dataset(cfg: DictConfig, module: GLSimLitModule) -> None:
@@ -97,7 +89,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     _choose_dataset(cfg, module)
     datamodule = instantiate(cfg.dataset, augs=transform_augs(cfg))
     datamodule.check()
-    _check_compatible(module, datamodule, cfg.ckpt_path)
+    check_compatible(module, datamodule, cfg.ckpt_path)
     names = list(module.hparams.get("class_names") or datamodule.class_names)
     module.hparams.class_names = names
     is_glsim = isinstance(module.net, GLSim)

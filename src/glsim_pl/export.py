@@ -17,11 +17,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from glsim_pl.checkpoint_io import load_module
-from glsim_pl.config_dir import CONFIG_DIR
+from glsim_pl.config.locate import CONFIG_DIR
 from glsim_pl.errors import UserError, exit_on_user_error
+from glsim_pl.model_io.checkpoints import load_module
+from glsim_pl.model_io.pretrained import CONFIG, WEIGHTS, load_pretrained, save_pretrained
 from glsim_pl.models import GLSim
-from glsim_pl.pretrained import CONFIG, WEIGHTS, load_pretrained, save_pretrained
 from glsim_pl.utils.logging import RankedLogger
 
 __all__ = ["export", "load_pretrained", "main", "save_pretrained"]
@@ -31,8 +31,8 @@ log = RankedLogger(__name__)
 
 def export(cfg: DictConfig) -> Path:
     """``ckpt_path`` -> ``out`` (``format=safetensors``: Hub-ready folder; ``format=onnx``: ONNX graph too)."""
-    from glsim_pl.model_card import run_record, write_model_card
-    from glsim_pl.predict import resolve_preprocessing
+    from glsim_pl.config.run_dir import resolve_preprocessing
+    from glsim_pl.model_io.model_card import run_record, write_model_card
 
     if not cfg.get("ckpt_path") or not cfg.get("out"):
         raise UserError("ckpt_path and out are required: glsim-export ckpt_path=... out=dir/")
@@ -55,13 +55,13 @@ def export(cfg: DictConfig) -> Path:
     write_model_card(folder, record, hub)
     written = [WEIGHTS, CONFIG, "README.md"]
     if fmt == "onnx":
-        from glsim_pl.onnx_export import export_onnx
+        from glsim_pl.model_io.onnx import export_onnx
 
         export_onnx(module.net, folder / "model.onnx", pre.input_size, int(cfg.get("opset") or 18))
         written.append("model.onnx")
     log.info(f"exported the {kind} checkpoint {cfg.ckpt_path} -> {folder} ({', '.join(written)})")
     if hub.get("push"):
-        from glsim_pl.hub import push_folder
+        from glsim_pl.model_io.hub import push_folder
 
         if not hub.get("repo_id"):
             raise UserError("hub.push=true needs hub.repo_id=USER/NAME")

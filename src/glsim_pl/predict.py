@@ -24,20 +24,18 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
-from glsim_pl.callbacks.crop_visualizer import render_crop_panels
-from glsim_pl.callbacks.eval_report import tensor_to_pil, upscaled
-from glsim_pl.checkpoint_io import load_module
-from glsim_pl.config_dir import CONFIG_DIR
+from glsim_pl.config.locate import CONFIG_DIR
+from glsim_pl.config.run_dir import resolve_preprocessing
+from glsim_pl.config.validate import validate_predict, validate_selectors
 from glsim_pl.data.image_io import read_image
 from glsim_pl.errors import UserError, exit_on_user_error
-from glsim_pl.gate_sweep import apply_gate_threshold
+from glsim_pl.model_io.checkpoints import load_module
+from glsim_pl.model_io.pretrained import prediction_rows
+from glsim_pl.models.gate import apply_gate_threshold
 from glsim_pl.models.selectors import check_selector
-from glsim_pl.preprocessing import Preprocessing, factor_for
-from glsim_pl.pretrained import prediction_rows
+from glsim_pl.plots.panels import render_crop_panels, tensor_to_pil, upscaled
 from glsim_pl.utils.compile import prepare_classifier
-from glsim_pl.utils.instantiate import instantiate
 from glsim_pl.utils.logging import RankedLogger
-from glsim_pl.utils.validate import validate_predict, validate_selectors
 
 __all__ = ["list_inputs", "main", "predict"]
 
@@ -83,23 +81,6 @@ class _Images(Dataset):
             return self.transform(image), i, "", *image.size
         except Exception as exc:  # any unreadable file becomes a row in the CSV, not a crash
             return torch.zeros(3, self.size, self.size), i, f"{type(exc).__name__}: {exc}".replace("\n", " "), 0, 0
-
-
-def resolve_preprocessing(cfg: DictConfig, module: Any) -> tuple[list[str], Preprocessing]:
-    """Class names and preprocessing: the checkpoint's, replaced by ``dataset=`` (names only when the checkpoint
-    has none) and then by ``mean`` / ``std`` / ``resize_factor`` given explicitly."""
-    stored = getattr(module, "preprocessing", None) or Preprocessing(input_size=int(module.hparams.img_size))
-    names, changes = module.hparams.get("class_names"), {}
-    if cfg.get("dataset") is not None:
-        datamodule = instantiate(cfg.dataset)
-        factor = factor_for(datamodule.resize_size, int(datamodule.image_size))
-        changes.update(mean=datamodule.mean, std=datamodule.std, resize_factor=factor)
-        if not names:
-            datamodule.check()
-            names = datamodule.class_names
-    changes.update({k: cfg.get(k) for k in ("mean", "std", "resize_factor") if cfg.get(k) is not None})
-    pre = Preprocessing.from_dict({**stored.to_dict(), **changes}, "mean/std/resize_factor")
-    return list(names or [str(i) for i in range(int(module.hparams.num_classes))]), pre
 
 
 def predict(cfg: DictConfig) -> Path:

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from glsim_pl.aggregate import aggregate, load_jobs
+from glsim_pl.analysis.aggregate import aggregate, load_jobs
 from glsim_pl.errors import UserError
 
 __all__ = ["GRID", "choose_lr", "gpu_hours", "main", "reproduce"]

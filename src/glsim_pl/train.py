@@ -17,29 +17,23 @@ import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, open_dict
 
-from glsim_pl.aggregate import protocol, resolved_config, write_failure, write_run_record
+from glsim_pl.analysis.run_record import protocol, resolved_config, write_failure, write_run_record
 from glsim_pl.callbacks.divergence_guard import DivergenceGuard
 from glsim_pl.callbacks.progress_log import display_callbacks
 from glsim_pl.callbacks.rng_state import RNGStateCheckpoint
-from glsim_pl.config_dir import CONFIG_DIR
+from glsim_pl.config.groups import module_kwargs, resolve_trainer_precision, transform_augs
+from glsim_pl.config.instantiate import instantiate, instantiate_collection
+from glsim_pl.config.locate import CONFIG_DIR
+from glsim_pl.config.plugins import import_user_modules
+from glsim_pl.config.validate import validate_config
 from glsim_pl.data.verify import write_removed_files
 from glsim_pl.errors import UserError, exit_on_user_error, user_message
-from glsim_pl.lit_module import GLSimLitModule
-from glsim_pl.utils.atomic_io import AtomicCheckpointIO, check_checkpoint_readable
+from glsim_pl.training.checkpointing import AtomicCheckpointIO, check_checkpoint_readable, checkpoint_step
+from glsim_pl.training.module import GLSimLitModule
+from glsim_pl.training.run_guard import RunIdentityCheckpoint, check_resume, claim_output_dir, run_identity
 from glsim_pl.utils.compile import prepare_classifier, uses_cuda
-from glsim_pl.utils.config import module_kwargs, resolve_trainer_precision, transform_augs
-from glsim_pl.utils.instantiate import instantiate, instantiate_collection
-from glsim_pl.utils.logging import (
-    RankedLogger,
-    continue_logger_runs,
-    describe_loggers,
-    finish_trackers,
-    log_run_config,
-    quiet_library_notices,
-)
-from glsim_pl.utils.plugins import import_user_modules
-from glsim_pl.utils.run_guard import RunIdentityCheckpoint, check_resume, claim_output_dir, run_identity
-from glsim_pl.utils.validate import validate_config
+from glsim_pl.utils.logging import RankedLogger, quiet_library_notices
+from glsim_pl.utils.trackers import continue_logger_runs, describe_loggers, finish_trackers, log_run_config
 
 __all__ = ["main", "train"]
 
@@ -120,7 +114,9 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     cuda = uses_cuda(cfg.trainer.get("accelerator"))
     prepare_classifier(module.net, cfg.get("compile"), cfg.get("compile_mode"), cuda, int(datamodule.batch_size))
     loggers = instantiate_collection(cfg.get("logger"))
-    continue_logger_runs(loggers, resume or _slurm_requeue_path(cfg))  # same TensorBoard / CSV version folder
+    resumed_from = resume or _slurm_requeue_path(cfg)
+    if resumed_from:  # same TensorBoard / CSV version folder
+        continue_logger_runs(loggers, resumed_from, checkpoint_step(resumed_from))
     callbacks = instantiate_collection(cfg.get("callbacks"), skip=_inactive_callbacks(cfg))
     callbacks = [c for c in callbacks if loggers or not isinstance(c, LearningRateMonitor)]  # it needs a logger
     display, display_overrides = display_callbacks(cfg.get("progress"), cfg.trainer, cuda, callbacks)  # lines / bar

@@ -16,16 +16,14 @@ from omegaconf import DictConfig
 from PIL import Image
 from torch import Tensor
 
-from glsim_pl.callbacks.crop_visualizer import selector_panel, to_unit
-from glsim_pl.callbacks.eval_report import captioned, tensor_to_pil
-from glsim_pl.checkpoint_io import load_module
-from glsim_pl.config_dir import CONFIG_DIR
+from glsim_pl.config.groups import transform_augs
+from glsim_pl.config.instantiate import instantiate
+from glsim_pl.config.locate import CONFIG_DIR
 from glsim_pl.errors import UserError, exit_on_user_error
-from glsim_pl.eval import _check_compatible
+from glsim_pl.model_io.checkpoints import check_compatible, load_module
 from glsim_pl.models import GLSim
 from glsim_pl.models.selectors import check_selector
-from glsim_pl.utils.config import transform_augs
-from glsim_pl.utils.instantiate import instantiate
+from glsim_pl.plots.panels import captioned, selector_panel, tensor_to_pil, to_unit
 from glsim_pl.utils.logging import RankedLogger
 
 __all__ = ["main", "visualize"]
@@ -44,7 +42,7 @@ def visualize(cfg: DictConfig) -> Path:
     selectors = [check_selector(s) for s in cfg.selectors]
     datamodule = instantiate(cfg.dataset, augs=transform_augs(cfg))
     datamodule.check()
-    _check_compatible(module, datamodule, cfg.ckpt_path)
+    check_compatible(module, datamodule, cfg.ckpt_path)
     datamodule.setup("fit")
     data = datamodule.data_val if len(datamodule.data_val) else datamodule.data_test
     items = [data[i] for i in range(min(int(cfg.num_images), len(data)))]

@@ -41,7 +41,7 @@ class _Minimal(L.LightningModule):
         super().__init__()
         self.net, self.criterion, self.per_step = net, nn.CrossEntropyLoss(label_smoothing=0.1), per_step
         if "metrics" in per_step:
-            from glsim_pl.metrics import build_metrics
+            from glsim_pl.training.metrics import build_metrics
 
             self.metrics = build_metrics(200, "train/")
             for metric in self.metrics.values():
@@ -107,7 +107,7 @@ class _Rounds(L.Callback):
 def _module(which: str, method: str, net: nn.Module, size: int, per_step: frozenset[str]) -> L.LightningModule:
     if which == "minimal":
         return _Minimal(net, per_step)
-    from glsim_pl.lit_module import GLSimLitModule
+    from glsim_pl.training.module import GLSimLitModule
 
     module = GLSimLitModule(num_classes=200, backbone="vit_tiny_patch16_224", method=method, img_size=size,
                             backbone_kwargs=dict(TINY_BACKBONE), drop_path_rate=0.1, warmup_steps=0)  # fmt: skip

@@ -10,7 +10,7 @@ import platform
 
 import torch
 
-from glsim_pl.bench._timing import interleaved_median_seconds
+from glsim_pl.analysis.timing import interleaved_median_seconds
 from glsim_pl.models import GLSim, ViTClassifier
 
 

@@ -7,9 +7,9 @@ that batch, so that exactly s x B images fall below it: random weights give arbi
 second pass on the subset, scatter). The realised share is checked against the target on the real forward's mask.
 
 Timed in one run, in alternation (median of repeats, ``torch.inference_mode``, one warm-up call each): a plain ViT
-pass (encoder + first-pass head, the unit of cost, as in :mod:`glsim_pl.gate_sweep`), the gated forward at every
-share, and a ``gate=none`` GLSim (the paper's model, always two passes). The analytic cost is
-:func:`glsim_pl.gate_sweep.gate_flops` (1 + share + selector, aggregator and head overheads, ``calc_flops``
+pass (encoder + first-pass head, the unit of cost, as in :mod:`glsim_pl.analysis.gate_sweep`), the gated forward
+at every share, and a ``gate=none`` GLSim (the paper's model, always two passes). The analytic cost is
+:func:`glsim_pl.analysis.gate_sweep.gate_flops` (1 + share + selector, aggregator and head overheads, ``calc_flops``
 convention; the bilinear crop is not counted).
 """
 
@@ -24,11 +24,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from glsim_pl.bench._timing import interleaved_median_seconds
+from glsim_pl.analysis.gate_sweep import gate_flops, vit_pass
+from glsim_pl.analysis.timing import interleaved_median_seconds
 from glsim_pl.errors import UserError
-from glsim_pl.gate_sweep import gate_flops
 from glsim_pl.models import GLSim
-from glsim_pl.models.gate import confidence, vit_pass
+from glsim_pl.models.gate import confidence
 
 __all__ = ["COLUMNS", "format_table", "measure", "threshold_for_share"]
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from glsim_pl.bench._timing import median_seconds
+from glsim_pl.analysis.timing import median_seconds
 from glsim_pl.models import build_classifier
 
 TINY_BACKBONE = {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from glsim_pl.bench._timing import median_seconds
+from glsim_pl.analysis.timing import median_seconds
 from glsim_pl.bench.parity_fixture import FIXTURE_NAME, read_parity_fixture
 
 REPO = Path(__file__).resolve().parents[3]

@@ -19,7 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from glsim_pl.aggregate import RECORD
+from glsim_pl.analysis.run_record import RECORD
 
 __all__ = ["format_row", "read_accuracy", "summary_line"]
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from glsim_pl.config_dir import CONFIG_DIR
+from glsim_pl.config.locate import CONFIG_DIR
 
 __all__ = ["framework_ratio", "main", "parts_table", "render"]
 
@@ -77,9 +77,9 @@ def _compose(overrides: list[str], output_dir: Path) -> Any:
 def run_one(args: argparse.Namespace, method: str, compiled: bool, out: Path) -> dict[str, Any]:
     """One Lightning fit with the probe (the bare-loop windows run inside it), then the model's FLOPs per step."""
     from glsim_pl.bench._train_probe import matmul_peak_tflops, train_step_flops
-    from glsim_pl.lit_module import GLSimLitModule
+    from glsim_pl.config.groups import module_kwargs
     from glsim_pl.train import train
-    from glsim_pl.utils.config import module_kwargs
+    from glsim_pl.training.module import GLSimLitModule
 
     out.parent.mkdir(parents=True, exist_ok=True)
     # a fresh run folder of the bench's own each time (a training run refuses a folder holding an earlier one)

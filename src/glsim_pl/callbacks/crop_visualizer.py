@@ -2,7 +2,7 @@
 sample of validation images (the same images every epoch), each row captioned with its true and predicted class.
 
 Saved as ``<dirpath>/epoch_XXX.png`` with the rows' indices and classes in ``epoch_XXX.json``, and sent to every
-active tracker as the ``val/crops`` image (TensorBoard, W&B, MLflow; see :func:`glsim_pl.utils.logging.log_image`).
+active tracker as the ``val/crops`` image (TensorBoard, W&B, MLflow; see :func:`glsim_pl.utils.trackers.log_image`).
 """
 
 from __future__ import annotations
@@ -15,77 +15,14 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 from torch.utils.data import default_collate
-from torchvision.transforms.functional import pil_to_tensor, to_pil_image
-from torchvision.utils import draw_bounding_boxes, make_grid, save_image
+from torchvision.utils import save_image
 
-from glsim_pl.models import crop_and_resize
-from glsim_pl.utils.logging import log_image
+from glsim_pl.plots.panels import captioned_crop_grid
+from glsim_pl.utils.trackers import log_image
 
-__all__ = [
-    "CropVisualizer",
-    "balanced_sample",
-    "captioned_crop_grid",
-    "render_crop_panels",
-    "selector_panel",
-    "to_unit",
-]
-
-MIN_ROW_PX = 128  # small images are enlarged (nearest) so the caption fits and the panels can be read
-
-
-def to_unit(images: Tensor, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> Tensor:
-    """Undo the normalisation (or, without mean/std, min-max each image) into [0, 1]. (B, C, H, W) -> same."""
-    if mean is not None and std is not None:
-        mean_t, std_t = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
-        return (images * std_t + mean_t).clamp(0, 1)
-    lo = images.amin(dim=(1, 2, 3), keepdim=True)
-    hi = images.amax(dim=(1, 2, 3), keepdim=True)
-    return (images - lo) / (hi - lo).clamp_min(1e-6)
-
-
-def selector_panel(image: Tensor, scores: Tensor | None, box: Tensor | None, grid_hw: tuple[int, int],
-                   color: str = "red") -> Tensor:  # fmt: skip
-    """Image blended 50/50 with a blue->red score map, box drawn.
-
-    Shape:
-        image (3, H, W) in [0, 1], scores (N,), box (4,) -> (3, H, W)
-    """
-    h, w = image.shape[-2:]
-    out = image
-    if scores is not None:
-        heat = F.interpolate(scores.float().reshape(1, 1, *grid_hw), size=(h, w), mode="nearest")[0]  # (1, H, W)
-        heat = (heat - heat.min()) / (heat.max() - heat.min()).clamp_min(1e-6)
-        out = 0.5 * image + 0.5 * torch.cat([heat, torch.zeros_like(heat), 1 - heat])
-    if box is not None:
-        out = draw_bounding_boxes((out * 255).to(torch.uint8), box[None].float(), colors=color, width=2).float() / 255
-    return out
-
-
-def render_crop_panels(
-    images: Tensor,
-    boxes: Tensor,
-    scores: Tensor | None,
-    grid_hw: tuple[int, int],
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-) -> Tensor:
-    """Three panels per image, one image per row. images (B, 3, H, W), boxes (B, 4), scores (B, N) -> (3, H', W').
-
-    ``mean``/``std`` undo the input normalisation; without them each image is min-max scaled.
-    """
-    b, _, h, w = images.shape
-    unit = to_unit(images.float().cpu(), mean, std)
-    boxes = boxes.float().cpu()
-    panels = []
-    for i in range(b):
-        heat = scores[i].cpu() if scores is not None else None
-        crop = crop_and_resize(unit[i : i + 1], boxes[i : i + 1], (h, w))[0]
-        panels += [selector_panel(unit[i], None, boxes[i], grid_hw), selector_panel(unit[i], heat, None, grid_hw), crop]
-    return make_grid(torch.stack(panels), nrow=3, padding=2)
+__all__ = ["CropVisualizer", "balanced_sample"]
 
 
 def balanced_sample(labels: Sequence[int], k: int) -> list[int]:
@@ -112,30 +49,6 @@ def _dataset_labels(dataset: Any) -> list[int] | None:
         return [int(source.targets[i]) for i in indices]
     targets = getattr(dataset, "targets", None)
     return [int(t) for t in targets] if targets is not None else None
-
-
-def captioned_crop_grid(
-    images: Tensor, boxes: Tensor, scores: Tensor | None, grid_hw: tuple[int, int], captions: Sequence[str],
-    correct: Sequence[bool], mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-) -> Tensor:  # fmt: skip
-    """:func:`render_crop_panels` one row per image, each row under a caption strip (green if ``correct``, red if
-    not). images (B, 3, H, W) -> (3, H', W') in [0, 1]."""
-    rows = []
-    for i in range(len(images)):
-        row_scores = scores[i : i + 1] if scores is not None else None
-        row = to_pil_image(render_crop_panels(images[i : i + 1], boxes[i : i + 1], row_scores, grid_hw, mean, std))
-        if row.height < MIN_ROW_PX:
-            factor = -(-MIN_ROW_PX // row.height)
-            row = row.resize((row.width * factor, row.height * factor), Image.NEAREST)
-        font = ImageFont.load_default(size=max(10, row.height // 12))
-        strip = int(font.size * 1.5) if hasattr(font, "size") else 14
-        canvas = Image.new("RGB", (row.width, row.height + strip), "white")
-        canvas.paste(row, (0, strip))
-        colour = (0, 120, 0) if correct[i] else (200, 0, 0)
-        ImageDraw.Draw(canvas).text((4, strip // 6), captions[i], fill=colour, font=font)
-        rows.append(pil_to_tensor(canvas).float() / 255)
-    width = max(r.shape[-1] for r in rows)
-    return torch.cat([F.pad(r, (0, width - r.shape[-1]), value=1.0) for r in rows], dim=1)
 
 
 class CropVisualizer(L.Callback):

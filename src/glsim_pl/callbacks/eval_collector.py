@@ -1,6 +1,6 @@
 """Collect what the eval reports need during ``trainer.test``: confusion counts, crop-box IoU, confident mistakes.
 
-Nothing is written here; :mod:`glsim_pl.callbacks.eval_report` renders the PNGs from what this keeps.
+Nothing is written here; :mod:`glsim_pl.analysis.eval_report` renders the PNGs from what this keeps.
 """
 
 from __future__ import annotations
@@ -12,11 +12,9 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_iou
 
-__all__ = ["EvalCollector", "Mistake"]
+from glsim_pl.analysis.eval_report import Mistake
 
-
-class Mistake(dict):
-    """One misclassified test image: image (3, H, W), box (4,), scores (N,) or None, label, pred, confidence."""
+__all__ = ["EvalCollector"]
 
 
 class EvalCollector(L.Callback):

@@ -12,7 +12,8 @@ import torch
 
 from glsim_pl.plots import check_formats, save_figure
 from glsim_pl.plots.classes import per_class_accuracy_figure
-from glsim_pl.utils.logging import RankedLogger, log_figure
+from glsim_pl.utils.logging import RankedLogger
+from glsim_pl.utils.trackers import log_figure
 
 __all__ = ["PerClassAccuracyCSV"]
 

@@ -30,7 +30,7 @@ import torch
 from glsim_pl.errors import UserError
 from glsim_pl.utils.logging import RankedLogger
 
-__all__ = ["ProgressLog", "progress_lines_on"]
+__all__ = ["ProgressLog", "progress_bar_callbacks", "progress_lines_on"]
 
 log = RankedLogger(__name__)
 
@@ -159,7 +159,7 @@ def display_callbacks(progress: Any, trainer_cfg: Any, cuda: bool, callbacks: li
     from lightning.pytorch.callbacks import ModelSummary, ProgressBar
 
     from glsim_pl.callbacks.model_summary import ParameterSummary
-    from glsim_pl.utils.compile import progress_bar_callbacks
+    from glsim_pl.callbacks.progress_log import progress_bar_callbacks
 
     progress = dict(progress or {})
     added, overrides = [], {}
@@ -176,3 +176,17 @@ def display_callbacks(progress: Any, trainer_cfg: Any, cuda: bool, callbacks: li
         added.append(ParameterSummary())
         overrides["enable_model_summary"] = False  # Lightning would add its own (and say it skipped it)
     return added, overrides
+
+
+def progress_bar_callbacks(trainer_cfg: Any, cuda: bool, callbacks: list[Any]) -> list[Any]:
+    """On CUDA, a progress bar that reads its (tensor) metrics every ``log_every_n_steps`` steps, not every step.
+
+    Lightning's default bar refreshes each step and turns the logged loss into a Python float there: a host sync
+    per step. CPU runs keep the default bar (nothing to overlap with).
+    """
+    from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+
+    has_bar = any(isinstance(c, ProgressBar) for c in callbacks)
+    if not cuda or has_bar or not trainer_cfg.get("enable_progress_bar", True):
+        return []
+    return [TQDMProgressBar(refresh_rate=max(int(trainer_cfg.get("log_every_n_steps") or 50), 1))]

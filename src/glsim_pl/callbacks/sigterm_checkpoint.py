@@ -6,7 +6,8 @@ Lightning's signal connector turns SIGTERM into ``trainer.received_sigterm`` and
 ``<output_dir>/checkpoints/last.ckpt``, so ``ckpt_path=last`` resumes where the run stopped. Under SLURM,
 Lightning's ``SLURMEnvironment`` (auto-requeue) handles SIGUSR1 before the time limit on its own: it saves an
 ``hpc_ckpt_*.ckpt`` and requeues the job, which restores from it automatically. The write is atomic
-(:class:`glsim_pl.utils.atomic_io.AtomicCheckpointIO`) and refused after a non-finite step (the divergence guard).
+(:class:`glsim_pl.training.checkpointing.AtomicCheckpointIO`) and refused after a non-finite step (the divergence
+guard).
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ import torch
 from glsim_pl.callbacks.progress_log import step_loss
 from glsim_pl.plots import check_formats, save_figure
 from glsim_pl.plots.curves import training_curves_figure
-from glsim_pl.utils.logging import RankedLogger, log_figure
+from glsim_pl.utils.logging import RankedLogger
+from glsim_pl.utils.trackers import log_figure
 
 __all__ = ["TrainingCurves"]
 

@@ -13,7 +13,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from glsim_pl.errors import UserError
-from glsim_pl.models.pretrained import load_encoder_weights
+from glsim_pl.models.weights import load_encoder_weights
 
 log = logging.getLogger(__name__)  # not utils.logging: models/ imports no Lightning
 
@@ -97,7 +97,7 @@ def _offline_error(backbone: str) -> UserError:
 def load_weights_file(encoder: nn.Module, pretrained_file: str | Path) -> nn.modules.module._IncompatibleKeys:
     """Load the encoder part of a local weights file into a headless timm ViT; returns missing/unexpected keys.
 
-    Any file :mod:`glsim_pl.models.pretrained` accepts (timm / original ViT ``.safetensors``, ``.bin``, ``.pth``,
+    Any file :mod:`glsim_pl.models.weights` accepts (timm / original ViT ``.safetensors``, ``.bin``, ``.pth``,
     ``.npz``; glsim_pl checkpoints and exports; official GLSim checkpoints). Fewer than 90 % of the encoder's
     tensors matching is an error naming the keys; the share loaded is kept as ``encoder.pretrained_share``.
     """

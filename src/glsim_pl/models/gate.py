@@ -9,7 +9,7 @@ encoder pass, as a plain ViT would. Its confidence is the **maximum softmax prob
   a plain ViT), tau > 1 exits none (always two passes, the paper's GLSim). Margin (p1 - p2) would serve as well;
   entropy would need rescaling by log K to be comparable across datasets.
 - Only the ranking of images by confidence matters for the accuracy-vs-cost curve; tau is chosen on validation
-  for a target cost (:mod:`glsim_pl.gate_sweep`), so no absolute calibration is needed.
+  for a target cost (:mod:`glsim_pl.analysis.gate_sweep`), so no absolute calibration is needed.
 
 Pure functions, no module state. The subset step (``nonzero``) reads the mask on the host: the batch size of the
 second pass is data-dependent by nature. It only runs at evaluation with ``gate=confidence``; training and
@@ -21,22 +21,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from glsim_pl.errors import UserError
 
 __all__ = [
     "GATES",
+    "apply_gate_threshold",
     "cascade",
     "check_gate",
-    "compile_stages",
     "confidence",
     "merge",
     "second_pass_share",
     "split",
-    "uncompile",
-    "vit_pass",
 ]
 
 GATES = ("none", "confidence")
@@ -93,28 +90,30 @@ def second_pass_share(mask: Tensor | None) -> Tensor | None:
     return None if mask is None else mask.float().mean()
 
 
-def vit_pass(net: Any, images: Tensor) -> Tensor:
-    """The unit of cost: one plain ViT pass, encoder + first-pass head. images (B, 3, H, W) -> logits (B, K)."""
-    compiled = net.__dict__.get("compiled_vit_pass")
-    if compiled is not None:
-        return compiled(images)
-    return net.gate_head(net.encoder.forward_features(images)[:, 0])
+_NO_GATE = "eval.gate_sweep=true needs a checkpoint trained with method.gate=confidence (it has no first-pass head)"
 
 
-def compile_stages(net: Any, backend: str = "inductor") -> None:
-    """Compile a gated GLSim's stages: the first pass static (same batch size every call), the second pass
-    ``dynamic=True`` (its batch is the number of unsure images, different at every batch and tau: one graph for all
-    sizes instead of a recompile per size). The confidence split, gather and scatter between them stay eager: the
-    ``nonzero`` there is a graph break by nature. Instance attributes shadow the methods; :func:`uncompile` undoes it.
-    The reference :func:`vit_pass` is compiled alike, so measured cost ratios compare compiled with compiled.
+def apply_gate_threshold(net: Any, threshold: float | None, gate: str | None = None, sweep: bool = False) -> None:
+    """Entry-point override of the checkpoint's gate: ``threshold`` (None keeps the checkpoint's tau).
+
+    ``gate`` (the config's ``method.gate``, None = unset) must match the checkpoint: the gate head is part of the
+    trained model, so it cannot be switched on or off after training (tau > 1 runs every image through both passes).
+    ``sweep``: fail now, before any evaluation, when the checkpoint has no gate to sweep.
     """
-    net.first_pass = torch.compile(net.first_pass, dynamic=False, backend=backend)
-    net.second_pass = torch.compile(net.second_pass, dynamic=True, backend=backend)
-    reference = lambda x: net.gate_head(net.encoder.forward_features(x)[:, 0])
-    net.compiled_vit_pass = torch.compile(reference, dynamic=False, backend=backend)
-
-
-def uncompile(net: Any) -> None:
-    """Back to the eager methods after :func:`compile_stages`."""
-    for name in ("first_pass", "second_pass", "compiled_vit_pass"):
-        net.__dict__.pop(name, None)
+    own = getattr(net, "gate", "none")
+    if sweep and own == "none":
+        raise UserError(_NO_GATE)
+    if gate is not None and gate != own:
+        raise UserError(
+            f"method.gate={gate!r}: the checkpoint was trained with gate={own!r}; the gate head is part of the "
+            "model (method.gate_threshold > 1 gives the always-two-pass model)"
+        )
+    if threshold is None:
+        return
+    if own == "none":
+        raise UserError(f"method.gate_threshold={threshold}: the checkpoint has no gate (trained with gate=none)")
+    if not float(threshold) >= 0:  # NaN too
+        raise UserError(
+            f"method.gate_threshold={threshold}: expected a value >= 0 (0: first pass only, > 1: never exit)"
+        )
+    net.gate_threshold = float(threshold)

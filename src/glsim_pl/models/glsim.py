@@ -15,6 +15,7 @@ Acknowledgments: timm (ViT blocks, weights), the original GLSim code (github.com
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
@@ -23,14 +24,31 @@ from torch import Tensor, nn
 from glsim_pl.errors import UserError
 from glsim_pl.models.aggregator import Aggregator
 from glsim_pl.models.attention import capture_attention
+from glsim_pl.models.boxes import BoxRule, select_boxes
 from glsim_pl.models.crop import crop_and_resize
 from glsim_pl.models.encoder import create_encoder
 from glsim_pl.models.gate import cascade, check_gate
-from glsim_pl.models.pretrained import load_head_weights
-from glsim_pl.models.selector import BoxRule, SimMetric, metric_prefers_largest, select_boxes
-from glsim_pl.models.selectors import SelectorInputs, SelectorSpec, get_selector, head_mean
+from glsim_pl.models.official import convert_official_state_dict, is_official_checkpoint, official_model_kwargs
+from glsim_pl.models.selectors import (
+    SelectorInputs,
+    SelectorSpec,
+    SimMetric,
+    get_selector,
+    head_mean,
+    metric_prefers_largest,
+)
+from glsim_pl.models.weights import load_head_weights, read_checkpoint
 
-__all__ = ["GLSIM_ONLY_KEYS", "FirstPass", "GLSim", "GLSimFeatures", "GLSimOutput", "ViTClassifier", "build_classifier"]
+__all__ = [
+    "GLSIM_ONLY_KEYS",
+    "FirstPass",
+    "GLSim",
+    "GLSimFeatures",
+    "GLSimOutput",
+    "ViTClassifier",
+    "build_classifier",
+    "load_official_checkpoint",
+]
 
 # method keys the plain ViT has no use for (no crop, no aggregator): a sweep over them collapses for method=vit
 GLSIM_ONLY_KEYS = ("top_o", "sim_metric", "box_rule", "aggregator_layers", "selector", "gate_threshold")
@@ -295,3 +313,25 @@ def _build(method: str, **kwargs: Any) -> GLSim | ViTClassifier:
             kwargs.pop(key, None)
         return ViTClassifier(**kwargs)
     raise ValueError(f"method must be 'glsim' or 'vit', got {method!r}")
+
+
+def load_official_checkpoint(path_or_dict: str | Path | dict[str, Any]) -> GLSim:
+    """Build a :class:`GLSim` from an official GLSim checkpoint; eval outputs equal the official model's.
+
+    Example:
+        >>> model = load_official_checkpoint("cub_vit_b16_16_2.pth").eval()     # doctest: +SKIP
+        >>> model(images).logits                                                # images (B, 3, 224, 224)
+    """
+    ckpt = path_or_dict if isinstance(path_or_dict, dict) else read_checkpoint(path_or_dict, "path")
+    if not is_official_checkpoint(ckpt):
+        where = "checkpoint" if isinstance(path_or_dict, dict) else str(path_or_dict)
+        raise UserError(
+            f"{where}: not an official GLSim checkpoint "
+            "(expected a dict with an argparse 'config' and a 'model' state dict)"
+        )
+    model = GLSim(**official_model_kwargs(ckpt["config"]))
+    try:
+        model.load_state_dict(convert_official_state_dict(ckpt["model"]), strict=True)
+    except (KeyError, RuntimeError) as exc:
+        raise UserError(f"official checkpoint does not match its config: {exc}") from exc
+    return model

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import argparse
 import re
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from glsim_pl.errors import UserError
-from glsim_pl.models.glsim import GLSim
 
-__all__ = ["is_official_checkpoint", "load_official_checkpoint", "official_model_kwargs", "read_official_checkpoint"]
+__all__ = ["convert_official_state_dict", "is_official_checkpoint", "official_model_kwargs"]
 
 # official model_name -> timm architecture (same widths, heads and patch sizes)
 _TIMM_ARCH = {
@@ -32,12 +30,6 @@ _TIMM_ARCH = {
 _BLOCK_RENAMES = {"proj.": "attn.proj.", "pwff.fc1.": "mlp.fc1.", "pwff.fc2.": "mlp.fc2.", "norm1.": "norm1.",
                   "norm2.": "norm2."}  # fmt: skip
 _OFFICIAL_EPS = 1e-12
-
-
-def read_official_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load an official ``.pth`` with ``weights_only=True``; only ``argparse.Namespace`` is allowed to unpickle."""
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def is_official_checkpoint(ckpt: dict[str, Any]) -> bool:
@@ -103,25 +95,3 @@ def convert_official_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
         dst = prefix if prefix.startswith("aggregator") else "encoder." + prefix[len("encoder.") :]
         _convert_block(state, prefix, dst, out)
     return out
-
-
-def load_official_checkpoint(path_or_dict: str | Path | dict[str, Any]) -> GLSim:
-    """Build a :class:`GLSim` from an official GLSim checkpoint; eval outputs equal the official model's.
-
-    Example:
-        >>> model = load_official_checkpoint("cub_vit_b16_16_2.pth").eval()     # doctest: +SKIP
-        >>> model(images).logits                                                # images (B, 3, 224, 224)
-    """
-    ckpt = path_or_dict if isinstance(path_or_dict, dict) else read_official_checkpoint(path_or_dict)
-    if not is_official_checkpoint(ckpt):
-        where = "checkpoint" if isinstance(path_or_dict, dict) else str(path_or_dict)
-        raise UserError(
-            f"{where}: not an official GLSim checkpoint "
-            "(expected a dict with an argparse 'config' and a 'model' state dict)"
-        )
-    model = GLSim(**official_model_kwargs(ckpt["config"]))
-    try:
-        model.load_state_dict(convert_official_state_dict(ckpt["model"]), strict=True)
-    except (KeyError, RuntimeError) as exc:
-        raise UserError(f"official checkpoint does not match its config: {exc}") from exc
-    return model

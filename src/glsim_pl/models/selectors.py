@@ -3,7 +3,7 @@
 Pure functions. Shapes: B batch, H heads, T = P + N tokens (P prefix tokens: CLS first, then registers),
 N patch tokens row-major over the grid (g_h, g_w), D width, L recorded layers. Attention maps are softmax
 probabilities (B, H, T, T), row = query, column = key. Larger score = more discriminative for every selector
-here except the l1/l2 GLS distances (see :func:`glsim_pl.models.selector.metric_prefers_largest`).
+here except the l1/l2 GLS distances (see :func:`glsim_pl.models.selectors.metric_prefers_largest`).
 
 - ``gls``: GLSim's global-local similarity (CLS vs patch tokens), :func:`gls_scores`.
 - ``rollout``: attention rollout (Abnar & Zuidema 2020): heads averaged, identity added, rows renormalised,
@@ -29,26 +29,29 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from glsim_pl.errors import UserError
-from glsim_pl.models.selector import gls_scores
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "SELECTORS",
     "SelectorInputs",
     "SelectorSpec",
+    "SimMetric",
     "attn_last_scores",
     "capture_plan",
     "center_scores",
     "check_selector",
     "get_selector",
+    "gls_scores",
     "head_mean",
     "maws_scores",
+    "metric_prefers_largest",
     "psm_scores",
     "random_scores",
     "register_selector",
@@ -304,3 +307,33 @@ def _full(x: SelectorInputs) -> Tensor:
 
 
 SELECTORS: tuple[str, ...] = tuple(_REGISTRY)  # the built-ins; selector_names() adds the registered ones
+
+
+SimMetric = Literal["cos", "l1", "l2"]
+
+
+def metric_prefers_largest(metric: SimMetric) -> bool:
+    """Cosine ranks by the largest similarity; the l1/l2 distances rank by the smallest."""
+    if metric not in ("cos", "l1", "l2"):
+        raise ValueError(f"sim_metric must be one of cos, l1, l2; got {metric!r}")
+    return metric == "cos"
+
+
+def gls_scores(cls: Tensor, patches: Tensor, metric: SimMetric = "cos") -> Tensor:
+    """Global-local similarity of every patch token to the CLS token.
+
+    Args:
+        cls: global token, post final norm.
+        patches: local tokens, post final norm, row-major over the patch grid.
+        metric: ``cos`` (cosine similarity, eps 1e-8), ``l1`` (mean absolute difference) or
+            ``l2`` (mean squared difference, no square root, as the official code).
+
+    Shape:
+        cls (B, D), patches (B, N, D) -> (B, N)
+    """
+    metric_prefers_largest(metric)
+    g = cls.unsqueeze(1)  # (B, 1, D)
+    if metric == "cos":
+        return F.cosine_similarity(g, patches, dim=-1, eps=1e-8)
+    diff = g - patches  # (B, N, D)
+    return diff.abs().mean(-1) if metric == "l1" else diff.pow(2).mean(-1)

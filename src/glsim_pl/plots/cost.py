@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from glsim_pl.errors import UserError
 from glsim_pl.plots import FONT, check_formats, new_figure, save_figure
 
-__all__ = ["accuracy_cost_figure", "accuracy_cost_points", "model_cost_figure", "reproduction_figure"]
+__all__ = ["accuracy_cost_figure", "accuracy_cost_points", "model_cost_figure", "reproduction_figure", "save_plot"]
 
 COST_AXES = {"gflops": "analytic GFLOPs per image", "throughput_img_s": "measured throughput (images/s)"}
 
@@ -101,7 +101,7 @@ def model_cost_figure(rows: Sequence[dict[str, Any]], flops: Sequence[dict[str, 
 
 
 def reproduction_figure(name: str, rows: Sequence[dict[str, Any]], metric: str = "test/acc1") -> Figure:
-    """One horizontal bar per row (``glsim_pl.results_table`` rows, values in %): mean ± std over seeds, the paper's
+    """One horizontal bar per row (``glsim_pl.analysis.table`` rows, values in %): mean ± std over seeds, the paper's
     number ± std beside it only where the row is a paper row. Row labels sit on the y axis, wrapped, never cut; the
     x range contains every bar's error bar; the legend lists only what was drawn."""
     n = len(rows)
@@ -162,3 +162,29 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def save_plot(rows: list[dict[str, Any]], path: Path, target_cost: float) -> None:
+    """Top-1 vs cost (x one ViT pass), val and test; the plain-ViT, always-two-pass and chosen points marked."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.0, 3.6), dpi=150, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for split, style in (("val", "o--"), ("test", "s-")):
+        pts = sorted((r["cost_vs_vit"], r["acc1"]) for r in rows if r["split"] == split)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, ms=3, lw=1, label=split)
+    marks = {"vit": ("first pass only (tau=0)", "tab:red"), "glsim": ("always two passes", "tab:green"),
+             "chosen": ("tau chosen on val", "black")}  # fmt: skip
+    for point, (label, color) in marks.items():
+        sel = [r for r in rows if r["point"] == point and r["split"] == "test"]
+        if sel:
+            ax.plot([sel[0]["cost_vs_vit"]], [sel[0]["acc1"]], "*", ms=10, color=color, label=f"{label} (test)")
+    ax.axvline(target_cost, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("cost (analytic FLOPs, x one ViT pass)", fontsize=8)
+    ax.set_ylabel("top-1", fontsize=8)
+    ax.set_title("adaptive GLSim: accuracy vs cost over the gate threshold", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.savefig(path)

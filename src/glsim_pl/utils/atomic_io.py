@@ -1,11 +1,5 @@
-"""Checkpoints that a kill cannot truncate, and a clear way out when a checkpoint is unreadable anyway.
-
-Lightning writes a checkpoint straight to its final name (after serialising it in memory), so a process killed
-during the write -- or a full disk -- leaves a truncated ``last.ckpt`` behind and loses the previous one too.
-:class:`AtomicCheckpointIO` writes to a temporary file in the same folder, flushes and fsyncs it, then
-``os.replace``-s it over the target (atomic on POSIX filesystems) and fsyncs the folder: a reader sees the old
-file or the new one, never a part.
-"""
+"""One rule for writing files that readers may open at any moment: write a temporary file beside the target, fsync,
+then ``os.replace``; readers see the old file or the whole new one."""
 
 from __future__ import annotations
 
@@ -14,12 +8,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.fabric.utilities.types import _PATH
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from glsim_pl.errors import UserError
 
-__all__ = ["AtomicCheckpointIO", "atomic_torch_save", "check_checkpoint_readable", "newest_loadable_checkpoint"]
+def atomic_write(path: Path, write: Any, mode: int = 0o644) -> Path:
+    """``write(temp_path)``, then chmod ``mode`` and ``os.replace`` onto ``path``: readers see the old file or the
+    whole new one, and the file is readable by the group and others (the umask does not apply)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(temp)
+        with open(temp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(temp, mode)
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+__all__ = ["atomic_torch_save", "atomic_write"]
+
 
 _TEMP_SUFFIX = ".tmp"
 
@@ -56,47 +65,3 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         temp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's ``TorchCheckpointIO`` with :func:`atomic_torch_save` for local paths (remote ones unchanged)."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
-        if storage_options is not None or "://" in str(path):  # a remote URL: fsspec's own transaction
-            super().save_checkpoint(checkpoint, path, storage_options)
-        else:
-            atomic_torch_save(checkpoint, path)
-
-
-def _readable(path: Path) -> str | None:
-    """None if ``path`` loads as a checkpoint dict (tensors memory-mapped, not read), else why not."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # truncated zip, not a torch file, unknown pickle globals
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        return "not a Lightning checkpoint (no state_dict)"
-    return None
-
-
-def newest_loadable_checkpoint(folders: list[Path], exclude: Path | None = None) -> Path | None:
-    """The most recently written readable ``*.ckpt`` in ``folders`` (``exclude`` skipped)."""
-    found = [p for folder in folders if folder.is_dir() for p in folder.glob("*.ckpt") if p.is_file()]
-    for candidate in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True):
-        if exclude is not None and candidate.resolve() == exclude.resolve():
-            continue
-        if _readable(candidate) is None:
-            return candidate
-    return None
-
-
-def check_checkpoint_readable(path: Path, key: str = "ckpt_path") -> None:
-    """Raise one :class:`UserError` naming ``path`` and the newest loadable checkpoint beside it if it is unreadable."""
-    reason = _readable(path)
-    if reason is None:
-        return
-    folders = [path.parent, path.parent.parent]  # checkpoints/ and the run folder (SLURM's hpc_ckpt_*.ckpt)
-    other = newest_loadable_checkpoint(folders, exclude=path)
-    hint = (f"the newest loadable checkpoint is {other}: resume with {key}={other}" if other is not None
-            else "no other loadable checkpoint was found next to it")  # fmt: skip
-    raise UserError(f"{key}: {path} cannot be read as a checkpoint ({reason}); {hint}")

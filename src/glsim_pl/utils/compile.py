@@ -32,7 +32,6 @@ __all__ = [
     "compile_classifier",
     "is_compiled",
     "prepare_classifier",
-    "progress_bar_callbacks",
     "resolve_compile",
     "resolve_compile_mode",
     "uses_cuda",
@@ -185,17 +184,3 @@ def prepare_classifier(net: nn.Module, compile_value: Any, mode_value: Any, cuda
     strict = isinstance(compile_value, bool) or str(compile_value).lower() == "true"  # auto: fall back to eager
     compile_classifier(net, mode, static_batch=batch_size, on_error="raise" if strict else "eager")
     return True
-
-
-def progress_bar_callbacks(trainer_cfg: Any, cuda: bool, callbacks: list[Any]) -> list[Any]:
-    """On CUDA, a progress bar that reads its (tensor) metrics every ``log_every_n_steps`` steps, not every step.
-
-    Lightning's default bar refreshes each step and turns the logged loss into a Python float there: a host sync
-    per step. CPU runs keep the default bar (nothing to overlap with).
-    """
-    from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
-
-    has_bar = any(isinstance(c, ProgressBar) for c in callbacks)
-    if not cuda or has_bar or not trainer_cfg.get("enable_progress_bar", True):
-        return []
-    return [TQDMProgressBar(refresh_rate=max(int(trainer_cfg.get("log_every_n_steps") or 50), 1))]

@@ -1,6 +1,6 @@
 """``hydra/sweeper=merging`` (glsim_pl's default): Hydra's basic sweeper that composes every job first and runs jobs
-with identical composed configs once (:mod:`glsim_pl.sweeper`). Hydra imports plugin packages at start-up, so this
-one imports glsim_pl (torch) only when it sweeps."""
+with identical composed configs once (:mod:`glsim_pl.config.sweeper`). Hydra imports plugin packages at
+start-up, so this one imports glsim_pl (torch) only when it sweeps."""
 
 from __future__ import annotations
 
@@ -14,14 +14,14 @@ from omegaconf import OmegaConf
 
 __all__ = ["MergingSweeper"]
 
-log = logging.getLogger("glsim_pl.sweeper")
+log = logging.getLogger("glsim_pl.config.sweeper")
 
 
 class MergingSweeper(BasicSweeper):
     """Options as Hydra's basic sweeper (``max_batch_size``, ``params``)."""
 
     def split_arguments(self, overrides: list[Override], max_batch_size: int | None) -> list[list[list[str]]]:
-        from glsim_pl.sweeper import merge_jobs
+        from glsim_pl.config.sweeper import merge_jobs
 
         jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
         unique, line = merge_jobs(jobs, self._compose)

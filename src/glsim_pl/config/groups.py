@@ -25,7 +25,7 @@ def module_kwargs(cfg: DictConfig, class_names: list[str]) -> dict[str, Any]:
     """GLSimLitModule keywords from the model, method, optim and augs groups (plain values only)."""
     plain = lambda key: OmegaConf.to_container(cfg[key], resolve=True) if cfg.get(key) else {}
     method = plain("method")
-    method.pop("gate_target_cost", None)  # an eval-time knob (glsim_pl.gate_sweep), not a module argument
+    method.pop("gate_target_cost", None)  # an eval-time knob (glsim_pl.analysis.gate_sweep), not a module argument
     augs = plain("augs")
     return dict(
         num_classes=int(cfg.dataset.num_classes),

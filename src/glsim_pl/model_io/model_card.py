@@ -8,8 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from glsim_pl.hub import is_hub_id
-from glsim_pl.pretrained import CONFIG, atomic_write
+from glsim_pl.model_io.hub import is_hub_id
+from glsim_pl.model_io.pretrained import CONFIG
+from glsim_pl.utils.atomic_io import atomic_write
 
 __all__ = ["CITATION", "model_card", "run_record", "write_model_card"]
 

@@ -8,15 +8,14 @@
 Sources :func:`load_pretrained` reads: an exported folder (``config.json`` + ``model.safetensors``), a glsim_pl
 Lightning checkpoint (``.ckpt``), an official GLSim checkpoint (``.pth``) and ``hf-hub:`` ids of any of these.
 Every loaded model carries ``pretrained_cfg`` (architecture, class names, preprocessing), ``preprocess`` (a
-:class:`~glsim_pl.preprocessing.Preprocessing`: PIL image or path -> the tensor eval uses) and ``class_names``.
+:class:`~glsim_pl.data.preprocessing.Preprocessing`: PIL image or path -> the tensor eval uses) and ``class_names``.
 """
 
 from __future__ import annotations
 
-import argparse
+import csv
 import inspect
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,36 +24,30 @@ import torch
 from PIL import Image
 from torch import nn
 
+from glsim_pl.data.preprocessing import Preprocessing, open_rgb
 from glsim_pl.errors import UserError
-from glsim_pl.hub import resolve_model_path
+from glsim_pl.model_io.hub import resolve_model_path
 from glsim_pl.models import GLSim, ViTClassifier, build_classifier, is_official_checkpoint, load_official_checkpoint
 from glsim_pl.models.official import official_model_kwargs
-from glsim_pl.preprocessing import Preprocessing, open_rgb
+from glsim_pl.models.weights import read_checkpoint
+from glsim_pl.utils.atomic_io import atomic_write
 
 __all__ = [
-    "CONFIG", "FORMAT", "WEIGHTS", "atomic_write", "classifier_kwargs", "load_pretrained", "predict_image",
-    "prediction_rows", "read_checkpoint", "save_pretrained", "stored_preprocessing", "transforms_for",
-]  # fmt: skip
+    "CONFIG",
+    "FORMAT",
+    "WEIGHTS",
+    "classifier_kwargs",
+    "load_pretrained",
+    "predict_image",
+    "prediction_rows",
+    "read_class_names",
+    "save_pretrained",
+    "stored_preprocessing",
+    "transforms_for",
+]
 
-FORMAT = "glsim_pl.pretrained"
+FORMAT = "glsim_pl.model_io.pretrained"
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
-
-
-def atomic_write(path: Path, write: Any, mode: int = 0o644) -> Path:
-    """``write(temp_path)``, then chmod ``mode`` and ``os.replace`` onto ``path``: readers see the old file or the
-    whole new one, and the file is readable by the group and others (the umask does not apply)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(temp)
-        with open(temp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(temp, mode)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def classifier_kwargs(method: str, hparams: dict[str, Any]) -> dict[str, Any]:
@@ -65,18 +58,6 @@ def classifier_kwargs(method: str, hparams: dict[str, Any]) -> dict[str, Any]:
     kwargs = {n: hparams[n] for n in names if n in hparams}
     kwargs.update(pretrained=False, pretrained_file=None)
     return json.loads(json.dumps(kwargs))  # plain JSON values only (fails loudly otherwise)
-
-
-def read_checkpoint(path: Path, key: str = "ckpt_path") -> dict[str, Any]:
-    """``torch.load(weights_only=True)`` (only ``argparse.Namespace`` may unpickle, for official files)."""
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling / zip errors: not a file we can use
-        raise UserError(f"{key}={str(path)!r}: cannot be read as a checkpoint ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(ckpt, dict):
-        raise UserError(f"{key}={str(path)!r}: expected a checkpoint dict, got {type(ckpt).__name__}")
-    return ckpt
 
 
 def stored_preprocessing(ckpt: dict[str, Any], img_size: int, where: str) -> Preprocessing:
@@ -244,3 +225,21 @@ def save_pretrained(
     atomic_write(folder / WEIGHTS, lambda t: save_file(state, str(t), metadata={"format": "pt"}))
     atomic_write(folder / CONFIG, lambda t: t.write_text(json.dumps(config, indent=2) + "\n"))
     return folder
+
+
+def read_class_names(path: str | Path, num_classes: int) -> list[str]:
+    """``class_id,class_name`` rows (header optional, ids 0..K-1 or 1..K) -> K names."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise UserError(f"class_names_file={str(path)!r}: no such file")
+    rows = [r for r in csv.reader(file.read_text().splitlines()) if r]
+    if rows and not rows[0][0].strip().lstrip("-").isdigit():
+        rows = rows[1:]  # header
+    try:
+        pairs = {int(r[0]): r[1].strip() for r in rows}
+    except (ValueError, IndexError) as exc:
+        raise UserError(f"class_names_file={str(path)!r}: expected rows 'class_id,class_name' ({exc})") from exc
+    ids = sorted(pairs)
+    if len(ids) != num_classes or ids[-1] - ids[0] + 1 != num_classes:
+        raise UserError(f"class_names_file={str(path)!r}: {len(ids)} distinct ids, the model has {num_classes} classes")
+    return [pairs[i] for i in ids]

@@ -19,11 +19,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from glsim_pl.errors import UserError
+from glsim_pl.models.weights import read_checkpoint
 from glsim_pl.utils.logging import RankedLogger
 
 __all__ = ["RunIdentityCheckpoint", "check_resume", "claim_output_dir", "run_identity"]
@@ -108,8 +108,8 @@ def check_resume(cfg: DictConfig, ckpt_path: str | None) -> None:
     if ckpt_path is None:
         return
     try:
-        saved = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get(CKPT_KEY)
-    except (RuntimeError, OSError, ValueError, AttributeError):
+        saved = read_checkpoint(ckpt_path, mmap=True).get(CKPT_KEY)
+    except UserError:
         saved = None
     if not saved:
         log.info(f"ckpt_path={ckpt_path}: no run config stored in it (older checkpoint); the resume is not compared")

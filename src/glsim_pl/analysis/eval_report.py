@@ -9,40 +9,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from lightning.pytorch.loggers import Logger
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 from torch import Tensor
 
-from glsim_pl.callbacks.crop_visualizer import render_crop_panels
-from glsim_pl.callbacks.eval_collector import Mistake
 from glsim_pl.plots import save_figure
 from glsim_pl.plots.classes import confused_pairs_figure, confusion_figure, top_confused_pairs, write_pairs_csv
-from glsim_pl.utils.logging import log_figure, log_image
+from glsim_pl.plots.panels import captioned, render_crop_panels, tensor_to_pil, upscaled
+from glsim_pl.utils.trackers import log_figure, log_image
 
-__all__ = ["captioned", "save_error_gallery", "tensor_to_pil", "upscaled", "write_class_reports"]
-
-
-def _font(size: int = 12) -> ImageFont.ImageFont:
-    return ImageFont.load_default(size=size)
-
-
-def tensor_to_pil(image: Tensor) -> Image.Image:
-    """(3, H, W) floats in [0, 1] -> RGB PIL image."""
-    array = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(array)
-
-
-def upscaled(image: Image.Image, min_width: int = 360) -> Image.Image:
-    """Nearest-neighbour integer upscale so small (32-64 px) inputs stay readable."""
-    factor = max(1, -(-min_width // image.width))
-    return image if factor == 1 else image.resize((image.width * factor, image.height * factor), Image.NEAREST)
-
-
-def captioned(image: Image.Image, text: str, height: int = 18) -> Image.Image:
-    """A white caption strip above ``image``."""
-    out = Image.new("RGB", (image.width, image.height + height), "white")
-    out.paste(image, (0, height))
-    ImageDraw.Draw(out).text((3, 2), text, fill="black", font=_font(max(8, height - 6)))
-    return out
+__all__ = ["Mistake", "save_error_gallery", "write_class_reports"]
 
 
 def write_class_reports(
@@ -100,3 +75,7 @@ def save_error_gallery(
 
 def _scores(m: Mistake) -> Tensor | None:
     return None if m["scores"] is None else m["scores"][None]
+
+
+class Mistake(dict):
+    """One misclassified test image: image (3, H, W), box (4,), scores (N,) or None, label, pred, confidence."""

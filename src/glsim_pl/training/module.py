@@ -16,33 +16,11 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchvision.ops import box_iou
 
-from glsim_pl.metrics import EpochPredictions, build_metrics, per_class_accuracy
 from glsim_pl.models import GLSimOutput, build_classifier
-from glsim_pl.utils.logging import RankedLogger
+from glsim_pl.training.metrics import EpochPredictions, build_metrics, per_class_accuracy
+from glsim_pl.training.optim import warmup_cosine, warn_long_warmup
 
-__all__ = ["GLSimLitModule", "warmup_cosine"]
-
-
-def warn_long_warmup(warmup_steps: int, total_steps: int) -> bool:
-    """Warn when the warmup takes half the run or more (the paper's 500 steps on a small set); True if it did."""
-    if total_steps <= 0 or warmup_steps < 0.5 * total_steps:
-        return False
-    RankedLogger(__name__).warning(
-        f"optim.warmup_steps={warmup_steps} is at least half of this run's {total_steps} optimizer steps: the "
-        "learning rate stays below its peak for most of the run (or never reaches it); lower optim.warmup_steps"
-    )  # fmt: skip
-    return True
-
-
-def warmup_cosine(step: int, total: int, lr: float, warmup_steps: int, warmup_lr: float, min_lr: float) -> float:
-    """Per-step LR of the paper: linear warmup from ``warmup_lr``, then cosine to ``min_lr`` on the raw step count.
-
-    As timm's ``CosineLRScheduler(warmup_prefix=False)``: the cosine is not shifted by the warmup.
-    """
-    if step < warmup_steps:
-        return warmup_lr + (lr - warmup_lr) * step / warmup_steps
-    progress = min(step / max(total, 1), 1.0)
-    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
+__all__ = ["GLSimLitModule"]
 
 
 class GLSimLitModule(L.LightningModule):
@@ -185,11 +163,11 @@ class GLSimLitModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The best val/acc1 so far (a metric state, not in the state dict) for an exact ``val/acc1_best`` on resume,
-        and the datamodule's eval preprocessing (``glsim_pl.preprocessing``) for eval / predict / export."""
+        and the datamodule's eval preprocessing (``glsim_pl.data.preprocessing``) for eval / predict / export."""
         checkpoint["val_acc1_best"] = float(self.val_acc1_best.max_value)
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None and hasattr(datamodule, "resize_size"):  # the eval transform travels with the model
-            from glsim_pl.preprocessing import Preprocessing
+            from glsim_pl.data.preprocessing import Preprocessing
 
             checkpoint["preprocessing"] = Preprocessing.from_datamodule(datamodule).to_dict()
 

@@ -8,40 +8,11 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["BoxRule", "SimMetric", "gls_scores", "metric_prefers_largest", "select_boxes"]
+__all__ = ["BoxRule", "select_boxes"]
 
-SimMetric = Literal["cos", "l1", "l2"]
 BoxRule = Literal["official", "inclusive"]
-
-
-def metric_prefers_largest(metric: SimMetric) -> bool:
-    """Cosine ranks by the largest similarity; the l1/l2 distances rank by the smallest."""
-    if metric not in ("cos", "l1", "l2"):
-        raise ValueError(f"sim_metric must be one of cos, l1, l2; got {metric!r}")
-    return metric == "cos"
-
-
-def gls_scores(cls: Tensor, patches: Tensor, metric: SimMetric = "cos") -> Tensor:
-    """Global-local similarity of every patch token to the CLS token.
-
-    Args:
-        cls: global token, post final norm.
-        patches: local tokens, post final norm, row-major over the patch grid.
-        metric: ``cos`` (cosine similarity, eps 1e-8), ``l1`` (mean absolute difference) or
-            ``l2`` (mean squared difference, no square root, as the official code).
-
-    Shape:
-        cls (B, D), patches (B, N, D) -> (B, N)
-    """
-    metric_prefers_largest(metric)
-    g = cls.unsqueeze(1)  # (B, 1, D)
-    if metric == "cos":
-        return F.cosine_similarity(g, patches, dim=-1, eps=1e-8)
-    diff = g - patches  # (B, N, D)
-    return diff.abs().mean(-1) if metric == "l1" else diff.pow(2).mean(-1)
 
 
 def select_boxes(

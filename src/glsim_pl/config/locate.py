@@ -14,7 +14,7 @@ __all__ = ["CONFIG_DIR", "find_config_dir"]
 
 def find_config_dir(package_dir: Path | None = None) -> str:
     """``<package>/conf`` if present (installed wheel), else ``<repo>/conf`` (checkout); an absolute path."""
-    package = (package_dir or Path(__file__).resolve().parent).resolve()
+    package = (package_dir or Path(__file__).resolve().parents[1]).resolve()
     for candidate in (package / "conf", package.parents[1] / "conf"):
         if (candidate / "train.yaml").is_file():
             return str(candidate)

@@ -31,16 +31,27 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from glsim_pl.bench._timing import interleaved_median_seconds
-from glsim_pl.bench.model import aggregator_flops, selector_flops, vit_flops
+from glsim_pl.analysis.cost import aggregator_flops, selector_flops, vit_flops
+from glsim_pl.analysis.timing import interleaved_median_seconds
 from glsim_pl.errors import UserError
 from glsim_pl.models import GLSim
-from glsim_pl.models.gate import compile_stages, confidence, uncompile, vit_pass
+from glsim_pl.models.gate import _NO_GATE, confidence
+from glsim_pl.plots.cost import save_plot
 
-__all__ = ["COLUMNS", "SplitOutputs", "apply_gate_threshold", "choose_threshold", "collect", "gate_flops",
-           "run_gate_sweep", "sweep_from_config", "thresholds"]  # fmt: skip
+__all__ = [
+    "COLUMNS",
+    "SplitOutputs",
+    "choose_threshold",
+    "collect",
+    "compile_stages",
+    "gate_flops",
+    "run_gate_sweep",
+    "sweep_from_config",
+    "thresholds",
+    "uncompile",
+    "vit_pass",
+]
 
-_NO_GATE = "eval.gate_sweep=true needs a checkpoint trained with method.gate=confidence (it has no first-pass head)"
 COLUMNS = ["split", "point", "tau", "second_pass_share", "acc1", "gflops_per_img", "cost_vs_vit", "img_s",
            "measured_cost_vs_vit", "timed_images", "timed_agreement"]  # fmt: skip
 
@@ -166,7 +177,7 @@ def run_gate_sweep(
         repeats: timed repetitions per tau (median).
         device: where the model runs.
         autocast: context-manager factory for mixed precision (None: full precision).
-        compile: time with :func:`glsim_pl.models.gate.compile_stages` (the accuracies never depend on it).
+        compile: time with :func:`glsim_pl.analysis.gate_sweep.compile_stages` (the accuracies never depend on it).
     """
     if not isinstance(net, GLSim) or net.gate == "none":
         raise UserError(_NO_GATE)
@@ -222,58 +233,6 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
             writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in r.items()})
 
 
-def save_plot(rows: list[dict[str, Any]], path: Path, target_cost: float) -> None:
-    """Top-1 vs cost (x one ViT pass), val and test; the plain-ViT, always-two-pass and chosen points marked."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5.0, 3.6), dpi=150, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    for split, style in (("val", "o--"), ("test", "s-")):
-        pts = sorted((r["cost_vs_vit"], r["acc1"]) for r in rows if r["split"] == split)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, ms=3, lw=1, label=split)
-    marks = {"vit": ("first pass only (tau=0)", "tab:red"), "glsim": ("always two passes", "tab:green"),
-             "chosen": ("tau chosen on val", "black")}  # fmt: skip
-    for point, (label, color) in marks.items():
-        sel = [r for r in rows if r["point"] == point and r["split"] == "test"]
-        if sel:
-            ax.plot([sel[0]["cost_vs_vit"]], [sel[0]["acc1"]], "*", ms=10, color=color, label=f"{label} (test)")
-    ax.axvline(target_cost, color="grey", lw=0.8, ls=":")
-    ax.set_xlabel("cost (analytic FLOPs, x one ViT pass)", fontsize=8)
-    ax.set_ylabel("top-1", fontsize=8)
-    ax.set_title("adaptive GLSim: accuracy vs cost over the gate threshold", fontsize=9)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.savefig(path)
-
-
-def apply_gate_threshold(net: Any, threshold: float | None, gate: str | None = None, sweep: bool = False) -> None:
-    """Entry-point override of the checkpoint's gate: ``threshold`` (None keeps the checkpoint's tau).
-
-    ``gate`` (the config's ``method.gate``, None = unset) must match the checkpoint: the gate head is part of the
-    trained model, so it cannot be switched on or off after training (tau > 1 runs every image through both passes).
-    ``sweep``: fail now, before any evaluation, when the checkpoint has no gate to sweep.
-    """
-    own = getattr(net, "gate", "none")
-    if sweep and own == "none":
-        raise UserError(_NO_GATE)
-    if gate is not None and gate != own:
-        raise UserError(
-            f"method.gate={gate!r}: the checkpoint was trained with gate={own!r}; the gate head is part of the "
-            "model (method.gate_threshold > 1 gives the always-two-pass model)"
-        )
-    if threshold is None:
-        return
-    if own == "none":
-        raise UserError(f"method.gate_threshold={threshold}: the checkpoint has no gate (trained with gate=none)")
-    if not float(threshold) >= 0:  # NaN too
-        raise UserError(
-            f"method.gate_threshold={threshold}: expected a value >= 0 (0: first pass only, > 1: never exit)"
-        )
-    net.gate_threshold = float(threshold)
-
-
 def sweep_from_config(cfg: Any, net: Any, datamodule: Any, out: Path) -> dict[str, Any]:
     """``eval.gate_sweep=true``: the sweep on the datamodule's val and test splits, device and precision as eval's."""
     datamodule.setup("test")
@@ -295,3 +254,30 @@ def sweep_from_config(cfg: Any, net: Any, datamodule: Any, out: Path) -> dict[st
         repeats=int(cfg.eval.gate_timing_repeats), device=device, autocast=autocast,
         compile=bool(cfg.eval.get("gate_compile", False)),
     )  # fmt: skip
+
+
+def vit_pass(net: Any, images: Tensor) -> Tensor:
+    """The unit of cost: one plain ViT pass, encoder + first-pass head. images (B, 3, H, W) -> logits (B, K)."""
+    compiled = net.__dict__.get("compiled_vit_pass")
+    if compiled is not None:
+        return compiled(images)
+    return net.gate_head(net.encoder.forward_features(images)[:, 0])
+
+
+def compile_stages(net: Any, backend: str = "inductor") -> None:
+    """Compile a gated GLSim's stages: the first pass static (same batch size every call), the second pass
+    ``dynamic=True`` (its batch is the number of unsure images, different at every batch and tau: one graph for all
+    sizes instead of a recompile per size). The confidence split, gather and scatter between them stay eager: the
+    ``nonzero`` there is a graph break by nature. Instance attributes shadow the methods; :func:`uncompile` undoes it.
+    The reference :func:`vit_pass` is compiled alike, so measured cost ratios compare compiled with compiled.
+    """
+    net.first_pass = torch.compile(net.first_pass, dynamic=False, backend=backend)
+    net.second_pass = torch.compile(net.second_pass, dynamic=True, backend=backend)
+    reference = lambda x: net.gate_head(net.encoder.forward_features(x)[:, 0])
+    net.compiled_vit_pass = torch.compile(reference, dynamic=False, backend=backend)
+
+
+def uncompile(net: Any) -> None:
+    """Back to the eager methods after :func:`compile_stages`."""
+    for name in ("first_pass", "second_pass", "compiled_vit_pass"):
+        net.__dict__.pop(name, None)

@@ -13,10 +13,19 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from glsim_pl.config.instantiate import instantiate
+from glsim_pl.data.preprocessing import Preprocessing, factor_for
 from glsim_pl.errors import UserError
-from glsim_pl.hub import is_hub_id
+from glsim_pl.model_io.hub import is_hub_id
 
-__all__ = ["apply_model_preprocessing", "eval_output_dir", "explicit_overrides", "run_dataset_config", "run_folder"]
+__all__ = [
+    "apply_model_preprocessing",
+    "eval_output_dir",
+    "explicit_overrides",
+    "resolve_preprocessing",
+    "run_dataset_config",
+    "run_folder",
+]
 
 
 def run_folder(ckpt_path: str | Path) -> Path | None:
@@ -81,3 +90,20 @@ def apply_model_preprocessing(dataset: DictConfig, pre: Any, explicit: set[str])
             dataset.resize_factor = pre.resize_factor
         if not explicit & {"dataset.normalize", "dataset.mean", "dataset.std"}:
             dataset.normalize, dataset.mean, dataset.std = "custom", list(pre.mean), list(pre.std)
+
+
+def resolve_preprocessing(cfg: DictConfig, module: Any) -> tuple[list[str], Preprocessing]:
+    """Class names and preprocessing: the checkpoint's, replaced by ``dataset=`` (names only when the checkpoint
+    has none) and then by ``mean`` / ``std`` / ``resize_factor`` given explicitly."""
+    stored = getattr(module, "preprocessing", None) or Preprocessing(input_size=int(module.hparams.img_size))
+    names, changes = module.hparams.get("class_names"), {}
+    if cfg.get("dataset") is not None:
+        datamodule = instantiate(cfg.dataset)
+        factor = factor_for(datamodule.resize_size, int(datamodule.image_size))
+        changes.update(mean=datamodule.mean, std=datamodule.std, resize_factor=factor)
+        if not names:
+            datamodule.check()
+            names = datamodule.class_names
+    changes.update({k: cfg.get(k) for k in ("mean", "std", "resize_factor") if cfg.get(k) is not None})
+    pre = Preprocessing.from_dict({**stored.to_dict(), **changes}, "mean/std/resize_factor")
+    return list(names or [str(i) for i in range(int(module.hparams.num_classes))]), pre

@@ -8,20 +8,19 @@ Class names: a ``class_id,class_name`` CSV, else the checkpoint's, else ``0..K-1
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from glsim_pl.errors import UserError
-from glsim_pl.hub import is_hub_id, resolve_model_path
-from glsim_pl.lit_module import GLSimLitModule
+from glsim_pl.model_io.hub import is_hub_id, resolve_model_path
+from glsim_pl.model_io.pretrained import load_pretrained, read_class_names, stored_preprocessing
 from glsim_pl.models import is_official_checkpoint, load_official_checkpoint
 from glsim_pl.models.official import official_model_kwargs
-from glsim_pl.pretrained import load_pretrained, stored_preprocessing
+from glsim_pl.training.module import GLSimLitModule
 
-__all__ = ["load_module", "read_class_names"]
+__all__ = ["load_module"]
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -79,19 +78,11 @@ def _with_names(module: GLSimLitModule, class_names_file: str | None) -> GLSimLi
     return module.eval()
 
 
-def read_class_names(path: str | Path, num_classes: int) -> list[str]:
-    """``class_id,class_name`` rows (header optional, ids 0..K-1 or 1..K) -> K names."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise UserError(f"class_names_file={str(path)!r}: no such file")
-    rows = [r for r in csv.reader(file.read_text().splitlines()) if r]
-    if rows and not rows[0][0].strip().lstrip("-").isdigit():
-        rows = rows[1:]  # header
-    try:
-        pairs = {int(r[0]): r[1].strip() for r in rows}
-    except (ValueError, IndexError) as exc:
-        raise UserError(f"class_names_file={str(path)!r}: expected rows 'class_id,class_name' ({exc})") from exc
-    ids = sorted(pairs)
-    if len(ids) != num_classes or ids[-1] - ids[0] + 1 != num_classes:
-        raise UserError(f"class_names_file={str(path)!r}: {len(ids)} distinct ids, the model has {num_classes} classes")
-    return [pairs[i] for i in ids]
+def check_compatible(module: GLSimLitModule, datamodule: Any, ckpt: str) -> None:
+    hp = module.hparams
+    if int(hp.num_classes) != int(datamodule.num_classes):
+        raise UserError(f"ckpt_path={ckpt!r} has {hp.num_classes} classes but dataset.num_classes="
+                        f"{datamodule.num_classes}; evaluate it on the dataset it was trained for")  # fmt: skip
+    if int(hp.img_size) != int(datamodule.image_size):
+        raise UserError(f"ckpt_path={ckpt!r} was built for {hp.img_size} px but dataset.image_size="
+                        f"{datamodule.image_size}; set dataset.image_size={hp.img_size}")  # fmt: skip

@@ -26,8 +26,17 @@ import torch
 from torch import Tensor, nn
 
 from glsim_pl.errors import UserError
+from glsim_pl.models.official import convert_official_state_dict, is_official_checkpoint
 
-__all__ = ["MIN_SHARE", "EncoderLoad", "load_encoder_weights", "load_head_weights", "read_weights"]
+__all__ = [
+    "MIN_SHARE",
+    "EncoderLoad",
+    "load_encoder_weights",
+    "load_head_weights",
+    "read_checkpoint",
+    "read_official_checkpoint",
+    "read_weights",
+]
 
 log = logging.getLogger(__name__)  # not utils.logging: models/ imports no Lightning
 MIN_SHARE = 0.9
@@ -64,8 +73,6 @@ def _strip(state: dict[str, Any], prefix: str) -> dict[str, Any]:
 
 def read_weights(path: str | Path) -> tuple[dict[str, Tensor], str]:
     """(state dict, kind) of a non-npz weights file; kind is ``timm`` or ``classifier`` (``encoder.*`` keys)."""
-    from glsim_pl.models.official import convert_official_state_dict, is_official_checkpoint
-
     path = Path(path).expanduser()
     try:
         if path.suffix == ".safetensors":
@@ -73,8 +80,7 @@ def read_weights(path: str | Path) -> tuple[dict[str, Tensor], str]:
 
             obj: Any = load_file(str(path))
         else:
-            with torch.serialization.safe_globals([argparse.Namespace]):
-                obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = _load(path)
         if is_official_checkpoint(obj):
             return convert_official_state_dict(obj["model"]), "classifier"
     except (RuntimeError, KeyError, ValueError, OSError, EOFError) as exc:  # truncated, not a weights file
@@ -167,3 +173,24 @@ def load_head_weights(net: nn.Module, pretrained_file: str | Path) -> list[str]:
     net.load_state_dict(usable, strict=False)
     log.info(f"model.pretrained_head=true: loaded {len(usable)} head / aggregator tensors from {path}")
     return sorted(usable)
+
+
+def _load(path: Path, mmap: bool = False) -> Any:
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+
+
+def read_checkpoint(path: str | Path, key: str = "ckpt_path", mmap: bool = False) -> dict[str, Any]:
+    """The package's one ``torch.load``: ``weights_only=True``, and only ``argparse.Namespace`` may unpickle (the
+    official files' config). ``mmap=True`` maps the tensors instead of reading them (a cheap look at the metadata).
+    Any file that is not a readable checkpoint dict raises one :class:`UserError` naming ``key`` and the file."""
+    try:
+        ckpt = _load(Path(path), mmap)
+    except Exception as exc:  # unpickling / zip errors: not a file we can use
+        raise UserError(f"{key}={str(path)!r}: cannot be read as a checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(ckpt, dict):
+        raise UserError(f"{key}={str(path)!r}: expected a checkpoint dict, got {type(ckpt).__name__}")
+    return ckpt
+
+
+read_official_checkpoint = read_checkpoint  # the name the official-format loader has always had

@@ -1,0 +1,159 @@
+"""The record a run leaves: ``metrics.json`` (metrics, cost, protocol, device, git commit, config) and
+``failed.json``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from glsim_pl.errors import UserError
+
+RECORD = "metrics.json"
+
+
+FAILURE = "failed.json"
+
+
+# -- written by every training job ---------------------------------------------------------------------------------
+def git_commit(cwd: str | Path | None = None) -> str:
+    """``HEAD``'s sha of the package's checkout (``-dirty`` when tracked files changed), or ``unknown``."""
+    cwd = cwd or Path(__file__).resolve().parent
+    try:
+        run = lambda *a: subprocess.run(["git", *a], cwd=cwd, capture_output=True, text=True, timeout=10)
+        sha = run("rev-parse", "HEAD")
+        if sha.returncode:
+            return "unknown"
+        dirty = run("status", "--porcelain", "--untracked-files=no").stdout.strip()
+        return sha.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_name(trainer: Any) -> str:
+    """``cpu x2`` / ``NVIDIA H100 80GB HBM3 x8``: the accelerator of this run and how many processes."""
+    root = trainer.strategy.root_device
+    name = torch.cuda.get_device_name(root) if root.type == "cuda" else root.type
+    return f"{name} x{trainer.world_size}"
+
+
+_OWN_SPLITS = ("ImageFolderDataModule", "CSVDataModule", "SyntheticDataModule")  # no official test set
+
+
+def protocol(cfg: DictConfig) -> dict[str, Any]:
+    """The evaluation protocol in words: which split trains, which selects, TTA, epochs, sizes."""
+    ds = cfg.dataset
+    paper = ds.get("protocol", "val") == "paper"
+    accumulate = int(cfg.trainer.get("accumulate_grad_batches") or 1)
+    devices = cfg.trainer.get("devices", 1)
+    world = (devices if isinstance(devices, int) and devices > 0 else 1) * int(cfg.trainer.get("num_nodes") or 1)
+    return {
+        "train_split": "official train (all of it)" if paper else f"first {ds.get('train_fraction')} of train/class",
+        "selection_split": "none (final weights are tested)" if paper else "val (rest of train), best val/acc1",
+        "test_split": "official test" if ds.get("_target_", "").rsplit(".", 1)[-1] not in _OWN_SPLITS else "test split",
+        "tta": "off",  # evaluation is a single centre crop; there is no test-time augmentation in this package
+        "epochs": int(cfg.trainer.max_epochs),
+        "image_size": int(ds.image_size),
+        "effective_batch_size": int(ds.batch_size) * accumulate * world,
+    }
+
+
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    """The run's config as plain containers, interpolations resolved where they can be (``hydra`` node dropped)."""
+    plain = {k: v for k, v in cfg.items() if k != "hydra"}
+    try:
+        return OmegaConf.to_container(OmegaConf.create(plain), resolve=True)
+    except Exception:  # an interpolation that only Hydra's runtime resolves: keep it unresolved
+        return OmegaConf.to_container(OmegaConf.create(plain), resolve=False)
+
+
+def _hydra_job() -> tuple[str | None, list[str]]:
+    """(experiment choice, task overrides) of the running Hydra job; (None, []) outside Hydra."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hydra_cfg = HydraConfig.get()
+        return hydra_cfg.runtime.choices.get("experiment"), list(hydra_cfg.overrides.task)
+    except ValueError:
+        return None, []
+
+
+def run_cost(cfg: DictConfig, trainer: Any, fit_seconds: float | None) -> dict[str, Any]:
+    """Analytic GFLOPs per image of the trained classifier and the fit's measured images per second."""
+    from glsim_pl.analysis.cost import model_gflops
+
+    cost: dict[str, Any] = {}
+    net = getattr(trainer.lightning_module, "net", None) if trainer.lightning_module is not None else None
+    if net is not None:
+        cost["gflops"] = round(model_gflops(net, int(cfg.dataset.image_size)), 4)
+    if fit_seconds and trainer.global_step:
+        images = trainer.global_step * protocol(cfg)["effective_batch_size"]
+        cost["fit_img_s"] = round(images / fit_seconds, 2)
+    return cost
+
+
+def write_failure(cfg: DictConfig, exc: BaseException) -> Path | None:
+    """``<output_dir>/failed.json``: the job's overrides and its error line, for the aggregation's list of failures."""
+    if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)) or 0) != 0:
+        return None
+    from glsim_pl.errors import user_message
+
+    text = user_message(exc) if isinstance(exc, UserError) else str(exc)
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    error = f"{type(exc).__name__}: {lines[0 if isinstance(exc, UserError) else -1] if lines else ''}".rstrip(": ")
+    experiment, overrides = _hydra_job()
+    path = Path(cfg.paths.output_dir) / FAILURE
+    try:  # never hide the job's own error behind one of writing this file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"experiment": experiment, "seed": cfg.get("seed"), "overrides": overrides,
+                                    "error": error}, indent=2))  # fmt: skip
+    except OSError:
+        return None
+    return path
+
+
+def write_run_record(
+    cfg: DictConfig, trainer: Any, metrics: dict[str, Any], wall_time_s: float, fit_seconds: float | None = None
+) -> Path | None:
+    """Write ``<output_dir>/metrics.json`` for the aggregation (rank 0 only); returns its path."""
+    if not trainer.is_global_zero:
+        return None
+    out = Path(cfg.paths.output_dir)
+    experiment, overrides = _hydra_job()
+    config = resolved_config(cfg)
+    record = {
+        "experiment": experiment,
+        "task_name": cfg.get("task_name"),
+        "seed": cfg.get("seed"),
+        "overrides": overrides,
+        "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)},
+        "cost": run_cost(cfg, trainer, fit_seconds),
+        "wall_time_s": round(wall_time_s, 2),
+        "device": device_name(trainer),
+        "git_commit": git_commit(),
+        "protocol": protocol(cfg),
+        "paper": config.get("paper"),
+        "config": config,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / RECORD
+    path.write_text(json.dumps(record, indent=2, default=str))
+    return path
+
+
+__all__ = [
+    "FAILURE",
+    "RECORD",
+    "device_name",
+    "git_commit",
+    "protocol",
+    "resolved_config",
+    "run_cost",
+    "write_failure",
+    "write_run_record",
+]

@@ -1,0 +1,1 @@
+"""Datasets and the input pipeline: file layouts, image reading, transforms, the cache, sampling, the data check."""
