@@ -11,7 +11,7 @@ from PIL import Image
 
 from glsim_pl.errors import UserError
 from glsim_pl.train import train
-from tests.conftest import TINY
+from tests.helpers.configs import TINY
 
 
 def write_birds_tree(root: Path, class_ids: list[str], per_class: int = 5, uuid_ids: bool = False) -> None:

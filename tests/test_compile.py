@@ -14,7 +14,6 @@ import torch._dynamo.config as dynamo_config
 from torch import nn
 
 from glsim_pl.errors import UserError
-from glsim_pl.models import build_classifier
 from glsim_pl.utils.compile import (
     compile_classifier,
     is_compiled,
@@ -22,19 +21,7 @@ from glsim_pl.utils.compile import (
     resolve_compile,
     resolve_compile_mode,
 )
-
-TINY = dict(backbone="vit_tiny_patch16_224", num_classes=10, img_size=32,
-            backbone_kwargs={"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2})  # fmt: skip
-
-
-def _net(method: str, depth: int = 2, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    kwargs = {**TINY, "backbone_kwargs": {**TINY["backbone_kwargs"], "depth": depth}}
-    net = build_classifier(method, **kwargs)
-    for p in net.parameters():  # the zero-initialised heads would give all-equal logits: nothing to compare
-        if p.ndim == 2 and not p.abs().sum():
-            nn.init.normal_(p, std=0.2)
-    return net
+from tests.helpers.checkpoints import tiny_classifier
 
 
 def _breaks(explained) -> list[str]:
@@ -43,7 +30,7 @@ def _breaks(explained) -> list[str]:
 
 @pytest.mark.parametrize("method", ["glsim", "vit"])
 def test_eval_forward_is_one_graph(method: str) -> None:
-    net = _net(method).eval()
+    net = tiny_classifier(method).eval()
     torch._dynamo.reset()
     with torch.no_grad():
         explained = torch._dynamo.explain(net)(torch.randn(4, 3, 32, 32))
@@ -58,7 +45,7 @@ def test_training_step_forward_loss_backward_is_one_graph(method: str) -> None:
     ``trace_autograd_ops`` lets Dynamo trace ``Tensor.backward()`` itself; without it backward is the one graph
     break Dynamo always reports (AOTAutograd then compiles the backward of the forward graph as a whole).
     """
-    net = _net(method).train()
+    net = tiny_classifier(method).train()
     criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
 
     def step(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -77,7 +64,7 @@ def test_training_step_forward_loss_backward_is_one_graph(method: str) -> None:
 @pytest.mark.parametrize("name", ["sgd", pytest.param("adamw", marks=pytest.mark.slow)])
 def test_clip_and_optimizer_step_are_one_graph_each(name: str) -> None:
     """What Lightning runs after backward: global-norm clipping (no host read) and the foreach optimizer step."""
-    net = _net("glsim")
+    net = tiny_classifier("glsim")
     net(torch.randn(2, 3, 32, 32)).logits.sum().backward()
     params = [p for p in net.parameters() if p.requires_grad]
     if name == "sgd":
@@ -101,7 +88,7 @@ def test_switches_resolve_and_reject_bad_values() -> None:
         resolve_compile("yes", cuda=False)
     with pytest.raises(UserError, match="compile_mode='fast'"):
         resolve_compile_mode("fast", cuda=False)
-    net = _net("vit", depth=1)
+    net = tiny_classifier("vit", depth=1)
     assert prepare_classifier(net, "auto", "auto", cuda=False, batch_size=4) is False  # CPU: auto stays eager
     assert not is_compiled(net)
 
@@ -109,7 +96,7 @@ def test_switches_resolve_and_reject_bad_values() -> None:
 @pytest.fixture(scope="module")
 def compiled_pair() -> tuple[nn.Module, nn.Module]:
     """(eager, compiled) copies of one tiny GLSim in eval mode (Dynamo + AOTAutograd, shared by the module's tests)."""
-    eager, compiled = _net("glsim", depth=1).eval(), _net("glsim", depth=1).eval()
+    eager, compiled = tiny_classifier("glsim", depth=1).eval(), tiny_classifier("glsim", depth=1).eval()
     compile_classifier(compiled, "default", static_batch=4, backend="aot_eager")
     return eager, compiled
 
@@ -145,7 +132,7 @@ def test_compiled_module_copies_and_pickles_with_its_own_forward() -> None:
     import copy
     import pickle
 
-    net = compile_classifier(_net("vit", depth=1), "default", static_batch=4)
+    net = compile_classifier(tiny_classifier("vit", depth=1), "default", static_batch=4)
     for clone in (copy.deepcopy(net), pickle.loads(pickle.dumps(net))):
         assert is_compiled(clone) and clone.forward.net is clone
         assert clone.forward.static_batch == 4

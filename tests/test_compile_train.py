@@ -20,8 +20,7 @@ from glsim_pl.models import crop_and_resize, load_official_checkpoint
 from glsim_pl.training.metrics import build_metrics
 from glsim_pl.training.module import GLSimLitModule
 from glsim_pl.utils.compile import compile_classifier
-
-from .test_compile import _net
+from tests.helpers.checkpoints import tiny_classifier
 
 
 def test_auto_workers_follow_cpus_per_device() -> None:
@@ -45,8 +44,9 @@ def test_auto_workers_never_trigger_the_oversubscription_warning() -> None:
 
 def test_sync_free_train_metrics_equal_torchmetrics(monkeypatch: pytest.MonkeyPatch) -> None:
     """Counting the train accuracies at the epoch end (and skipping value checks) gives torchmetrics' own numbers."""
-    module = GLSimLitModule(num_classes=7, backbone="vit_tiny_patch16_224", img_size=32,
-                            backbone_kwargs={"patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2})  # fmt: skip
+    net = {"backbone": "vit_tiny_patch16_224", "img_size": 32,
+           "backbone_kwargs": {"patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}}  # fmt: skip
+    module = GLSimLitModule(num_classes=7, net=net)
     reference = build_metrics(7, "train/")
     logged: dict[str, torch.Tensor] = {}
     monkeypatch.setattr(module, "log_dict", lambda values, **_: logged.update(values))
@@ -68,7 +68,7 @@ def test_twenty_compiled_training_steps_match_eager() -> None:
     """SGD-Nesterov with clipping, the paper's step, 20 times: compiled (inductor) vs eager losses within 1e-3."""
     losses = {}
     for name in ("eager", "compiled"):
-        net = _net("glsim", depth=1, seed=3).train()
+        net = tiny_classifier("glsim", depth=1, seed=3).train()
         if name == "compiled":
             compile_classifier(net, "default", static_batch=8)
         opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, nesterov=True, foreach=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CONF_DIR
+from tests.helpers.configs import CONF_DIR
 
 GROUPS = ["dataset", "model", "method", "trainer", "augs", "callbacks", "logger", "debug"]
 OPTIONS = [

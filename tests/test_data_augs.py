@@ -11,8 +11,8 @@ from glsim_pl.config.instantiate import instantiate
 from glsim_pl.data.transforms import IMAGENET_MEAN, MixUpCutMixCollate
 from glsim_pl.errors import UserError
 from glsim_pl.train import train
-from tests.conftest import TINY
-from tests.data_fixtures import food
+from tests.helpers.configs import TINY
+from tests.helpers.data_trees import food
 
 
 def datamodule(cfg):

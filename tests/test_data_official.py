@@ -7,11 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from glsim_pl.config.groups import transform_augs
-from glsim_pl.config.instantiate import instantiate
 from glsim_pl.errors import UserError
-from tests.conftest import TINY
-from tests.data_fixtures import TREES, Tree, truncate
+from tests.helpers.data_trees import TREES, build_datamodule, truncate
 
 NAMES = sorted(TREES)
 
@@ -22,17 +19,10 @@ def _generated_flowers_mat_files(monkeypatch) -> None:
     monkeypatch.setattr("torchvision.datasets.flowers102.check_integrity", lambda *args, **kwargs: True)
 
 
-def build(make_cfg, tree: Tree, *extra: str):
-    """(config, data module) composed through the real Hydra configs for this tree."""
-    cfg = make_cfg(*TINY, *tree.overrides, f"dataset.root={tree.root}", f"dataset.num_classes={tree.num_classes}",
-                   "logger=none", "callbacks=none", *extra, tiny=False)  # fmt: skip
-    return cfg, instantiate(cfg.dataset, augs=transform_augs(cfg))
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_reads_labels_names_and_boxes(name: str, make_cfg, tmp_path: Path) -> None:
     tree = TREES[name](tmp_path)
-    _, dm = build(make_cfg, tree)
+    _, dm = build_datamodule(make_cfg, tree)
     dm.check()
     train, test, class_names = dm.splits
     assert class_names == tree.class_names
@@ -49,8 +39,8 @@ def test_reads_labels_names_and_boxes(name: str, make_cfg, tmp_path: Path) -> No
 @pytest.mark.parametrize("name", NAMES)
 def test_splits_are_disjoint_and_deterministic(name: str, make_cfg, tmp_path: Path) -> None:
     tree = TREES[name](tmp_path)
-    _, first = build(make_cfg, tree)
-    _, second = build(make_cfg, tree)
+    _, first = build_datamodule(make_cfg, tree)
+    _, second = build_datamodule(make_cfg, tree)
     first.setup("fit")
     second.setup("fit")
     train_idx, val_idx = set(first.data_train.indices), set(first.data_val.indices)
@@ -63,7 +53,7 @@ def test_splits_are_disjoint_and_deterministic(name: str, make_cfg, tmp_path: Pa
     train_files = {s.path for s in first.splits.train.samples}
     test_files = {s.path for s in first.splits.test.samples}
     assert not train_files & test_files
-    _, paper = build(make_cfg, tree, "dataset.protocol=paper")
+    _, paper = build_datamodule(make_cfg, tree, "dataset.protocol=paper")
     paper.setup("fit")
     assert (len(paper.data_train), len(paper.data_val)) == (len(tree.train_labels), 0)
 
@@ -72,7 +62,7 @@ def test_splits_are_disjoint_and_deterministic(name: str, make_cfg, tmp_path: Pa
 @pytest.mark.parametrize("name", NAMES)
 def test_transform_output_shapes(name: str, size: int, make_cfg, tmp_path: Path) -> None:
     tree = TREES[name](tmp_path)
-    _, dm = build(make_cfg, tree, f"dataset.image_size={size}")
+    _, dm = build_datamodule(make_cfg, tree, f"dataset.image_size={size}")
     dm.setup("fit")
     image, label = dm.data_train[0]
     assert image.shape == (3, size, size)
@@ -91,7 +81,7 @@ def test_fast_dev_run_through_the_entry_point(name: str, make_cfg, tmp_path: Pat
     from glsim_pl.train import train
 
     tree = TREES[name](tmp_path)
-    cfg, _ = build(make_cfg, tree, "+trainer.fast_dev_run=true", "dataset.batch_size=2")
+    cfg, _ = build_datamodule(make_cfg, tree, "+trainer.fast_dev_run=true", "dataset.batch_size=2")
     metrics = train(cfg)
     assert 0.0 <= metrics["test/acc1"] <= 1.0
 
@@ -100,7 +90,7 @@ def test_fast_dev_run_through_the_entry_point(name: str, make_cfg, tmp_path: Pat
 def test_missing_files_name_the_root(name: str, make_cfg, tmp_path: Path) -> None:
     tree = TREES[name](tmp_path / "built")
     tree.root = tmp_path / "elsewhere" / tree.root.name  # same folder name, nothing in it
-    _, dm = build(make_cfg, tree)
+    _, dm = build_datamodule(make_cfg, tree)
     with pytest.raises(UserError, match=str(tree.root.parent)):
         dm.check()
 
@@ -108,13 +98,13 @@ def test_missing_files_name_the_root(name: str, make_cfg, tmp_path: Path) -> Non
 @pytest.mark.parametrize("name", ["cub", "aircraft", "cars_devkit", "soy"])
 def test_corrupt_image_is_named_or_skipped(name: str, make_cfg, tmp_path: Path, caplog) -> None:
     tree = TREES[name](tmp_path)
-    _, dm = build(make_cfg, tree, "dataset.protocol=paper")
+    _, dm = build_datamodule(make_cfg, tree, "dataset.protocol=paper")
     dm.setup("fit")
     broken = dm.splits.train.samples[0].path
     truncate(broken)
     with pytest.raises(UserError, match=str(broken)):
         dm.data_train[dm.data_train.indices.index(0)]
-    _, skipping = build(make_cfg, tree, "dataset.protocol=paper", "dataset.skip_corrupt=true")
+    _, skipping = build_datamodule(make_cfg, tree, "dataset.protocol=paper", "dataset.skip_corrupt=true")
     skipping.setup("fit")  # the data check finds the file broken after the first check: left out, not replaced
     assert 0 not in skipping.data_train.indices and len(skipping.data_train) == len(dm.data_train) - 1
     assert skipping.data_check.removed["train"][0][0] == str(broken)

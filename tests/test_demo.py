@@ -28,8 +28,8 @@ from glsim_pl.demo import (
 from glsim_pl.errors import UserError
 from glsim_pl.plots.panels import draw_box
 from glsim_pl.predict import predict
-
-from .test_eval import compose_tool, save_lightning_ckpt
+from tests.helpers.checkpoints import save_lightning_ckpt
+from tests.helpers.configs import compose_tool
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

@@ -6,40 +6,14 @@ import csv
 import json
 from pathlib import Path
 
-import lightning
 import pytest
 import torch
-from omegaconf import DictConfig
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from glsim_pl.errors import UserError
-from glsim_pl.training.module import GLSimLitModule
-
-from .conftest import compose_cfg
-
-TINY_KW = {"backbone": "vit_tiny_patch16_224", "img_size": 32, "top_o": 2, "pretrained": False,
-           "backbone_kwargs": {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}}  # fmt: skip
-TINY_DATA = ["dataset=synthetic", "dataset.train_size=40", "dataset.test_size=16", "dataset.image_size=32",
-             "dataset.num_workers=0", "dataset.batch_size=8", "trainer.accelerator=cpu",
-             "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]  # fmt: skip
-
-
-def compose_tool(name: str, overrides: list[str], output_dir: Path) -> DictConfig:
-    """Compose ``conf/<name>.yaml`` as Hydra would run it, outputs in ``output_dir``."""
-    return compose_cfg(overrides, output_dir, config_name=name)
-
-
-def save_lightning_ckpt(path: Path, num_classes: int = 10, **kwargs) -> GLSimLitModule:
-    """A fresh tiny module saved in Lightning's checkpoint format (what training writes)."""
-    torch.manual_seed(0)
-    module = GLSimLitModule(num_classes=num_classes, class_names=[f"c{i}" for i in range(num_classes)],
-                            **{**TINY_KW, **kwargs})  # fmt: skip
-    torch.nn.init.normal_(module.net.head.weight, std=0.5)  # confident, partly wrong predictions
-    ckpt = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
-            "pytorch-lightning_version": lightning.__version__}  # fmt: skip
-    torch.save(ckpt, path)
-    return module
+from tests.helpers.checkpoints import save_lightning_ckpt
+from tests.helpers.configs import TINY_DATA, compose_tool
 
 
 @pytest.fixture

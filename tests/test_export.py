@@ -13,8 +13,8 @@ import torch
 import glsim_pl
 from glsim_pl.errors import UserError
 from glsim_pl.export import export
-
-from .test_eval import compose_tool, save_lightning_ckpt
+from tests.helpers.checkpoints import save_lightning_ckpt
+from tests.helpers.configs import compose_tool
 
 
 @pytest.mark.parametrize(("method", "selector"), [("glsim", "rollout"), ("vit", "gls")])

@@ -15,20 +15,8 @@ from glsim_pl.errors import UserError
 from glsim_pl.models import GLSim, GLSimOutput, build_classifier, load_official_checkpoint
 from glsim_pl.models.gate import cascade, confidence, merge, split
 from glsim_pl.training.module import GLSimLitModule
-
-from .test_eval import TINY_KW, compose_tool, save_lightning_ckpt
-
-TINY = dict(img_size=32, backbone_kwargs=dict(patch_size=8, embed_dim=32, depth=2, num_heads=2))
-
-
-def gated_model(seed: int = 2) -> GLSim:
-    """A tiny gated GLSim with random (non-zero) heads, so confidences spread and both heads matter (seed 2: spread
-    over 0.47-1 on these inputs; some seeds saturate every confidence at 1)."""
-    torch.manual_seed(seed)
-    model = GLSim("vit_tiny_patch16_224", num_classes=6, top_o=3, gate="confidence", **TINY).eval()
-    torch.nn.init.normal_(model.head.weight, std=2.0)
-    torch.nn.init.normal_(model.gate_head.weight, std=2.0)
-    return model
+from tests.helpers.checkpoints import TINY_GATED, gated_model, save_lightning_ckpt
+from tests.helpers.configs import TINY_KW, compose_tool
 
 
 def encoder_batch_sizes(model: GLSim) -> tuple[list[int], torch.utils.hooks.RemovableHandle]:
@@ -59,7 +47,7 @@ def test_confidence_split_merge_on_hand_built_tensors() -> None:
 # -- the cascade is exact ---------------------------------------------------------------------------------------------
 def test_tau_above_every_confidence_equals_always_two_pass_glsim() -> None:
     model = gated_model()
-    plain = GLSim("vit_tiny_patch16_224", num_classes=6, top_o=3, **TINY).eval()  # the paper's model, no gate
+    plain = GLSim("vit_tiny_patch16_224", num_classes=6, top_o=3, **TINY_GATED).eval()  # the paper's model, no gate
     plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("gate_head.")})
     x = torch.randn(8, 3, 32, 32)
     with torch.no_grad():
@@ -121,8 +109,8 @@ def test_eval_forward_uses_the_model_threshold_and_training_runs_both_passes() -
 
 # -- gate=none is the paper, unchanged --------------------------------------------------------------------------------
 def test_gate_none_adds_no_state_and_official_parity_holds(official_fixture: dict) -> None:
-    plain = GLSim("vit_tiny_patch16_224", num_classes=3, **TINY)
-    gated = GLSim("vit_tiny_patch16_224", num_classes=3, gate="confidence", **TINY)
+    plain = GLSim("vit_tiny_patch16_224", num_classes=3, **TINY_GATED)
+    gated = GLSim("vit_tiny_patch16_224", num_classes=3, gate="confidence", **TINY_GATED)
     assert not [k for k in plain.state_dict() if "gate" in k]
     assert set(gated.state_dict()) - set(plain.state_dict()) == {"gate_head.weight", "gate_head.bias"}
     model = load_official_checkpoint(official_fixture["checkpoint"]).eval()  # strict load: no extra keys
@@ -136,15 +124,17 @@ def test_gate_none_adds_no_state_and_official_parity_holds(official_fixture: dic
 
 def test_bad_gate_values_are_clear_errors() -> None:
     with pytest.raises(UserError, match="method.gate='maybe'"):
-        GLSim("vit_tiny_patch16_224", num_classes=3, gate="maybe", **TINY)
+        GLSim("vit_tiny_patch16_224", num_classes=3, gate="maybe", **TINY_GATED)
     with pytest.raises(UserError, match="method=glsim"):
-        build_classifier("vit", backbone="vit_tiny_patch16_224", num_classes=3, gate="confidence", **TINY)
+        build_classifier("vit", backbone="vit_tiny_patch16_224", num_classes=3, gate="confidence", **TINY_GATED)
 
 
 # -- training ---------------------------------------------------------------------------------------------------------
 def test_joint_loss_is_glsim_ce_plus_weighted_first_pass_ce() -> None:
     torch.manual_seed(0)
-    module = GLSimLitModule(num_classes=4, gate="confidence", gate_loss_weight=0.5, label_smoothing=0.0, **TINY_KW)
+    module = GLSimLitModule(
+        num_classes=4, net={"gate": "confidence", **TINY_KW}, gate_loss_weight=0.5, label_smoothing=0.0
+    )
     torch.nn.init.normal_(module.net.head.weight)
     torch.nn.init.normal_(module.net.gate_head.weight)
     module.train()
@@ -224,7 +214,7 @@ def test_export_round_trip_keeps_the_gate(tmp_path: Path) -> None:
     from glsim_pl.data.preprocessing import Preprocessing
     from glsim_pl.export import load_pretrained, save_pretrained
 
-    module = GLSimLitModule(num_classes=6, gate="confidence", gate_threshold=0.4, **TINY_KW).eval()
+    module = GLSimLitModule(num_classes=6, net={"gate": "confidence", "gate_threshold": 0.4, **TINY_KW}).eval()
     torch.nn.init.normal_(module.net.gate_head.weight, std=2.0)
     torch.nn.init.normal_(module.net.head.weight, std=2.0)
     pre = Preprocessing(input_size=32, mean=(0.5,) * 3, std=(0.5,) * 3)

@@ -20,9 +20,8 @@ from glsim_pl.analysis.gate_sweep import (
     thresholds,
 )
 from glsim_pl.errors import UserError
-
-from .test_eval import TINY_DATA, compose_tool, save_lightning_ckpt
-from .test_gate import gated_model
+from tests.helpers.checkpoints import gated_model, save_lightning_ckpt
+from tests.helpers.configs import TINY_DATA, compose_tool
 
 
 def outputs(conf: list[float], first_ok: list[bool], glsim_ok: list[bool]) -> SplitOutputs:

@@ -12,7 +12,7 @@ import yaml
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from .conftest import TINY_SYNTHETIC
+from tests.helpers.configs import TINY_SYNTHETIC
 
 SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
 

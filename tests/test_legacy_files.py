@@ -13,7 +13,7 @@ import torch
 import yaml
 
 import glsim_pl
-from tests.conftest import FIXTURES, compose_cfg
+from tests.helpers.configs import FIXTURES, compose_cfg
 
 LEGACY = FIXTURES / "legacy"
 EXPECTED = json.loads((LEGACY / "expected.json").read_text())

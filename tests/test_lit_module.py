@@ -32,8 +32,9 @@ def test_metrics_are_micro_top1_top5_and_macro() -> None:
 
 
 def test_no_weight_decay_on_biases_norms_and_embeddings() -> None:
-    module = GLSimLitModule(num_classes=3, backbone="vit_tiny_patch16_224", img_size=32, weight_decay=0.05,
-                            backbone_kwargs={"patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2})  # fmt: skip
+    net = {"backbone": "vit_tiny_patch16_224", "img_size": 32,
+           "backbone_kwargs": {"patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}}  # fmt: skip
+    module = GLSimLitModule(num_classes=3, net=net, optim={"weight_decay": 0.05})
     module.trainer = type("T", (), {"estimated_stepping_batches": 10})()
     optimizer = module.configure_optimizers()["optimizer"]
     decayed = {id(p) for p in optimizer.param_groups[0]["params"]}

@@ -62,8 +62,9 @@ class _Replay(nn.Module):
 
 
 def _module(logits: Tensor) -> tuple[GLSimLitModule, dict[str, Tensor]]:
-    module = GLSimLitModule(K, backbone="vit_tiny_patch16_224", method="vit", img_size=32,
-                            backbone_kwargs={"patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2})  # fmt: skip
+    net = {"backbone": "vit_tiny_patch16_224", "method": "vit", "img_size": 32,
+           "backbone_kwargs": {"patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}}  # fmt: skip
+    module = GLSimLitModule(K, net=net)
     module.net = _Replay(logits)
     logged: dict[str, Tensor] = {}
     module.log = lambda name, value, **_: logged.__setitem__(name, value)

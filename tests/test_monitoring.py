@@ -24,8 +24,7 @@ from glsim_pl.plots.curves import training_curves_figure
 from glsim_pl.train import train
 from glsim_pl.training.module import GLSimLitModule
 from glsim_pl.utils.logging import quiet_library_notices
-
-from .conftest import TINY_SYNTHETIC
+from tests.helpers.configs import TINY_SYNTHETIC
 
 STEP_LINE = re.compile(r"step (\d+)/(\d+) \(epoch (\d+)/(\d+)\) loss ([\d.]+) lr ([\d.e-]+) ([\d.]+) img/s ETA [\d:]+")
 EPOCH_LINE = re.compile(r"epoch (\d+)/(\d+) done in [\d:]+: train/loss [\d.]+ .*val/acc1 ([\d.]+) ")

@@ -11,8 +11,7 @@ import pytest
 import torch
 
 import glsim_pl
-
-from .test_eval import compose_tool
+from tests.helpers.configs import compose_tool
 
 ort = pytest.importorskip("onnxruntime", reason="format=onnx needs the [onnx] extra (part of [dev])")
 

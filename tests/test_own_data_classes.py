@@ -9,8 +9,8 @@ import pytest
 from glsim_pl.config.groups import transform_augs
 from glsim_pl.config.instantiate import instantiate
 from glsim_pl.errors import UserError
-from tests.conftest import TINY
-from tests.data_fixtures import csv_split, folder
+from tests.helpers.configs import TINY
+from tests.helpers.data_trees import csv_split, folder
 
 
 def _dm(make_cfg, tree, *extra: str):

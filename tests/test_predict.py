@@ -12,8 +12,8 @@ from PIL import Image
 
 from glsim_pl.errors import UserError
 from glsim_pl.predict import list_inputs, predict
-
-from .test_eval import compose_tool, save_lightning_ckpt
+from tests.helpers.checkpoints import save_lightning_ckpt
+from tests.helpers.configs import compose_tool
 
 
 def make_images(folder: Path, n: int = 3) -> list[Path]:

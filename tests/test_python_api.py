@@ -21,9 +21,9 @@ import glsim_pl
 from glsim_pl.data.preprocessing import Preprocessing
 from glsim_pl.data.transforms import build_eval_transform
 from glsim_pl.errors import UserError
-
-from .hub_cache import add_to_hub_cache, hub_env
-from .test_eval import compose_tool, save_lightning_ckpt
+from tests.helpers.checkpoints import save_lightning_ckpt
+from tests.helpers.configs import compose_tool
+from tests.helpers.hub_cache import add_to_hub_cache, hub_env
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "python_api.md"
 README = DOCS.parents[1] / "README.md"

@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import Callback
 import glsim_pl.train as train_module
 from glsim_pl.data.sampling import EpochSampler, ResumableLoader, SeededCollate, SeededView, mix_seed
 from glsim_pl.train import train
-from tests.conftest import TINY_SYNTHETIC
+from tests.helpers.configs import TINY_SYNTHETIC
 
 # 35 train images (val 10) at batch 8: 4 steps an epoch; random crop, flip, erasing, stochastic depth
 RUN = ["logger=none", "callbacks.crop_visualizer=null", "callbacks.per_class_csv=null", "trainer.deterministic=true",

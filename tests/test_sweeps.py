@@ -13,8 +13,7 @@ from omegaconf import OmegaConf
 from glsim_pl.config.sweeper import drop_unused_overrides, merge_jobs
 from glsim_pl.config.validate import validate_config
 from glsim_pl.errors import UserError
-
-from .conftest import TINY_SYNTHETIC, compose_cfg
+from tests.helpers.configs import TINY_SYNTHETIC, compose_cfg
 
 SWEEP = [["method=glsim", "method=vit"], ["method.selector=gls", "method.selector=rollout"], ["seed=1", "seed=2"]]
 

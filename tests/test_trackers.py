@@ -81,8 +81,7 @@ def many_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import wandb
 
     from glsim_pl.train import train
-
-    from .conftest import TINY_SYNTHETIC, compose_cfg
+    from tests.helpers.configs import TINY_SYNTHETIC, compose_cfg
 
     out = tmp_path_factory.mktemp("many")
     user_mode = os.environ.pop("WANDB_MODE", None)  # as on a fresh machine: nobody chose a W&B mode
@@ -103,7 +102,7 @@ def test_tensorboard_and_csv_get_metrics_config_and_figures(many_run: Path) -> N
     hparams = yaml.safe_load(next((many_run / "tensorboard").rglob("hparams.yaml")).read_text())
     assert hparams["protocol"]["selection_split"].startswith("val")
     assert hparams["config"]["logger"]["mlflow"]["tracking_uri"].startswith("file:")
-    assert hparams["lr"] == hparams["config"]["optim"]["lr"]  # the module's own hyperparameters too
+    assert hparams["optim"]["lr"] == hparams["config"]["optim"]["lr"]  # the module's own hyperparameters too
     rows = list(csv.DictReader(next((many_run / "csv").rglob("metrics.csv")).open()))
     assert any(r.get("test/acc1") for r in rows)
     assert "protocol" in yaml.safe_load(next((many_run / "csv").rglob("hparams.yaml")).read_text())

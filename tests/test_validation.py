@@ -8,7 +8,7 @@ from glsim_pl.config.validate import patch_size_of, validate_config
 from glsim_pl.errors import UserError
 from glsim_pl.eval import evaluate
 from glsim_pl.train import train
-from tests.conftest import compose_cfg
+from tests.helpers.configs import compose_cfg
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from glsim_pl.errors import UserError, exit_on_user_error
 from glsim_pl.train import train
 from glsim_pl.training.optim import warn_long_warmup
 from glsim_pl.training.run_guard import CKPT_KEY, check_resume, run_identity
-from tests.conftest import compose_cfg
+from tests.helpers.configs import compose_cfg
 
 BAD_TRAIN_VALUES = [
     ("dataset.batch_size=0", "dataset.batch_size=0: out of range, expected an integer >= 1"),

@@ -15,7 +15,7 @@ from PIL import Image
 from glsim_pl.data.verify import run_data_check
 from glsim_pl.errors import UserError, exit_on_user_error
 from glsim_pl.train import train
-from tests.conftest import TINY
+from tests.helpers.configs import TINY
 
 CLASSES = ("a", "b")
 

@@ -9,8 +9,8 @@ from PIL import Image
 
 from glsim_pl.errors import UserError
 from glsim_pl.visualize import visualize
-
-from .test_eval import TINY_DATA, compose_tool, save_lightning_ckpt
+from tests.helpers.checkpoints import save_lightning_ckpt
+from tests.helpers.configs import TINY_DATA, compose_tool
 
 
 def test_grid_has_one_column_per_selector(tmp_path: Path) -> None:

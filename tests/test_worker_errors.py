@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from glsim_pl.errors import UserError, exit_on_user_error, user_message
 from glsim_pl.train import train
-from tests.conftest import TINY
+from tests.helpers.configs import TINY
 
 
 class _Broken(Dataset):

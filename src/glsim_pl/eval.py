@@ -106,7 +106,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     collector = EvalCollector(k, int(cfg.eval.gallery_size))
     per_class = PerClassAccuracyCSV(str(out), figure_formats=formats)
     metrics = _test(cfg, module, datamodule, [per_class, collector], loggers)
-    result: dict[str, Any] = {"checkpoint": str(cfg.ckpt_path), "format": kind, "method": module.hparams.method,
+    result: dict[str, Any] = {"checkpoint": str(cfg.ckpt_path), "format": kind, "method": module.hparams.net["method"],
                               "selector": getattr(module.net, "selector", None), **metrics,
                               "gflops": model_gflops(module.net, int(datamodule.image_size))}  # fmt: skip
     write_class_reports(collector.confusion, out, names, formats, loggers, bool(cfg.eval.confusion_normalize),

@@ -50,7 +50,7 @@ def export(cfg: DictConfig) -> Path:
         raise UserError(f"out={str(out)!r} is not empty; choose a new folder or pass overwrite=true")
     hub = cfg.get("hub") or {}
     record = run_record(cfg.ckpt_path)
-    folder = save_pretrained(module.net, dict(module.hparams), out, names, pre,
+    folder = save_pretrained(module.net, dict(module.hparams.net), out, names, pre,
                              extra={"source_checkpoint_kind": kind})  # fmt: skip
     write_model_card(folder, record, hub)
     written = [WEIGHTS, CONFIG, "README.md"]

@@ -109,8 +109,9 @@ def _module(which: str, method: str, net: nn.Module, size: int, per_step: frozen
         return _Minimal(net, per_step)
     from glsim_pl.training.module import GLSimLitModule
 
-    module = GLSimLitModule(num_classes=200, backbone="vit_tiny_patch16_224", method=method, img_size=size,
-                            backbone_kwargs=dict(TINY_BACKBONE), drop_path_rate=0.1, warmup_steps=0)  # fmt: skip
+    net_kwargs = {"backbone": "vit_tiny_patch16_224", "method": method, "img_size": size,
+                  "backbone_kwargs": dict(TINY_BACKBONE), "drop_path_rate": 0.1}  # fmt: skip
+    module = GLSimLitModule(num_classes=200, net=net_kwargs, optim={"warmup_steps": 0})
     module.net = net  # the very model the bare loop copied
     return module
 

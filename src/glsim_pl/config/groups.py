@@ -8,9 +8,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from glsim_pl.data.transforms import AugConfig
+from glsim_pl.models import classifier_keywords
 from glsim_pl.utils.compile import uses_cuda
 
-__all__ = ["module_kwargs", "resolve_trainer_precision", "transform_augs"]
+__all__ = ["module_kwargs", "net_kwargs", "resolve_trainer_precision", "transform_augs"]
 
 _TRANSFORM_AUG_KEYS = set(AugConfig.__dataclass_fields__)
 
@@ -21,21 +22,31 @@ def transform_augs(cfg: DictConfig) -> dict[str, Any]:
     return {k: v for k, v in augs.items() if k in _TRANSFORM_AUG_KEYS}
 
 
+def _plain(cfg: DictConfig, key: str) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg[key], resolve=True) if cfg.get(key) else {}
+
+
+def net_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """The classifier's keywords: the ``model`` and ``method`` groups, the dataset's input size and the ``augs``
+    stochastic depth, each key kept only if :func:`~glsim_pl.models.build_classifier` takes it."""
+    candidates = {**_plain(cfg, "model"), **_plain(cfg, "method")}
+    candidates.update(
+        img_size=int(cfg.dataset.image_size), drop_path_rate=_plain(cfg, "augs").get("drop_path_rate", 0.0)
+    )
+    return classifier_keywords(candidates)
+
+
 def module_kwargs(cfg: DictConfig, class_names: list[str]) -> dict[str, Any]:
-    """GLSimLitModule keywords from the model, method, optim and augs groups (plain values only)."""
-    plain = lambda key: OmegaConf.to_container(cfg[key], resolve=True) if cfg.get(key) else {}
-    method = plain("method")
-    method.pop("gate_target_cost", None)  # an eval-time knob (glsim_pl.analysis.gate_sweep), not a module argument
-    augs = plain("augs")
+    """GLSimLitModule keywords, grouped as the config groups are (plain values only)."""
+    model, method, augs = _plain(cfg, "model"), _plain(cfg, "method"), _plain(cfg, "augs")
     return dict(
         num_classes=int(cfg.dataset.num_classes),
-        img_size=int(cfg.dataset.image_size),
-        class_names=list(class_names),
-        **plain("model"),
-        **method,
-        **plain("optim"),
+        net=net_kwargs(cfg),
+        optim=_plain(cfg, "optim"),
         label_smoothing=augs.get("label_smoothing", 0.0),
-        drop_path_rate=augs.get("drop_path_rate", 0.0),
+        gate_loss_weight=method.get("gate_loss_weight", 1.0),
+        grad_checkpointing=bool(model.get("grad_checkpointing", False)),
+        class_names=list(class_names),
     )
 
 

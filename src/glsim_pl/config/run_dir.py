@@ -95,7 +95,9 @@ def apply_model_preprocessing(dataset: DictConfig, pre: Any, explicit: set[str])
 def resolve_preprocessing(cfg: DictConfig, module: Any) -> tuple[list[str], Preprocessing]:
     """Class names and preprocessing: the checkpoint's, replaced by ``dataset=`` (names only when the checkpoint
     has none) and then by ``mean`` / ``std`` / ``resize_factor`` given explicitly."""
-    stored = getattr(module, "preprocessing", None) or Preprocessing(input_size=int(module.hparams.img_size))
+    stored = getattr(module, "preprocessing", None) or Preprocessing(
+        input_size=int(module.hparams.net.get("img_size", 224))
+    )
     names, changes = module.hparams.get("class_names"), {}
     if cfg.get("dataset") is not None:
         datamodule = instantiate(cfg.dataset)

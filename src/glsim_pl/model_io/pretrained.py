@@ -14,7 +14,6 @@ Every loaded model carries ``pretrained_cfg`` (architecture, class names, prepro
 from __future__ import annotations
 
 import csv
-import inspect
 import json
 import warnings
 from pathlib import Path
@@ -27,7 +26,13 @@ from torch import nn
 from glsim_pl.data.preprocessing import Preprocessing, open_rgb
 from glsim_pl.errors import UserError
 from glsim_pl.model_io.hub import resolve_model_path
-from glsim_pl.models import GLSim, ViTClassifier, build_classifier, is_official_checkpoint, load_official_checkpoint
+from glsim_pl.models import (
+    GLSim,
+    build_classifier,
+    classifier_keywords,
+    is_official_checkpoint,
+    load_official_checkpoint,
+)
 from glsim_pl.models.official import official_model_kwargs
 from glsim_pl.models.weights import read_checkpoint
 from glsim_pl.utils.atomic_io import atomic_write
@@ -37,6 +42,8 @@ __all__ = [
     "FORMAT",
     "WEIGHTS",
     "classifier_kwargs",
+    "read_model_file",
+    "upgrade_hparams",
     "load_pretrained",
     "predict_image",
     "prediction_rows",
@@ -50,14 +57,32 @@ FORMAT = "glsim_pl.model_io.pretrained"
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
 
-def classifier_kwargs(method: str, hparams: dict[str, Any]) -> dict[str, Any]:
-    """The constructor keywords of the ``method`` classifier found in ``hparams``, with the backbone built empty
-    (the weights come from the file being loaded, so no download)."""
-    cls = GLSim if method == "glsim" else ViTClassifier
-    names = [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
-    kwargs = {n: hparams[n] for n in names if n in hparams}
-    kwargs.update(pretrained=False, pretrained_file=None)
-    return json.loads(json.dumps(kwargs))  # plain JSON values only (fails loudly otherwise)
+# the flat hyperparameters of checkpoints written before they were grouped (a frozen list: the old format)
+_FLAT_NET_KEYS = ("method", "backbone", "img_size", "top_o", "sim_metric", "box_rule", "aggregator_layers",
+                  "pretrained", "pretrained_file", "pretrained_head", "drop_path_rate", "drop_path_uniform",
+                  "layer_norm_eps", "backbone_kwargs", "selector", "gate", "gate_threshold")  # fmt: skip
+_FLAT_OPTIM_KEYS = ("optimizer", "lr", "momentum", "weight_decay", "warmup_steps", "warmup_lr", "min_lr")
+
+
+def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's hyperparameters in today's grouped form (``net``, ``optim`` + top-level keys); flat ones from
+    checkpoints written before the grouping are regrouped here, the one place that knows the old form."""
+    hp = dict(hparams)
+    if "net" in hp:
+        return hp
+    net = {key: hp.pop(key) for key in _FLAT_NET_KEYS if key in hp}
+    optim = {key: hp.pop(key) for key in _FLAT_OPTIM_KEYS if key in hp}
+    return {**hp, "net": net, "optim": optim}
+
+
+def classifier_kwargs(net: dict[str, Any], num_classes: int) -> tuple[str, dict[str, Any]]:
+    """(method, constructor keywords) of a classifier from a module's ``hparams.net``, the backbone built empty
+    (the weights come from the file being loaded, so no download); the ``model_kwargs`` an export stores."""
+    kwargs = classifier_keywords(dict(net))
+    method = kwargs.pop("method", "glsim")
+    kwargs.pop("pretrained_head", None)
+    kwargs.update(num_classes=int(num_classes), pretrained=False, pretrained_file=None)
+    return method, json.loads(json.dumps(kwargs))  # plain JSON values only (fails loudly otherwise)
 
 
 def stored_preprocessing(ckpt: dict[str, Any], img_size: int, where: str) -> Preprocessing:
@@ -80,9 +105,8 @@ def _from_checkpoint(ckpt: dict[str, Any], where: str) -> tuple[nn.Module, dict[
     if "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise UserError(f"{where}: neither a glsim_pl checkpoint (state_dict + hyper_parameters) nor an official "
                         f"GLSim checkpoint (argparse config + model); found keys {sorted(ckpt)[:8]}")  # fmt: skip
-    hp = dict(ckpt["hyper_parameters"])
-    method = hp.get("method", "glsim")
-    kwargs = classifier_kwargs(method, hp)
+    hp = upgrade_hparams(ckpt["hyper_parameters"])
+    method, kwargs = classifier_kwargs(hp["net"], hp["num_classes"])
     net = build_classifier(method, **kwargs)
     state = {k[4:].replace("_orig_mod.", ""): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
     try:
@@ -115,6 +139,25 @@ def _from_folder(folder: Path) -> tuple[nn.Module, dict[str, Any], Preprocessing
     return net, {**config, "source": "export"}, pre
 
 
+def read_model_file(path_or_hub_id: str | Path, key: str = "path") -> tuple[nn.Module, dict[str, Any], Preprocessing]:
+    """The one dispatcher for any model file: an exported folder, a glsim_pl ``.ckpt``, an official ``.pth`` or an
+    ``hf-hub:`` id of any of these -> (classifier, its record, its eval preprocessing).
+
+    The record has ``method``, ``model_kwargs`` (constructor keywords, ``num_classes`` included), ``class_names``
+    (as stored: ``None`` for official files) and ``source`` (``export``, ``lightning`` or ``official``).
+    """
+    path = resolve_model_path(path_or_hub_id)
+    where = str(path_or_hub_id)
+    if path.is_dir():
+        return _from_folder(path)
+    if not path.is_file():
+        raise UserError(f"{key}={where!r}: no such file or folder")
+    ckpt = read_checkpoint(path, key)
+    net, config = _from_checkpoint(ckpt, f"{key}={where}")
+    pre = stored_preprocessing(ckpt, int(config["model_kwargs"].get("img_size", 224)), f"{key}={where}")
+    return net, config, pre
+
+
 def load_pretrained(
     path_or_hub_id: str | Path, map_location: str | torch.device = "cpu", class_names: list[str] | None = None
 ) -> nn.Module:
@@ -133,16 +176,7 @@ def load_pretrained(
         >>> model = glsim_pl.load_pretrained("exported/")                          # doctest: +SKIP
         >>> logits = model(model.preprocess("bird.jpg")[None]).logits               # doctest: +SKIP
     """
-    path = resolve_model_path(path_or_hub_id)
-    where = str(path_or_hub_id)
-    if path.is_dir():
-        net, config, pre = _from_folder(path)
-    elif path.is_file():
-        ckpt = read_checkpoint(path, "path")
-        net, config = _from_checkpoint(ckpt, where)
-        pre = stored_preprocessing(ckpt, int(config["model_kwargs"].get("img_size", 224)), where)
-    else:
-        raise UserError(f"{where!r}: no such file or folder")
+    net, config, pre = read_model_file(path_or_hub_id, "path")
     k = int(config["model_kwargs"]["num_classes"])
     names = list(class_names or config.get("class_names") or [str(i) for i in range(k)])
     if len(names) != k:
@@ -202,7 +236,7 @@ def predict_image(model: nn.Module, image: Image.Image | str | Path, topk: int =
 
 
 def save_pretrained(
-    net: nn.Module, hparams: dict[str, Any], out: str | Path, class_names: list[str], pre: Preprocessing,
+    net: nn.Module, net_hparams: dict[str, Any], out: str | Path, class_names: list[str], pre: Preprocessing,
     extra: dict[str, Any] | None = None,
 ) -> Path:  # fmt: skip
     """Write ``model.safetensors`` + ``config.json`` (architecture, class names, preprocessing) to ``out``, each
@@ -210,8 +244,7 @@ def save_pretrained(
     from safetensors.torch import save_file
 
     folder = Path(out).expanduser()
-    method = "glsim" if isinstance(net, GLSim) else "vit"
-    kwargs = classifier_kwargs(method, hparams)
+    method, kwargs = classifier_kwargs(net_hparams, net.head.out_features)
     if isinstance(net, GLSim):
         kwargs["selector"] = net.selector
     p = pre.to_dict()

@@ -12,11 +12,12 @@ from glsim_pl.models.glsim import (
     GLSimOutput,
     ViTClassifier,
     build_classifier,
+    classifier_keywords,
     load_official_checkpoint,
 )
 from glsim_pl.models.official import is_official_checkpoint
-from glsim_pl.models.weights import read_official_checkpoint
 from glsim_pl.models.selectors import SELECTORS, SelectorInputs, gls_scores, register_selector, selector_names
+from glsim_pl.models.weights import read_official_checkpoint
 
 __all__ = [
     "GATES",
@@ -29,6 +30,7 @@ __all__ = [
     "SelectorInputs",
     "ViTClassifier",
     "build_classifier",
+    "classifier_keywords",
     "create_encoder",
     "crop_and_resize",
     "crop_and_resize_loop",

@@ -15,6 +15,7 @@ Acknowledgments: timm (ViT blocks, weights), the original GLSim code (github.com
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -301,6 +302,17 @@ def build_classifier(method: str, pretrained_head: bool = False, **kwargs: Any) 
     if pretrained_head and kwargs.get("pretrained_file"):
         load_head_weights(net, kwargs["pretrained_file"])
     return net
+
+
+def classifier_keywords(candidates: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``candidates`` that :func:`build_classifier` takes: ``method``, ``pretrained_head`` and
+    :class:`GLSim`'s keywords (a superset of the plain ViT's). A new model knob is a new GLSim argument, nothing else.
+    """
+    names = (set(inspect.signature(GLSim.__init__).parameters) - {"self", "num_classes"}) | {
+        "method",
+        "pretrained_head",
+    }
+    return {key: value for key, value in candidates.items() if key in names}
 
 
 def _build(method: str, **kwargs: Any) -> GLSim | ViTClassifier:

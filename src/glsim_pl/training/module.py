@@ -7,7 +7,7 @@ checkpoints load with ``torch.load(weights_only=True)`` and ``load_from_checkpoi
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
 import torch
@@ -18,7 +18,7 @@ from torchvision.ops import box_iou
 
 from glsim_pl.models import GLSimOutput, build_classifier
 from glsim_pl.training.metrics import EpochPredictions, build_metrics, per_class_accuracy
-from glsim_pl.training.optim import warmup_cosine, warn_long_warmup
+from glsim_pl.training.optim import OPTIM_DEFAULTS, build_optimizer, schedule_factor
 
 __all__ = ["GLSimLitModule"]
 
@@ -26,69 +26,34 @@ __all__ = ["GLSimLitModule"]
 class GLSimLitModule(L.LightningModule):
     """Lightning system for GLSim / ViT classification.
 
+    The hyperparameters are grouped as the config groups are, and stay plain values (checkpoints load with
+    ``torch.load(weights_only=True)``):
+
     Args:
         num_classes: classes K (from the dataset config).
-        backbone: timm ViT name.
-        method: ``glsim`` or ``vit`` (the plain-ViT baseline under the same recipe).
-        img_size, top_o, sim_metric, box_rule, aggregator_layers, pretrained, pretrained_file, drop_path_rate,
-            drop_path_uniform, layer_norm_eps, backbone_kwargs: see :class:`glsim_pl.models.GLSim`.
-        pretrained_head: also load head and aggregator from ``pretrained_file`` when its class count matches.
-        grad_checkpointing: recompute encoder activations in backward (saves memory).
-        optimizer: ``sgd`` (Nesterov, the paper) or ``adamw``.
-        lr: peak learning rate.
-        momentum: SGD momentum.
-        weight_decay: decoupled for AdamW; no decay on biases, norms and timm's ``no_weight_decay`` names.
-        warmup_steps: optimizer steps of linear warmup.
-        warmup_lr: LR at step 0.
-        min_lr: LR at the end of the cosine.
+        net: :func:`glsim_pl.models.build_classifier`'s keywords (``method`` + the ``model`` and ``method`` groups,
+            ``img_size``, ``drop_path_rate``); empty: the paper's GLSim ViT-B/16.
+        optim: the ``optim`` group (:data:`glsim_pl.training.optim.OPTIM_DEFAULTS` fills what it leaves out).
         label_smoothing: cross-entropy label smoothing.
-        class_names: names written to the per-class CSV.
-        selector: patch scoring for the crop (``gls``, the paper; see :mod:`glsim_pl.models.selectors`).
-        gate, gate_threshold: adaptive GLSim (see :class:`glsim_pl.models.GLSim`); ``none`` is the paper.
         gate_loss_weight: weight of the first-pass head's cross-entropy in the joint loss (``gate=confidence``).
+        grad_checkpointing: recompute encoder activations in backward (saves memory).
+        class_names: names written to the per-class CSV.
     """
 
     def __init__(
         self,
         num_classes: int,
-        backbone: str = "vit_base_patch16_224.orig_in21k",
-        method: Literal["glsim", "vit"] = "glsim",
-        img_size: int = 224,
-        top_o: int = 8,
-        sim_metric: str = "cos",
-        box_rule: str = "official",
-        aggregator_layers: int = 1,
-        pretrained: bool = False,
-        pretrained_file: str | None = None,
-        pretrained_head: bool = False,
-        drop_path_rate: float = 0.0,
-        drop_path_uniform: bool = False,
-        layer_norm_eps: float | None = None,
-        backbone_kwargs: dict[str, Any] | None = None,
-        grad_checkpointing: bool = False,
-        optimizer: Literal["sgd", "adamw"] = "sgd",
-        lr: float = 0.01,
-        momentum: float = 0.9,
-        weight_decay: float = 0.0,
-        warmup_steps: int = 500,
-        warmup_lr: float = 1e-6,
-        min_lr: float = 1e-5,
+        net: dict[str, Any] | None = None,
+        optim: dict[str, Any] | None = None,
         label_smoothing: float = 0.1,
-        class_names: list[str] | None = None,
-        selector: str = "gls",
-        gate: str = "none",
-        gate_threshold: float = 0.9,
         gate_loss_weight: float = 1.0,
+        grad_checkpointing: bool = False,
+        class_names: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.net = build_classifier(
-            method, backbone=backbone, num_classes=num_classes, img_size=img_size, top_o=top_o,
-            sim_metric=sim_metric, box_rule=box_rule, aggregator_layers=aggregator_layers, pretrained=pretrained,
-            pretrained_file=pretrained_file, drop_path_rate=drop_path_rate, drop_path_uniform=drop_path_uniform,
-            layer_norm_eps=layer_norm_eps, backbone_kwargs=backbone_kwargs, selector=selector,
-            gate=gate, gate_threshold=gate_threshold, pretrained_head=pretrained_head,
-        )  # fmt: skip
+        self.hparams.net, self.hparams.optim = dict(net or {}), {**OPTIM_DEFAULTS, **(optim or {})}
+        self.net = build_classifier(num_classes=num_classes, **{"method": "glsim", **self.hparams.net})
         if grad_checkpointing:
             self.net.set_grad_checkpointing(True)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
@@ -244,31 +209,8 @@ class GLSimLitModule(L.LightningModule):
         torch.nn.utils.clip_grads_with_norm_(grads, float(gradient_clip_val), norm)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """SGD-Nesterov (or AdamW) with per-step warmup + cosine; no weight decay on 1-D and excluded params."""
-        hp = self.hparams
-        skip = self.net.no_weight_decay()
-        decay, no_decay = [], []
-        for name, param in self.net.named_parameters():
-            if param.requires_grad:
-                (no_decay if param.ndim <= 1 or name in skip else decay).append(param)
-        groups = [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        kernel = self._optimizer_kernel()
-        if hp.optimizer == "sgd":
-            optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.momentum > 0, **kernel)
-        elif hp.optimizer == "adamw":
-            optimizer = torch.optim.AdamW(groups, lr=hp.lr, **kernel)
-        else:
-            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {hp.optimizer!r}")
-        total: list[int] = []  # read at the first step: reading it here would build the train loader before
-        # Lightning restores the loader's mid-epoch position from a checkpoint (the position would be lost)
-
-        def factor(step: int) -> float:
-            if step == 0:  # the schedule at step 0 does not depend on the total
-                return warmup_cosine(0, 1, hp.lr, hp.warmup_steps, hp.warmup_lr, hp.min_lr) / hp.lr
-            if not total:
-                total.append(int(self.trainer.estimated_stepping_batches))
-                warn_long_warmup(hp.warmup_steps, total[0])
-            return warmup_cosine(step, total[0], hp.lr, hp.warmup_steps, hp.warmup_lr, hp.min_lr) / hp.lr
-
+        """The ``optim`` group's optimizer (SGD-Nesterov or AdamW) with per-step warmup + cosine."""
+        optimizer = build_optimizer(self.net, self.hparams.optim, self._optimizer_kernel())
+        factor = schedule_factor(self.hparams.optim, lambda: self.trainer.estimated_stepping_batches)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

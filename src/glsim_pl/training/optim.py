@@ -3,8 +3,26 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
 
 from glsim_pl.utils.logging import RankedLogger
+
+__all__ = ["OPTIM_DEFAULTS", "build_optimizer", "param_groups", "schedule_factor", "warmup_cosine", "warn_long_warmup"]
+
+# the paper's recipe; ``optim`` (the config group, stored as the module's ``hparams.optim``) overrides any of it
+OPTIM_DEFAULTS: dict[str, Any] = {
+    "optimizer": "sgd",  # sgd (Nesterov) | adamw
+    "lr": 0.01,
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+    "warmup_steps": 500,
+    "warmup_lr": 1e-6,
+    "min_lr": 1e-5,
+}
 
 
 def warn_long_warmup(warmup_steps: int, total_steps: int) -> bool:
@@ -30,3 +48,48 @@ def warmup_cosine(step: int, total: int, lr: float, warmup_steps: int, warmup_lr
 
 
 __all__ = ["warmup_cosine", "warn_long_warmup"]
+
+
+def param_groups(net: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """[decayed, not decayed] trainable parameters; biases, norms and timm's ``no_weight_decay`` names not decayed.
+
+    The order is part of the checkpoint format: optimizer states are stored per group index.
+    """
+    skip = net.no_weight_decay() if hasattr(net, "no_weight_decay") else set()
+    decay, no_decay = [], []
+    for name, param in net.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 or name in skip else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(net: nn.Module, optim: dict[str, Any], kernel: dict[str, bool]) -> torch.optim.Optimizer:
+    """SGD-Nesterov (the paper) or AdamW over :func:`param_groups`; ``kernel``: e.g. ``{"fused": True}``."""
+    hp = {**OPTIM_DEFAULTS, **optim}
+    groups = param_groups(net, hp["weight_decay"])
+    if hp["optimizer"] == "sgd":
+        return torch.optim.SGD(groups, lr=hp["lr"], momentum=hp["momentum"], nesterov=hp["momentum"] > 0, **kernel)
+    if hp["optimizer"] == "adamw":
+        return torch.optim.AdamW(groups, lr=hp["lr"], **kernel)
+    raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {hp['optimizer']!r}")
+
+
+def schedule_factor(optim: dict[str, Any], total_steps: Callable[[], int]) -> Callable[[int], float]:
+    """The per-step LR factor for ``LambdaLR``: :func:`warmup_cosine` / peak LR.
+
+    ``total_steps`` is called at the first step after step 0 (reading the run length earlier would build the train
+    loader before Lightning restores its mid-epoch position from a checkpoint, and the position would be lost).
+    """
+    hp = {**OPTIM_DEFAULTS, **optim}
+    lr, warmup, warmup_lr, min_lr = hp["lr"], hp["warmup_steps"], hp["warmup_lr"], hp["min_lr"]
+    total: list[int] = []
+
+    def factor(step: int) -> float:
+        if step == 0:  # the schedule at step 0 does not depend on the total
+            return warmup_cosine(0, 1, lr, warmup, warmup_lr, min_lr) / lr
+        if not total:
+            total.append(int(total_steps()))
+            warn_long_warmup(warmup, total[0])
+        return warmup_cosine(step, total[0], lr, warmup, warmup_lr, min_lr) / lr
+
+    return factor

@@ -15,6 +15,10 @@ import numpy as np
 from PIL import Image
 from scipy.io import savemat
 
+from glsim_pl.config.groups import transform_augs
+from glsim_pl.config.instantiate import instantiate
+from tests.helpers.configs import TINY
+
 N_TRAIN, N_TEST = 5, 2  # images per class and split
 SIZE = (40, 30)
 
@@ -354,3 +358,13 @@ TREES: dict[str, Callable[[Path], Tree]] = {
 def _with(tree: Tree, *overrides: str) -> Tree:
     tree.overrides = [*overrides, *tree.overrides]
     return tree
+
+
+def build_datamodule(make_cfg, tree: Tree, *extra: str):
+    """(config, data module) composed through the real Hydra configs for this tree."""
+    cfg = make_cfg(*TINY, *tree.overrides, f"dataset.root={tree.root}", f"dataset.num_classes={tree.num_classes}",
+                   "logger=none", "callbacks=none", *extra, tiny=False)  # fmt: skip
+    return cfg, instantiate(cfg.dataset, augs=transform_augs(cfg))
+
+
+__all__ = ["build_datamodule"]

@@ -1,0 +1,1 @@
+"""Helpers the tests share: composed configs, tiny checkpoints, data trees, a Hugging Face cache layout."""
