@@ -68,25 +68,23 @@ def load_jobs(
 def _gflops_from_config(job: dict[str, Any], cache: dict[str, float | None]) -> float | None:
     """Records without a ``cost`` entry: build the classifier from the job's config (no weights) and count."""
     from glsim_pl.analysis.cost import model_gflops
-    from glsim_pl.models import build_classifier
+    from glsim_pl.models import build_classifier, classifier_keywords
 
     config = job.get("config") or {}
     model, method, dataset = config.get("model") or {}, dict(config.get("method") or {}), config.get("dataset") or {}
     key = json.dumps([model, method, dataset.get("image_size"), dataset.get("num_classes")], sort_keys=True)
     if key not in cache:
         try:
-            kwargs = {k: v for k, v in {**model, **method}.items() if not k.startswith("gate") and k != "method"}
-            kwargs = {k: v for k, v in kwargs.items() if k in _CLASSIFIER_KEYS}
-            net = build_classifier(method.get("method", "glsim"), num_classes=int(dataset["num_classes"]),
-                                   img_size=int(dataset["image_size"]), **kwargs)  # fmt: skip
-            cache[key] = round(model_gflops(net, int(dataset["image_size"])), 4)
+            kwargs = {k: v for k, v in classifier_keywords({**model, **method}).items() if not k.startswith("gate")}
+            kwargs.update(
+                pretrained=False, pretrained_file=None, pretrained_head=False, img_size=int(dataset["image_size"])
+            )
+            net = build_classifier(num_classes=int(dataset["num_classes"]), **{"method": "glsim", **kwargs})
+            gflops = model_gflops(net, int(dataset["image_size"]))
+            cache[key] = None if gflops is None else round(gflops, 4)
         except Exception:  # an old or partial record: the table says n/a
             cache[key] = None
     return cache[key]
-
-
-_CLASSIFIER_KEYS = ("backbone", "top_o", "sim_metric", "box_rule", "aggregator_layers", "selector", "backbone_kwargs",
-                    "layer_norm_eps", "drop_path_uniform")  # fmt: skip
 
 
 def _job_order(folder: Path) -> tuple:

@@ -11,6 +11,7 @@ from torch import nn
 
 from glsim_pl.analysis.timing import median_seconds
 from glsim_pl.models import GLSim
+from glsim_pl.models.selectors import ScoringShape, get_selector
 
 
 def vit_flops(img: int, patch: int = 16, dim: int = 768, depth: int = 12, classes: int = 200) -> float:
@@ -19,23 +20,18 @@ def vit_flops(img: int, patch: int = 16, dim: int = 768, depth: int = 12, classe
     return 2 * (n - 1) * patch**2 * 3 * dim + depth * (4 * n * dim**2 + 2 * n**2 * dim + 8 * n * dim**2) + dim * classes
 
 
-def selector_flops(name: str, img: int, patch: int = 16, dim: int = 768, depth: int = 12, heads: int = 12) -> float:
-    """Analytic FLOPs of one selector's scoring (box and crop excluded, as Table 1)."""
-    n = (img // patch) ** 2 + 1
-    if name == "gls":
-        return (n - 1) * (dim + 2 * (dim + 1) + 1)
-    if name == "rollout":
-        return depth * (heads * n**2 + n**2 + n + 1) + (depth - 1) * n**2 * (2 * n - 1)
-    if name == "psm":  # as implemented here: products of the first L-1 layers' per-head maps
-        return (depth - 2) * heads * n**2 * (2 * n - 1)
-    if name == "psm_transfg":  # Table 1's TransFG: overlapping stride-12 tokens, L = 11
+def selector_flops(
+    name: str, img: int, patch: int = 16, dim: int = 768, depth: int = 12, heads: int = 12
+) -> float | None:
+    """Analytic FLOPs of one selector's scoring (box and crop excluded, as Table 1), from its registry entry; None
+    when the entry declares none. ``psm_transfg``: Table 1's TransFG (overlapping stride-12 tokens, L = 11)."""
+    if name == "psm_transfg":
         n12 = ((img - patch) // 12 + 1) ** 2 + 1
         return 10 * heads * n12**2 * (2 * n12 - 1)
-    if name == "maws":  # a_0i * a_i0 per head and layer, then the means
-        return depth * heads * 2 * (n - 1)
-    if name == "attn_last":
-        return heads * (n - 1)
-    return 0.0  # random / center / full: no model-dependent work
+    spec = get_selector(name)
+    if spec.flops is None:
+        return None
+    return float(spec.flops(ScoringShape((img // patch) ** 2 + 1, dim, depth, heads)))
 
 
 def aggregator_flops(model: GLSim) -> float:
@@ -44,9 +40,10 @@ def aggregator_flops(model: GLSim) -> float:
     return len(model.aggregator.blocks) * (24 * dim**2 + 8 * dim)
 
 
-def model_gflops(model: nn.Module, img_size: int, selector: str | None = None) -> float:
+def model_gflops(model: nn.Module, img_size: int, selector: str | None = None) -> float | None:
     """Analytic GFLOPs per image of a built classifier, calc_flops convention: one encoder pass for the plain ViT;
-    GLSim adds the selector's scoring, a second encoder pass on the crop and the aggregator blocks (N = 2 tokens)."""
+    GLSim adds the selector's scoring, a second encoder pass on the crop and the aggregator blocks (N = 2 tokens).
+    None for a selector whose registry entry declares no cost."""
     enc = model.encoder
     dim, depth = int(enc.embed_dim), len(enc.blocks)
     heads, patch = int(enc.blocks[0].attn.num_heads), int(model.patch_px)
@@ -55,6 +52,8 @@ def model_gflops(model: nn.Module, img_size: int, selector: str | None = None) -
     if not isinstance(model, GLSim):
         return (encoder + dim * classes) / 1e9
     scoring = selector_flops(selector or model.selector, img_size, patch, dim, depth, heads)
+    if scoring is None:
+        return None
     return (2 * encoder + scoring + aggregator_flops(model) + dim * classes) / 1e9
 
 

@@ -90,7 +90,8 @@ def run_cost(cfg: DictConfig, trainer: Any, fit_seconds: float | None) -> dict[s
     cost: dict[str, Any] = {}
     net = getattr(trainer.lightning_module, "net", None) if trainer.lightning_module is not None else None
     if net is not None:
-        cost["gflops"] = round(model_gflops(net, int(cfg.dataset.image_size)), 4)
+        gflops = model_gflops(net, int(cfg.dataset.image_size))
+        cost["gflops"] = None if gflops is None else round(gflops, 4)
     if fit_seconds and trainer.global_step:
         images = trainer.global_step * protocol(cfg)["effective_batch_size"]
         cost["fit_img_s"] = round(images / fit_seconds, 2)

@@ -38,6 +38,7 @@ from torch import Tensor
 from glsim_pl.errors import UserError
 
 __all__ = [
+    "ScoringShape",
     "ENTRY_POINT_GROUP",
     "SELECTORS",
     "SelectorInputs",
@@ -82,6 +83,15 @@ class SelectorInputs(NamedTuple):
     sim_metric: str
 
 
+class ScoringShape(NamedTuple):
+    """What a selector's analytic cost depends on: ``tokens`` N (patches + one CLS), width D, depth L, heads H."""
+
+    tokens: int
+    dim: int
+    depth: int
+    heads: int
+
+
 @dataclass(frozen=True)
 class SelectorSpec:
     """A registered selector.
@@ -94,6 +104,8 @@ class SelectorSpec:
         head_mean: keep only the head mean of the recorded maps (less memory) instead of every head.
         largest: the box takes the largest scores (False: the smallest; None: as ``method.sim_metric`` prefers).
         whole_image: the box is every patch (the ``full`` ablation): top_o and box_rule do not apply.
+        flops: :class:`ScoringShape` -> analytic FLOPs of the scoring (box and crop excluded, as the paper's Table 1);
+            None: unknown, reported as "n/a" by the cost tables (never as 0).
     """
 
     name: str
@@ -102,6 +114,7 @@ class SelectorSpec:
     head_mean: bool = True
     largest: bool | None = True
     whole_image: bool = False
+    flops: Callable[[ScoringShape], float] | None = None
 
     def plan(self, depth: int) -> list[int] | None:
         """Layer indices to record in an encoder of ``depth`` blocks, or None."""
@@ -128,6 +141,7 @@ def register_selector(
     head_mean: bool = True,
     largest: bool | None = True,
     whole_image: bool = False,
+    flops: Callable[[ScoringShape], float] | None = None,
     overwrite: bool = False,
 ) -> Callable[[Callable[[SelectorInputs], Tensor]], Callable[[SelectorInputs], Tensor]]:
     """Decorator: register ``fn(inputs: SelectorInputs) -> (B, N)`` as selector ``name`` (see :class:`SelectorSpec`).
@@ -136,7 +150,7 @@ def register_selector(
 
         import glsim_pl
 
-        @glsim_pl.register_selector("token_norm")
+        @glsim_pl.register_selector("token_norm", flops=lambda s: 2 * (s.tokens - 1) * s.dim)
         def token_norm(inputs: glsim_pl.SelectorInputs):
             return inputs.patches.norm(dim=-1)  # (B, N): the box covers the top-O patches by norm
 
@@ -149,7 +163,7 @@ def register_selector(
         old = _REGISTRY.get(name)
         if old is not None and not overwrite and old.scores is not fn:
             raise ValueError(f"selector {name!r} is registered already (by {old.scores.__module__}); overwrite=True")
-        _REGISTRY[name] = SelectorSpec(name, fn, layers, head_mean, largest, whole_image)
+        _REGISTRY[name] = SelectorSpec(name, fn, layers, head_mean, largest, whole_image, flops)
         return fn
 
     return add
@@ -264,44 +278,70 @@ def center_scores(batch: int, grid_hw: tuple[int, int], device: torch.device) ->
     return (-dist).flatten().expand(batch, -1)  # (B, N)
 
 
+# -- analytic FLOPs of the built-in selectors' scoring (calc_flops convention; module-level so a spec pickles)
+def _gls_flops(s: ScoringShape) -> float:  # cosine of the CLS with each patch: dot product and two norms
+    return (s.tokens - 1) * (s.dim + 2 * (s.dim + 1) + 1)
+
+
+def _rollout_flops(s: ScoringShape) -> float:  # head mean + identity + renormalise per layer, then L - 1 products
+    n = s.tokens
+    return s.depth * (s.heads * n**2 + n**2 + n + 1) + (s.depth - 1) * n**2 * (2 * n - 1)
+
+
+def _psm_flops(s: ScoringShape) -> float:  # as implemented here: products of the first L - 1 layers' per-head maps
+    return (s.depth - 2) * s.heads * s.tokens**2 * (2 * s.tokens - 1)
+
+
+def _maws_flops(s: ScoringShape) -> float:  # a_0i * a_i0 per head and layer, then the means
+    return s.depth * s.heads * 2 * (s.tokens - 1)
+
+
+def _attn_last_flops(s: ScoringShape) -> float:  # the head mean of the last CLS attention row
+    return s.heads * (s.tokens - 1)
+
+
+def _no_flops(s: ScoringShape) -> float:  # random / center / full: nothing that depends on the model
+    return 0.0
+
+
 # -- the built-in selectors, in the order the docs and eval list them (module-level functions: a model holding their
 # spec pickles, e.g. into spawned DDP workers)
-@register_selector("gls", largest=None)
+@register_selector("gls", largest=None, flops=_gls_flops)
 def _gls(x: SelectorInputs) -> Tensor:
     return gls_scores(x.cls, x.patches, x.sim_metric)
 
 
-@register_selector("rollout", layers="all")
+@register_selector("rollout", layers="all", flops=_rollout_flops)
 def _rollout(x: SelectorInputs) -> Tensor:
     return rollout_scores(x.maps, x.num_prefix)
 
 
-@register_selector("attn_last", layers="last")
+@register_selector("attn_last", layers="last", flops=_attn_last_flops)
 def _attn_last(x: SelectorInputs) -> Tensor:
     return attn_last_scores(x.maps[-1], x.num_prefix)
 
 
-@register_selector("psm", layers="all_but_last", head_mean=False)
+@register_selector("psm", layers="all_but_last", head_mean=False, flops=_psm_flops)
 def _psm(x: SelectorInputs) -> Tensor:
     return psm_scores(x.maps, x.num_prefix)
 
 
-@register_selector("maws", layers="all", head_mean=False)
+@register_selector("maws", layers="all", head_mean=False, flops=_maws_flops)
 def _maws(x: SelectorInputs) -> Tensor:
     return maws_scores(x.maps, x.num_prefix)
 
 
-@register_selector("random")
+@register_selector("random", flops=_no_flops)
 def _random(x: SelectorInputs) -> Tensor:
     return random_scores(x.patches.shape[0], x.patches.shape[1], x.patches.device)
 
 
-@register_selector("center")
+@register_selector("center", flops=_no_flops)
 def _center(x: SelectorInputs) -> Tensor:
     return center_scores(x.patches.shape[0], x.grid_hw, x.patches.device)
 
 
-@register_selector("full", whole_image=True)
+@register_selector("full", whole_image=True, flops=_no_flops)
 def _full(x: SelectorInputs) -> Tensor:
     return torch.ones(x.patches.shape[:2], device=x.patches.device)
 
