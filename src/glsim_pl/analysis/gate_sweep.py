@@ -107,8 +107,8 @@ def gate_flops(net: GLSim, img_size: int, share: float) -> tuple[float, float]:
     one_pass = vit_flops(img_size, net.patch_px, dim, depth, classes=0)
     selector = selector_flops(net.selector, img_size, net.patch_px, dim, depth, heads)
     if selector is None:
-        raise UserError(f"method.selector={net.selector!r} declares no analytic cost (register_selector(..., flops=...)); "
-                        "the gate sweep's cost axis needs it")  # fmt: skip
+        raise UserError(f"method.selector={net.selector!r} declares no analytic cost (register_selector(..., "
+                        "flops=...)); the gate sweep's cost axis needs it")  # fmt: skip
     total = one_pass + dim * classes + selector + share * (one_pass + aggregator_flops(net) + dim * classes)
     return total, one_pass + dim * classes
 
