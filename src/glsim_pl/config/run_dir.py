@@ -25,6 +25,7 @@ __all__ = [
     "resolve_preprocessing",
     "run_dataset_config",
     "run_folder",
+    "upgrade_targets",
 ]
 
 
@@ -49,6 +50,60 @@ if not OmegaConf.has_resolver("glsim_eval_dir"):
     OmegaConf.register_new_resolver("glsim_eval_dir", eval_output_dir, use_cache=True)
 
 
+# modules that moved into role packages: a run folder written before keeps working (its config names the old paths)
+MOVED_MODULES = {
+    "glsim_pl.bench._timing.": "glsim_pl.analysis.timing.",
+    "glsim_pl.callbacks.eval_report.": "glsim_pl.analysis.eval_report.",
+    "glsim_pl.checkpoint_io.": "glsim_pl.model_io.checkpoints.",
+    "glsim_pl.config_dir.": "glsim_pl.config.locate.",
+    "glsim_pl.data.birds.": "glsim_pl.data.datasets.birds.",
+    "glsim_pl.data.cars.": "glsim_pl.data.datasets.cars.",
+    "glsim_pl.data.csv_split.": "glsim_pl.data.datasets.csv_split.",
+    "glsim_pl.data.dogs.": "glsim_pl.data.datasets.dogs.",
+    "glsim_pl.data.folder.": "glsim_pl.data.datasets.folder.",
+    "glsim_pl.data.inat.": "glsim_pl.data.datasets.inat.",
+    "glsim_pl.data.synthetic.": "glsim_pl.data.datasets.synthetic.",
+    "glsim_pl.data.torchvision_sets.": "glsim_pl.data.datasets.torchvision_sets.",
+    "glsim_pl.data.ufg.": "glsim_pl.data.datasets.ufg.",
+    "glsim_pl.data.vegfru.": "glsim_pl.data.datasets.vegfru.",
+    "glsim_pl.demo_panels.": "glsim_pl.plots.panels.",
+    "glsim_pl.gate_sweep.": "glsim_pl.analysis.gate_sweep.",
+    "glsim_pl.hub.": "glsim_pl.model_io.hub.",
+    "glsim_pl.lit_module.": "glsim_pl.training.module.",
+    "glsim_pl.metrics.": "glsim_pl.training.metrics.",
+    "glsim_pl.model_card.": "glsim_pl.model_io.model_card.",
+    "glsim_pl.models.pretrained.": "glsim_pl.models.weights.",
+    "glsim_pl.models.selector.": "glsim_pl.models.boxes.",
+    "glsim_pl.onnx_export.": "glsim_pl.model_io.onnx.",
+    "glsim_pl.preprocessing.": "glsim_pl.data.preprocessing.",
+    "glsim_pl.pretrained.": "glsim_pl.model_io.pretrained.",
+    "glsim_pl.results_table.": "glsim_pl.analysis.table.",
+    "glsim_pl.run_dir.": "glsim_pl.config.run_dir.",
+    "glsim_pl.strategies.": "glsim_pl.training.strategies.",
+    "glsim_pl.sweeper.": "glsim_pl.config.sweeper.",
+    "glsim_pl.utils.atomic_io.": "glsim_pl.training.checkpointing.",
+    "glsim_pl.utils.config.": "glsim_pl.config.groups.",
+    "glsim_pl.utils.instantiate.": "glsim_pl.config.instantiate.",
+    "glsim_pl.utils.plugins.": "glsim_pl.config.plugins.",
+    "glsim_pl.utils.run_guard.": "glsim_pl.training.run_guard.",
+    "glsim_pl.utils.validate.": "glsim_pl.config.validate.",
+}
+
+
+def upgrade_targets(node: Any) -> Any:
+    """``_target_`` paths of an older run's config rewritten to where the classes live now (in place; returned)."""
+    if isinstance(node, DictConfig):
+        for key in list(node.keys()):
+            value = node[key]
+            if key == "_target_" and isinstance(value, str):
+                old = next((prefix for prefix in MOVED_MODULES if value.startswith(prefix)), None)
+                if old is not None:
+                    node[key] = MOVED_MODULES[old] + value[len(old) :]
+            elif isinstance(value, DictConfig):
+                upgrade_targets(value)
+    return node
+
+
 def run_dataset_config(ckpt_path: str) -> DictConfig | None:
     """The ``dataset`` node of the run that wrote ``ckpt_path`` (relative roots made absolute against the run's
     working directory), or None when the checkpoint sits in no run folder."""
@@ -60,6 +115,7 @@ def run_dataset_config(ckpt_path: str) -> DictConfig | None:
         dataset = OmegaConf.create(OmegaConf.to_container(OmegaConf.load(config_file).dataset, resolve=True))
     except Exception as exc:  # an interpolation of the run that cannot be resolved here
         raise UserError(f"{config_file}: cannot read its dataset config ({exc}); pass dataset=<name>") from exc
+    upgrade_targets(dataset)
     hydra_file = config_file.with_name("hydra.yaml")
     root = dataset.get("root")
     if root and not Path(root).is_absolute() and hydra_file.is_file():
