@@ -166,3 +166,16 @@ def _write(root: Path, files: dict[str, str]) -> Path:
 def test_each_rule_catches_its_break(tmp_path: Path, files: dict[str, str], expected: str) -> None:
     found = violations(_write(tmp_path, files))
     assert any(expected in line for line in found), found
+
+
+def test_tests_import_no_other_test_file() -> None:
+    """Shared test code lives in tests/helpers/, so a test file can be read (and moved) on its own."""
+    found = []
+    for path in sorted(Path(__file__).resolve().parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                module = "." * node.level + (node.module or "")
+                leaf = module.rsplit(".", 1)[-1]
+                if leaf.startswith("test_") or leaf == "conftest":
+                    found.append(f"{path.name}: {module}")
+    assert found == []

@@ -14,6 +14,7 @@ Hydra or matplotlib):
 - :func:`predict_image`: top-k classes and the crop box (original-image pixels) for one image.
 - :class:`Preprocessing`: the stored eval transform (input size, resize rule, mean/std).
 - :class:`GLSim`, :class:`ViTClassifier`: the models (pure torch + timm).
+- :class:`GLSimLitModule`: the Lightning training system around them (imports Lightning on first use).
 - :func:`load_official_checkpoint`: an official GLSim ``.pth`` -> :class:`GLSim`.
 - :func:`selector_names`, :func:`register_selector`, :class:`SelectorInputs`: the registry of patch selectors a
   GLSim model can crop with (``method.selector=rollout``); a selector of your own is one decorated function.
@@ -28,8 +29,9 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "GLSim": "glsim_pl.models.glsim",
+    "GLSimLitModule": "glsim_pl.training.module",
     "ViTClassifier": "glsim_pl.models.glsim",
-    "load_official_checkpoint": "glsim_pl.models.official",
+    "load_official_checkpoint": "glsim_pl.models.glsim",
     "SelectorInputs": "glsim_pl.models.selectors",
     "register_selector": "glsim_pl.models.selectors",
     "selector_names": "glsim_pl.models.selectors",
