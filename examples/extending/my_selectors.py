@@ -5,10 +5,15 @@ python -m glsim_pl.train imports=[my_selectors] method.selector=token_norm
 
 from torch import Tensor
 
-from glsim_pl.models.selectors import SelectorInputs, register_selector
+from glsim_pl.models.selectors import ScoringShape, SelectorInputs, register_selector
 
 
-@register_selector("token_norm")  # no attention needed: layers=None (the default), so the run may compile
+def token_norm_flops(s: ScoringShape) -> float:
+    """Analytic cost of the scoring: a square and a sum per token channel."""
+    return 2 * (s.tokens - 1) * s.dim
+
+
+@register_selector("token_norm", flops=token_norm_flops)  # no attention needed (layers=None): the run may compile
 def token_norm(x: SelectorInputs) -> Tensor:
     """L2 norm of every patch token after the final norm. (B, N, D) -> (B, N); larger = selected."""
     return x.patches.float().norm(dim=-1)

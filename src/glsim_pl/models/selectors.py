@@ -150,7 +150,7 @@ def register_selector(
 
         import glsim_pl
 
-        @glsim_pl.register_selector("token_norm", flops=lambda s: 2 * (s.tokens - 1) * s.dim)
+        @glsim_pl.register_selector("token_norm")   # flops=<function of ScoringShape> gives its analytic cost
         def token_norm(inputs: glsim_pl.SelectorInputs):
             return inputs.patches.norm(dim=-1)  # (B, N): the box covers the top-O patches by norm
 
