@@ -159,7 +159,7 @@ def test_training_with_gate_runs_end_to_end(make_cfg) -> None:
     assert "train/loss_first" in metrics
     state = torch.load(metrics["best_ckpt"], map_location="cpu", weights_only=True)
     assert "net.gate_head.weight" in state["state_dict"]
-    assert state["hyper_parameters"]["gate"] == "confidence"
+    assert state["hyper_parameters"]["net"]["gate"] == "confidence"
 
 
 # -- predict ----------------------------------------------------------------------------------------------------------

@@ -49,8 +49,9 @@ def hf_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_public_names_listed_shown_and_documented() -> None:
-    expected = {"GLSim", "ViTClassifier", "load_pretrained", "load_official_checkpoint", "transforms_for",
-                "predict_image", "Preprocessing", "SelectorInputs", "register_selector", "selector_names"}  # fmt: skip
+    expected = {"GLSim", "GLSimLitModule", "ViTClassifier", "load_pretrained", "load_official_checkpoint",
+                "transforms_for", "predict_image", "Preprocessing", "SelectorInputs", "register_selector",
+                "selector_names"}  # fmt: skip
     assert set(glsim_pl.__all__) == expected
     assert expected <= set(dir(glsim_pl))
     for name in expected:

@@ -116,7 +116,7 @@ def test_mlflow_file_store_gets_params_metrics_config_and_images(many_run: Path)
     (run,) = client.search_runs([experiment.experiment_id])
     params, metrics = run.data.params, run.data.metrics
     assert params["protocol/test_split"] == "test split"  # synthetic: no official test split
-    assert params["config/optim/lr"] == params["lr"]
+    assert params["config/optim/lr"] == params["optim/lr"]
     assert 0.0 <= metrics["test/acc1"] <= 1.0
     assert "val/acc1_best" in metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -133,7 +133,7 @@ def test_wandb_offline_run_gets_config_metrics_and_images(many_run: Path) -> Non
     key = lambda item: item.key or "/".join(item.nested_key)
     config = {key(u): json.loads(u.value_json) for r in records if r.HasField("config") for u in r.config.update}
     assert config["protocol"]["test_split"] == "test split"
-    assert config["config"]["optim"]["lr"] == config["lr"]
+    assert config["config"]["optim"]["lr"] == config["optim"]["lr"]
     history = {key(i): i.value_json for r in records if r.HasField("history") for i in r.history.item}
     assert 0.0 <= float(history["test/acc1"]) <= 1.0
     assert "val/acc1_best" in history

@@ -24,7 +24,7 @@ def test_train_then_test_best_checkpoint(make_cfg, tmp_path: Path) -> None:
     assert len((out / "test_per_class_acc.csv").read_text().splitlines()) == 1 + 10
     assert list((out / "crops").glob("epoch_*.png"))
     ckpt = torch.load(best, weights_only=True)  # primitives-only hyperparameters
-    assert ckpt["hyper_parameters"]["method"] == "glsim"
+    assert ckpt["hyper_parameters"]["net"]["method"] == "glsim"
     model = GLSimLitModule.load_from_checkpoint(best)
     assert model.hparams.num_classes == 10
 

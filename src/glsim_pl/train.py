@@ -25,6 +25,7 @@ from glsim_pl.config.groups import module_kwargs, resolve_trainer_precision, tra
 from glsim_pl.config.instantiate import instantiate, instantiate_collection
 from glsim_pl.config.locate import CONFIG_DIR
 from glsim_pl.config.plugins import import_user_modules
+from glsim_pl.config.run_dir import upgrade_target
 from glsim_pl.config.validate import validate_config
 from glsim_pl.data.verify import write_removed_files
 from glsim_pl.errors import UserError, exit_on_user_error, user_message
@@ -107,7 +108,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     with open_dict(cfg):
         cfg.dataset.num_classes = datamodule.num_classes  # read from the files when left unset (folder, csv)
     resume = _resume_path(cfg)
-    check_resume(cfg, resume)  # a resume with another lr / batch / dataset / model: refused by name
+    check_resume(cfg, resume, upgrade_target)  # a resume with another lr / batch / dataset / model: refused by name
     datamodule.setup("fit")  # the data check of every split, before the model is built
     module = GLSimLitModule(**module_kwargs(cfg, datamodule.class_names))
     resolve_trainer_precision(cfg)

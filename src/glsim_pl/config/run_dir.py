@@ -25,6 +25,7 @@ __all__ = [
     "resolve_preprocessing",
     "run_dataset_config",
     "run_folder",
+    "upgrade_target",
     "upgrade_targets",
 ]
 
@@ -90,15 +91,21 @@ MOVED_MODULES = {
 }
 
 
+def upgrade_target(value: str) -> str:
+    """One dotted path (or a value quoting one) with a moved module's prefix rewritten to where it lives now."""
+    for old, new in MOVED_MODULES.items():
+        if old in value:
+            return value.replace(old, new)
+    return value
+
+
 def upgrade_targets(node: Any) -> Any:
     """``_target_`` paths of an older run's config rewritten to where the classes live now (in place; returned)."""
     if isinstance(node, DictConfig):
         for key in list(node.keys()):
             value = node[key]
             if key == "_target_" and isinstance(value, str):
-                old = next((prefix for prefix in MOVED_MODULES if value.startswith(prefix)), None)
-                if old is not None:
-                    node[key] = MOVED_MODULES[old] + value[len(old) :]
+                node[key] = upgrade_target(value)
             elif isinstance(value, DictConfig):
                 upgrade_targets(value)
     return node

@@ -53,7 +53,7 @@ __all__ = [
     "transforms_for",
 ]
 
-FORMAT = "glsim_pl.model_io.pretrained"
+FORMAT = "glsim_pl.pretrained"  # the export format's name (kept: exports written by any version carry it)
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
 
@@ -236,15 +236,16 @@ def predict_image(model: nn.Module, image: Image.Image | str | Path, topk: int =
 
 
 def save_pretrained(
-    net: nn.Module, net_hparams: dict[str, Any], out: str | Path, class_names: list[str], pre: Preprocessing,
+    net: nn.Module, hparams: dict[str, Any], out: str | Path, class_names: list[str], pre: Preprocessing,
     extra: dict[str, Any] | None = None,
 ) -> Path:  # fmt: skip
     """Write ``model.safetensors`` + ``config.json`` (architecture, class names, preprocessing) to ``out``, each
-    atomically with mode 0644; returns the folder."""
+    atomically with mode 0644; returns the folder. ``hparams``: the module's hyperparameters (grouped, or flat as
+    older checkpoints hold them) or just their ``net`` group."""
     from safetensors.torch import save_file
 
     folder = Path(out).expanduser()
-    method, kwargs = classifier_kwargs(net_hparams, net.head.out_features)
+    method, kwargs = classifier_kwargs(upgrade_hparams(hparams)["net"], net.head.out_features)
     if isinstance(net, GLSim):
         kwargs["selector"] = net.selector
     p = pre.to_dict()

@@ -38,6 +38,11 @@ class GLSimLitModule(L.LightningModule):
         gate_loss_weight: weight of the first-pass head's cross-entropy in the joint loss (``gate=confidence``).
         grad_checkpointing: recompute encoder activations in backward (saves memory).
         class_names: names written to the per-class CSV.
+
+    Example:
+        >>> module = glsim_pl.GLSimLitModule(200, net={"backbone": "vit_base_patch16_224.orig_in21k", "top_o": 8},
+        ...                                  optim={"lr": 0.01})                        # doctest: +SKIP
+        >>> module = glsim_pl.GLSimLitModule.load_from_checkpoint("best.ckpt")          # doctest: +SKIP
     """
 
     def __init__(

@@ -14,7 +14,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -103,8 +103,10 @@ def run_identity(cfg: DictConfig) -> dict[str, str]:
     return out
 
 
-def check_resume(cfg: DictConfig, ckpt_path: str | None) -> None:
-    """Refuse (or warn about) a resume whose result-changing config differs from the checkpoint's, by key."""
+def check_resume(cfg: DictConfig, ckpt_path: str | None, upgrade: Callable[[str], str] | None = None) -> None:
+    """Refuse (or warn about) a resume whose result-changing config differs from the checkpoint's, by key.
+
+    ``upgrade``: maps a stored value written by an older version to today's spelling (moved ``_target_`` paths)."""
     if ckpt_path is None:
         return
     try:
@@ -114,6 +116,8 @@ def check_resume(cfg: DictConfig, ckpt_path: str | None) -> None:
     if not saved:
         log.info(f"ckpt_path={ckpt_path}: no run config stored in it (older checkpoint); the resume is not compared")
         return
+    if upgrade is not None:
+        saved = {key: upgrade(value) for key, value in saved.items()}
     now = run_identity(cfg)
     diffs = [(k, saved[k], now[k]) for k in now if k in saved and saved[k] != now[k]]
     if not diffs:
