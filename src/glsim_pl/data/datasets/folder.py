@@ -1,9 +1,11 @@
-"""Your own data as an ImageFolder tree: ``<root>/<class>/<image>`` (torchvision's class and file discovery).
+"""Your own data as an ImageFolder tree: ``<root>/<class>/<image>`` (files listed by
+:func:`~glsim_pl.data.sources.list_class_folder`: images only, each once, with what is skipped counted by reason).
 
 Either one tree, split per class by a deterministic rule (sorted file order: the first ``1 - test_fraction`` of
-each class -> train, the rest -> test), or separate ``train_root`` and ``test_root`` trees with the same classes.
-Labels are the class folders in sorted order, as ``torchvision.datasets.ImageFolder`` numbers them. A class folder
-without images is an error naming it (``drop_empty_classes=true``: left out, with a warning, before numbering).
+each class -> train, the rest -> test), or separate ``train_root`` and ``test_root`` trees with the same classes;
+a ``val_root`` tree is the val split as given. Labels are the class folders in sorted order, as
+``torchvision.datasets.ImageFolder`` numbers them. A class folder without images is an error naming it
+(``drop_empty_classes=true``: left out, with a warning, before numbering).
 """
 
 from __future__ import annotations
