@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,6 +171,6 @@ def list_class_folder(root: Path, classes: Sequence[str], left_out: Counter) -> 
     return per_class
 
 
-def describe_left_out(left_out: Counter) -> str:
+def describe_left_out(left_out: Mapping[str, int]) -> str:
     """``3 macOS metadata files (._*, .DS_Store), 1 not image files (.txt)``: the counts by reason, largest first."""
     return ", ".join(f"{n} {reason}" for reason, n in sorted(left_out.items(), key=lambda kv: (-kv[1], kv[0])))
