@@ -46,7 +46,7 @@ def test_cub_parser_labels_splits_boxes(tmp_path: Path) -> None:
     dm = CUBDataModule(root=str(tmp_path / "CUB_200_2011"), num_classes=3, image_size=32, num_workers=0)
     dm.setup()
     assert dm.class_names == ["Class_0", "Class_1", "Class_2"]
-    train_src, test_src, _ = dm.splits
+    train_src, test_src = dm.splits.train, dm.splits.test
     assert len(train_src) == 9 and len(test_src) == 6  # k = 0, 2, 4 are train
     assert sorted(set(train_src.targets)) == [0, 1, 2]  # 1-based ids -> 0-based labels
     assert train_src.boxes[0] == (2.0, 3.0, 22.0, 13.0)  # x, y, w, h -> x1, y1, x2, y2

@@ -237,3 +237,89 @@ def test_train_entry_point_with_cache_and_device_normalize(make_cfg) -> None:
                    "+trainer.num_sanity_val_steps=0", "trainer.max_epochs=1")  # fmt: skip
     metrics = train(cfg)
     assert torch.isfinite(torch.tensor(metrics["train/loss_epoch"]))
+
+
+def _build_and_read(source: ImageFileList, cache_dir: Path, out: Path, start, flock: bool) -> None:
+    """A process that builds (or waits for) the disk cache and saves every pixel it reads."""
+    import time
+
+    import numpy as np
+
+    import glsim_pl.data.cache as cache_module
+
+    plain_call = cache_module._Builder.__call__
+
+    def slow_call(self, chunk, out=None):  # widens the build so that the two processes overlap
+        time.sleep(0.03 * len(chunk))
+        return plain_call(self, chunk, out)
+
+    cache_module._Builder.__call__ = slow_call
+    if not flock:  # a file system without locks: each process builds its own copy
+        cache_module.fcntl = None
+    start.wait()
+    cache = PrefixCache(source, R, "disk", cache_dir=cache_dir, key="t", workers=1)
+    np.save(out, np.stack([cache[i][0].numpy() for i in range(len(source))]))
+
+
+@pytest.mark.parametrize("flock", [True, False])
+def test_two_processes_build_one_cold_disk_cache(jpeg_source: ImageFileList, tmp_path: Path, flock: bool) -> None:
+    """torchrun / SLURM tasks starting together on a shared cache folder: both finish and read the right pixels."""
+    import multiprocessing as mp
+
+    import numpy as np
+
+    ctx = mp.get_context("fork")
+    start = ctx.Barrier(2)
+    outs = [tmp_path / f"read{k}.npy" for k in range(2)]
+    procs = [
+        ctx.Process(target=_build_and_read, args=(jpeg_source, tmp_path / "cache", out, start, flock)) for out in outs
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    expected = np.stack([PrefixCache(jpeg_source, R, "ram", workers=1)[i][0].numpy() for i in range(len(jpeg_source))])
+    for out in outs:
+        assert np.array_equal(np.load(out), expected)
+    left = sorted(p.name for p in (tmp_path / "cache").iterdir() if not p.name.endswith((".u8", ".json", ".npy")))
+    assert all(name.endswith(".lock") for name in left), left  # no temporary file is left behind
+
+
+def test_disk_cache_rebuilt_when_the_decoding_rules_change(
+    jpeg_source: ImageFileList, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import glsim_pl.data.cache as cache_module
+
+    first = PrefixCache(jpeg_source, R, "disk", cache_dir=tmp_path, key="t")
+    right = first[2][0].clone()
+    first.path.write_bytes(bytes(first.path.stat().st_size))  # stands for pixels decoded by older rules
+    assert not PrefixCache(jpeg_source, R, "disk", cache_dir=tmp_path, key="t")[2][0].any()  # same rules: reused
+    monkeypatch.setattr(cache_module, "DECODE_RULES", cache_module.DECODE_RULES + 1)
+    assert torch.equal(PrefixCache(jpeg_source, R, "disk", cache_dir=tmp_path, key="t")[2][0], right)
+
+
+def test_fast_path_defers_to_pil_for_an_xmp_orientation(jpeg_source: ImageFileList, tmp_path: Path) -> None:
+    """An orientation stored only in XMP: training (fast path), the cache and read_image see the same upright image."""
+    import numpy as np
+    from PIL import Image
+
+    from glsim_pl.data.image_io import read_image
+    from glsim_pl.data.jpeg import read_plain_jpeg
+
+    base = Image.open(jpeg_source.samples[0].path).convert("RGB")  # 120 x 90
+    xmp = (
+        b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        b'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>'
+    )
+    base.save(tmp_path / "xmp6.jpg", quality=90, xmp=xmp)
+    base.save(tmp_path / "xmp1.jpg", quality=90, xmp=xmp.replace(b'"6"', b'"1"'))
+    upright = read_image(tmp_path / "xmp6.jpg")
+    assert upright.size == (90, 120)  # PIL applies the XMP orientation
+    assert read_plain_jpeg(tmp_path / "xmp6.jpg") is None
+    assert read_plain_jpeg(tmp_path / "xmp1.jpg") is not None  # an upright XMP keeps the fast path
+    source = ImageFileList([Sample(tmp_path / "xmp6.jpg", 0)])
+    expected = torch.from_numpy(np.array(upright)).permute(2, 0, 1)
+    fast = source.fast_item(0)[0]  # PIL's image, where the fast path steps aside
+    fast = fast if isinstance(fast, torch.Tensor) else torch.from_numpy(np.array(fast)).permute(2, 0, 1)
+    assert torch.equal(fast, expected)

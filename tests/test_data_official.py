@@ -24,7 +24,7 @@ def test_reads_labels_names_and_boxes(name: str, make_cfg, tmp_path: Path) -> No
     tree = TREES[name](tmp_path)
     _, dm = build_datamodule(make_cfg, tree)
     dm.check()
-    train, test, class_names = dm.splits
+    train, test, class_names = dm.splits.train, dm.splits.test, dm.splits.class_names
     assert class_names == tree.class_names
     assert train.targets == tree.train_labels
     assert test.targets == tree.test_labels

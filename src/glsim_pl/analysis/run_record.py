@@ -52,9 +52,15 @@ def protocol(cfg: DictConfig) -> dict[str, Any]:
     accumulate = int(cfg.trainer.get("accumulate_grad_batches") or 1)
     devices = cfg.trainer.get("devices", 1)
     world = (devices if isinstance(devices, int) and devices > 0 else 1) * int(cfg.trainer.get("num_nodes") or 1)
+    given_val = bool(ds.get("val_root") or ds.get("val_file"))  # folder / CSV datasets: selection on the val given
+    if paper:
+        train_split = "official train + given val (all of it)" if given_val else "official train (all of it)"
+    else:
+        train_split = "train (all of it)" if given_val else f"first {ds.get('train_fraction')} of train/class"
+    val = "given split" if given_val else "rest of train"
     return {
-        "train_split": "official train (all of it)" if paper else f"first {ds.get('train_fraction')} of train/class",
-        "selection_split": "none (final weights are tested)" if paper else "val (rest of train), best val/acc1",
+        "train_split": train_split,
+        "selection_split": "none (final weights are tested)" if paper else f"val ({val}), best val/acc1",
         "test_split": "official test" if ds.get("_target_", "").rsplit(".", 1)[-1] not in _OWN_SPLITS else "test split",
         "tta": "off",  # evaluation is a single centre crop; there is no test-time augmentation in this package
         "epochs": int(cfg.trainer.max_epochs),

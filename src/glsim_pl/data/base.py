@@ -1,10 +1,12 @@
 """Shared DataModule of every fine-grained benchmark: official splits -> train / val / test loaders.
 
 Protocols:
-- ``val`` (default): model selection on a validation split carved from the official train split, test once at the end.
-  Rule: per class, the first ``train_fraction`` of its train rows in official order -> train, the rest -> val
-  (at least one image per class stays in train).
-- ``paper``: fit on the whole official train split, no validation, test once (the official GLSim protocol).
+- ``val`` (default): model selection on a validation split, test once at the end. A dataset that gives a val split
+  (``Splits.val``: a folder's ``val_root``, a CSV's ``val_file``) selects on it as given; otherwise it is carved
+  from the official train split. Rule: per class, the first ``train_fraction`` of its train rows in official order
+  -> train, the rest -> val (at least one image per class stays in train).
+- ``paper``: fit on the whole official train split (and a given val split), no validation, test once (the official
+  GLSim protocol).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from torchvision.transforms.v2.functional import get_size
 from glsim_pl.data.cache import cached_views, check_cache_args, resolve_device_normalize
 from glsim_pl.data.image_io import MAX_PIXELS
 from glsim_pl.data.sampling import EpochSampler, ResumableLoader, SeededCollate, SeededView
+from glsim_pl.data.sources import ImageFileList, describe_left_out
 from glsim_pl.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -46,11 +49,13 @@ log = RankedLogger(__name__)
 
 
 class Splits(NamedTuple):
-    """What a dataset module reads from its files: the official train and test sources and the class names."""
+    """What a dataset module reads from its files: the official train and test sources, the class names and, where
+    the files give one, the validation source (same kind as ``train``; None: val is carved from train)."""
 
     train: Dataset
     test: Dataset
     class_names: list[str]
+    val: Dataset | None = None
 
 
 def split_train_val(targets: Sequence[int], train_fraction: float) -> tuple[list[int], list[int]]:
@@ -64,6 +69,15 @@ def split_train_val(targets: Sequence[int], train_fraction: float) -> tuple[list
         train += indices[:cut]
         val += indices[cut:]
     return sorted(train), sorted(val)
+
+
+def _joined(train: Dataset, val: Dataset) -> Dataset:
+    """One source of the train samples followed by the val samples (the views, the data check and the cache index
+    it); a given val split needs a file list like its train split."""
+    if not (isinstance(train, ImageFileList) and isinstance(val, ImageFileList)):
+        raise TypeError(f"Splits.val: expected ImageFileList train and val sources, got {type(train).__name__} and "
+                        f"{type(val).__name__}")  # fmt: skip
+    return ImageFileList([*train.samples, *val.samples], train.draft, train.max_pixels)
 
 
 def _normalisation(
@@ -199,6 +213,8 @@ class FGVCDataModule(L.LightningDataModule):
         self.verify, self.max_image_pixels = verify, max_image_pixels
         self.check_cache_dir = Path(check_cache_dir).expanduser() if check_cache_dir else default_cache_dir()
         self.data_check: DataCheck | None = None  # set by setup(): what the data check found and removed
+        self.left_out: dict[str, int] = {}  # files a dataset's scan did not take as images, counted by reason
+        self.val_split = ""  # set by setup(): where the val split comes from, in words
         self.data_train = self.data_val = self.data_test = None
         self.run_seed = 0  # the run's seed (train.py sets it): training order and augmentations derive from it
 
@@ -227,7 +243,7 @@ class FGVCDataModule(L.LightningDataModule):
             if missing:
                 raise self.missing_files_error(missing)
         splits = self.read_splits()
-        for source in (splits.train, splits.test):
+        for source in (splits.train, splits.test, splits.val):
             if hasattr(source, "max_pixels"):
                 source.max_pixels = self.max_image_pixels
         return splits
@@ -291,10 +307,18 @@ class FGVCDataModule(L.LightningDataModule):
         if self.data_train is not None:
             return
         self.check()
-        train_src, test_src, _ = self.splits
-        train_idx, val_idx = split_train_val(train_src.targets, self.train_fraction)
+        train_src, test_src, val_src = self.splits.train, self.splits.test, self.splits.val
+        if val_src is not None:  # selection on the given val split; it is never carved from train
+            train_idx = list(range(len(train_src)))
+            val_idx = list(range(len(train_src), len(train_src) + len(val_src)))
+            train_src = _joined(train_src, val_src)
+            self.val_split = "given"
+        else:
+            train_idx, val_idx = split_train_val(train_src.targets, self.train_fraction)
+            self.val_split = f"carved from train (last {1 - self.train_fraction:.0%} of each class)"
         if self.protocol == "paper":
-            train_idx, val_idx = list(range(len(train_src))), []
+            train_idx, val_idx = list(range(len(train_src))), []  # a given val split is fitted on too
+            self.val_split = "none (protocol=paper" + (": the given val split is trained on)" if val_src else ")")
         self._finish_batch = resolve_device_normalize(self.device_normalize, self.trainer, self.augs)
         augs = self.effective_augs()
         train_tf = build_train_transform(self.image_size, self.resize_size, augs, self.mean, self.std,
@@ -313,8 +337,10 @@ class FGVCDataModule(L.LightningDataModule):
         self.data_train = TransformedView(train_src, train_idx, train_tf)
         self.data_val = TransformedView(val_src, val_idx, val_tf, has_boxes)
         self.data_test = TransformedView(test_src, test_idx, test_tf, has_boxes)
+        left_out = describe_left_out(self.left_out)
         log.info(f"dataset '{self.name}': train {len(train_idx)}, val {len(val_idx)}, test {len(test_idx)} images, "
-                 f"{self.num_classes} classes, protocol={self.protocol}")  # fmt: skip
+                 f"{self.num_classes} classes, protocol={self.protocol}; val: {self.val_split}"
+                 + (f"; left out of the files found: {left_out}" if left_out else ""))  # fmt: skip
 
     def _check_split_size(self, split: str, data: Dataset, train: bool) -> None:
         """A train split smaller than one batch gives no optimizer step (its last incomplete batch is dropped)."""

@@ -5,7 +5,10 @@ computed once and reused every epoch; what follows it (crop, flip, TrivialAugmen
 - ``ram``: one uint8 array (N, 3, R, R) in shared memory; loader workers read it without a copy.
 - ``disk``: the same array as a memory-mapped file under ``dataset.cache_dir``, for sets larger than RAM (iNat17 at
   300 px is ~156 GB); it is reused by later runs while the image files keep their sizes and modification times
-  (checked at every start; a change rebuilds it).
+  (checked at every start, with :data:`~glsim_pl.data.image_io.DECODE_RULES`; a change rebuilds it). Processes
+  that start together on one cold cache (torchrun, SLURM tasks with a shared home) take turns on a lock file
+  (``flock``): one builds, the others wait and reuse its result. Each build writes its own temporary file and renames
+  it when complete, so a reader never maps a partial cache, also where the file system has no ``flock``.
 
 The run logs the cache's size before building it; the build decodes in parallel (forked processes, one per CPU)
 with a progress bar. Boxes are resized with the images (the same float32 op as the uncached path) and stored.
@@ -18,8 +21,10 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
-from collections.abc import Sequence
+import socket
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +36,15 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as F
 
+from glsim_pl.data.image_io import DECODE_RULES
 from glsim_pl.errors import UserError
+from glsim_pl.utils.atomic_io import atomic_write
 from glsim_pl.utils.logging import RankedLogger
+
+try:
+    import fcntl
+except ImportError:  # no flock (Windows): concurrent builds still never share a file, they only repeat the work
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["CACHE_MODES", "PrefixCache", "default_cache_dir"]
 
@@ -69,6 +81,34 @@ def _file_stats(source: Dataset, indices: Sequence[int]) -> list[tuple[str, int,
             raise UserError(f"{path}: cannot read image ({exc}); dataset.cache needs every file") from exc
         stats.append((str(path), st.st_size, st.st_mtime_ns))
     return stats
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with path.open("wb") as f:  # a file object: np.save would append .npy to a temporary name
+        np.save(f, array)
+
+
+@contextmanager
+def _exclusive(lock_path: Path, target: Path) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (waiting for a process that builds the same cache); yields
+    whether it is held. A file system without flock yields False: each process then builds its own copy."""
+    if fcntl is None:
+        yield False
+        return
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = True
+        except BlockingIOError:
+            log.info(f"dataset.cache=disk: another process is building {target}; waiting for it")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            held = True
+        except OSError:  # e.g. a network file system mounted without locks
+            held = False
+        yield held
+    finally:
+        os.close(fd)  # closing releases the lock; the lock file stays (removing it would race a waiting process)
 
 
 class _Builder:
@@ -189,42 +229,70 @@ class PrefixCache(Dataset):
                             "check a disk cache against; use dataset.cache=ram")  # fmt: skip
         digest = hashlib.sha256("\n".join(f"{p}\0{s}\0{m}" for p, s, m in stats).encode()).hexdigest()
         decode = {"source": type(self.source).__name__, "draft": getattr(self.source, "draft", None)}
-        return {"version": _VERSION, "resize": self.resize, "shape": list(self.shape), "decode": decode,
-                "files": digest}  # fmt: skip
+        return {"version": _VERSION, "decode_rules": DECODE_RULES, "resize": self.resize, "shape": list(self.shape),
+                "decode": decode, "files": digest}  # fmt: skip
 
     def _open_disk(self, cache_dir: Path, key: str) -> None:
         fingerprint = self._fingerprint()
         names = hashlib.sha256(json.dumps([self._paths_key(), self.resize, fingerprint["decode"]]).encode())
         stem = f"{key}_{self.resize}px_{names.hexdigest()[:12]}"
-        self.path, meta_path = cache_dir / f"{stem}.u8", cache_dir / f"{stem}.json"
-        boxes_path = cache_dir / f"{stem}.boxes.npy"
-        if meta_path.is_file() and self.path.is_file():
-            try:
-                saved = json.loads(meta_path.read_text())
-            except (OSError, ValueError):
-                saved = None
-            if saved == fingerprint and self.path.stat().st_size == int(np.prod(self.shape)):
-                log.info(f"dataset.cache=disk: reusing {self.path} ({_human(self.path.stat().st_size)})")
-                self._boxes = np.load(boxes_path)
-                return
-            log.warning(f"dataset.cache=disk: {self.path} was built from other files (sizes or modification times "
-                        "changed) or settings; rebuilding it")  # fmt: skip
+        self.path = cache_dir / f"{stem}.u8"
+        if self._reuse(stem, fingerprint, warn=True):
+            return
         try:
             cache_dir.mkdir(parents=True, exist_ok=True)
-            partial = self.path.with_suffix(".partial")
-            self._announce(str(self.path))
-            pixels = np.memmap(partial, np.uint8, "w+", shape=self.shape)
-            self._boxes = self._fill(pixels)
-            pixels.flush()
-            del pixels
-            np.save(boxes_path, self._boxes)
-            os.replace(partial, self.path)
-            meta_path.write_text(json.dumps(fingerprint))  # last: its presence marks a complete cache
+            with _exclusive(cache_dir / f"{stem}.lock", self.path) as locked:
+                # another process may have finished the same cache while this one waited for the lock
+                if self._reuse(stem, fingerprint, warn=False):
+                    return
+                self._build_disk(stem, fingerprint, locked)
         except OSError as exc:
             raise UserError(
                 f"dataset.cache=disk: cannot write the cache under {cache_dir} ({exc}); set "
                 "dataset.cache_dir to a writable folder with room, or use dataset.cache=ram"
             ) from exc
+
+    def _reuse(self, stem: str, fingerprint: dict[str, Any], warn: bool) -> bool:
+        """Whether the complete cache ``stem`` matches ``fingerprint`` (then its boxes are loaded)."""
+        assert self.path is not None
+        meta_path, boxes_path = self.path.with_name(f"{stem}.json"), self.path.with_name(f"{stem}.boxes.npy")
+        if not (meta_path.is_file() and self.path.is_file()):
+            return False
+        try:
+            saved = json.loads(meta_path.read_text())
+            if saved == fingerprint and self.path.stat().st_size == int(np.prod(self.shape)):
+                self._boxes = np.load(boxes_path)
+                log.info(f"dataset.cache=disk: reusing {self.path} ({_human(self.path.stat().st_size)})")
+                return True
+        except (OSError, ValueError):
+            pass  # unreadable: built again
+        if warn:
+            log.warning(f"dataset.cache=disk: {self.path} was built from other files (sizes or modification times "
+                        "changed), settings or image decoding rules; rebuilding it")  # fmt: skip
+        return False
+
+    def _build_disk(self, stem: str, fingerprint: dict[str, Any], locked: bool) -> None:
+        """Build into this process's own temporary file, then rename: readers only ever open a complete cache.
+
+        The files are renamed in order boxes, pixels, metadata; the metadata is the mark of a complete cache."""
+        assert self.path is not None
+        cache_dir = self.path.parent
+        partial = cache_dir / f".{stem}.{socket.gethostname()}.{os.getpid()}.partial"
+        if locked:  # the lock holder is the only builder: other temporary files were left by killed builds
+            for stale in [*cache_dir.glob(f".{stem}.*.partial"), cache_dir / f"{stem}.partial"]:
+                if stale != partial:
+                    stale.unlink(missing_ok=True)
+        self._announce(str(self.path))
+        try:
+            pixels = np.memmap(partial, np.uint8, "w+", shape=self.shape)
+            self._boxes = self._fill(pixels)
+            pixels.flush()
+            del pixels
+            atomic_write(self.path.with_name(f"{stem}.boxes.npy"), lambda temp: _save_npy(temp, self._boxes))
+            os.replace(partial, self.path)
+        finally:
+            partial.unlink(missing_ok=True)
+        atomic_write(self.path.with_name(f"{stem}.json"), lambda temp: temp.write_text(json.dumps(fingerprint)))
 
     def _paths_key(self) -> str:
         samples = self.source.samples  # type: ignore[attr-defined]

@@ -26,9 +26,25 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from glsim_pl.errors import UserError
 
-__all__ = ["BACKGROUND", "MAX_PIXELS", "check_image_file", "decode_image", "read_image", "to_rgb"]
+__all__ = [
+    "BACKGROUND",
+    "DECODE_RULES",
+    "IMAGE_SUFFIXES",
+    "MAX_PIXELS",
+    "check_image_file",
+    "decode_image",
+    "read_image",
+    "to_rgb",
+]
 
 BACKGROUND = (255, 255, 255)  # what transparent pixels become
+# The version of the rules by which a file becomes pixels, here and in the JPEG fast path (data/jpeg.py). Stored
+# pixels (the dataset.cache=disk files) carry it and are rebuilt when it changes: raise it with any change to what
+# pixels a file gives. 2: the fast path defers to PIL for an orientation stored in XMP.
+DECODE_RULES = 2
+# What a dataset folder counts as an image (any case): torchvision's ImageFolder extensions and every format
+# predict reads (GIF: its first frame, as read_image gives it).
+IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
 MAX_PIXELS = 2 * 89_478_485  # PIL's own error threshold (2 x Image.MAX_IMAGE_PIXELS)
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error we report, not grey pixels we train on

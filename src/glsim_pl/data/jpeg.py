@@ -5,13 +5,15 @@ skips PIL's image object and the HWC -> CHW copy (~2x the images/s per core on C
 
 Only a *plain* JPEG takes this path: 8-bit samples, 1 (grey, replicated to RGB as PIL's convert does) or 3
 (YCbCr) components, baseline / extended / progressive Huffman coding, no Adobe colour transform marker (CMYK /
-YCCK / RGB-coded files), no EXIF orientation other than 1, an end-of-image marker near the end (not truncated),
+YCCK / RGB-coded files), no orientation other than 1 in EXIF or in XMP (``tiff:Orientation``, which PIL applies when
+EXIF has none), an end-of-image marker near the end (not truncated),
 at most :data:`MAX_PIXELS`. Anything else, and any decode error, returns None: the caller reads the file the usual
 way (PIL), which applies EXIF orientation, converts colour modes and reports bad files with one error line.
 """
 
 from __future__ import annotations
 
+import re
 import struct
 import warnings
 from pathlib import Path
@@ -29,6 +31,8 @@ MAX_PIXELS = 89_478_485  # PIL's warning limit: larger files go through the chec
 _PLAIN_SOF = {0xC0, 0xC1, 0xC2}  # baseline, extended sequential, progressive (Huffman)
 _OTHER_SOF = {0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}  # lossless, hierarchical, arithmetic
 _TAIL = 4096  # some writers pad after the end marker
+_XMP = b"http://ns.adobe.com/xap/1.0/\x00"
+_XMP_ORIENTATION = re.compile(rb'tiff:Orientation(="|>)([0-9])')  # the pattern PIL's Image.getexif reads
 
 
 def _exif_orientation(payload: bytes) -> int:
@@ -51,6 +55,11 @@ def _exif_orientation(payload: bytes) -> int:
     return 1
 
 
+def _xmp_turns(segment: bytes) -> bool:
+    """Whether an APP1 XMP packet states an orientation other than 1."""
+    return any(match[2] != b"1" for match in _XMP_ORIENTATION.finditer(segment))
+
+
 def plain_jpeg_info(data: bytes) -> tuple[int, int] | None:
     """(height, width) when ``data`` is a plain JPEG (see the module docstring), else None."""
     if data[:2] != b"\xff\xd8" or b"\xff\xd9" not in data[-_TAIL:]:
@@ -67,6 +76,8 @@ def plain_jpeg_info(data: bytes) -> tuple[int, int] | None:
         segment = data[pos + 4 : pos + 2 + length]
         if marker == 0xE1 and segment[:6] == b"Exif\x00\x00" and _exif_orientation(segment) != 1:
             return None
+        if marker == 0xE1 and segment.startswith(_XMP) and _xmp_turns(segment):
+            return None  # PIL rotates by XMP when EXIF has no orientation: it decides, whatever EXIF says
         if marker == 0xEE and segment[:5] == b"Adobe":
             return None
         if marker in _OTHER_SOF:

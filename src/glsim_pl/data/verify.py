@@ -228,9 +228,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     import argparse
     import logging
 
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
-
-    from glsim_pl.data.sources import Sample
+    from glsim_pl.data.sources import Sample, describe_left_out, find_class_folders, list_class_folder
 
     parser = argparse.ArgumentParser(prog="python -m glsim_pl.data.verify", description=main.__doc__)
     parser.add_argument("root", type=Path)
@@ -239,8 +237,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-cache", action="store_true", help="check every file, and write no cache")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    classes, class_to_idx = find_classes(str(args.root))
-    pairs = make_dataset(str(args.root), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+    left_out: Counter[str] = Counter()
+    try:
+        classes = find_class_folders(args.root, left_out)
+    except OSError as exc:
+        raise SystemExit(f"error: {args.root}: cannot list it ({exc})") from None
+    pairs = [(p, y) for y, files in enumerate(list_class_folder(args.root, classes, left_out)) for p in files]
+    if left_out:
+        log.info(f"left out {describe_left_out(left_out)} (the files a training run does not read as images)")
 
     class _Files:  # what run_data_check reads of a source
         samples = [Sample(Path(p), y) for p, y in pairs]

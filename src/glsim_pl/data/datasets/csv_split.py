@@ -2,8 +2,9 @@
 
 ``<root>/<train_file>`` and ``<root>/<test_file>``: CSV with a header and columns ``class_id,dir`` (0-based label,
 image path relative to ``<root>/<image_dir>``). Optional ``<root>/<class_names_file>`` with ``class_id,class_name``
-rows names the classes (otherwise the names are the ids). Rows keep their file order, so the val rule of
-:mod:`glsim_pl.data.base` (per class, first 80% of train rows) applies to the official ``train_val.csv`` directly.
+rows names the classes (otherwise the names are the ids). An optional ``<root>/<val_file>`` in the same format is the
+validation split as given; without one, rows keep their file order, so the val rule of :mod:`glsim_pl.data.base`
+(per class, first 80% of train rows) applies to the official ``train_val.csv`` directly.
 """
 
 from __future__ import annotations
@@ -56,8 +57,11 @@ class CSVDataModule(FGVCDataModule):
     Args:
         train_file: CSV of the train split (the official GLSim name for train+val is ``train_val.csv``).
         test_file: CSV of the test split.
+        val_file: CSV of the validation split (the official GLSim files: ``train.csv`` + ``val.csv``); none: val is
+            carved from the train file.
         image_dir: folder under ``root`` that ``dir`` is relative to, for the train split.
         test_image_dir: the same for the test split (default: ``image_dir``).
+        val_image_dir: the same for the val split (default: ``image_dir``).
         class_names_file: optional ``class_id,class_name`` CSV under ``root``.
         **kwargs: :class:`FGVCDataModule` arguments.
     """
@@ -68,17 +72,22 @@ class CSVDataModule(FGVCDataModule):
 
     def __init__(self, train_file: str = "train_val.csv", test_file: str = "test.csv", image_dir: str = "images",
                  test_image_dir: str | None = None, class_names_file: str | None = "classid_classname.csv",
-                 **kwargs) -> None:  # fmt: skip
+                 val_file: str | None = None, val_image_dir: str | None = None, **kwargs) -> None:  # fmt: skip
         super().__init__(**kwargs)
         self.train_file, self.test_file, self.class_names_file = train_file, test_file, class_names_file
+        self.val_file, self.val_image_dir = val_file, val_image_dir or image_dir
         self.image_dir, self.test_image_dir = image_dir, test_image_dir or image_dir
-        self.required_files = (train_file, test_file, image_dir)
+        self.required_files = (train_file, test_file, image_dir, *([val_file] if val_file else []))
 
     def read_splits(self) -> Splits:
         """Read both split files; labels must be 0..K-1 over the train file."""
         train_path, test_path = self.root / self.train_file, self.root / self.test_file
         train_rows, train_lines = read_csv_rows(train_path, ("class_id", "dir"))
         test_rows, test_lines = read_csv_rows(test_path, ("class_id", "dir"))
+        val_path = self.root / self.val_file if self.val_file else None
+        val_rows, val_lines = read_csv_rows(val_path, ("class_id", "dir")) if val_path else ([], [])
+        if val_path is not None and not val_rows:
+            raise UserError(f"{val_path}: no rows (expected class_id,dir rows after the header)")
         if not train_rows:
             raise UserError(f"{train_path}: no rows (expected class_id,dir rows after the header)")
         labels = sorted({y for y, _ in train_rows})
@@ -88,10 +97,11 @@ class CSVDataModule(FGVCDataModule):
             raise UserError(f"{train_path}: row {train_lines[first]}, column class_id: {train_rows[first][0]}: "
                             f"class ids must run 0..K-1 without gaps, but no row has class_id "
                             f"{', '.join(map(str, gaps[:5]))}")  # fmt: skip
-        for j, (y, _) in enumerate(test_rows):
-            if y >= len(labels):
-                raise UserError(f"{test_path}: row {test_lines[j]}, column class_id: {y} never occurs in "
-                                f"{train_path.name} (class ids 0..{len(labels) - 1})")  # fmt: skip
+        for path, rows, lines in ((val_path, val_rows, val_lines), (test_path, test_rows, test_lines)):
+            for j, (y, _) in enumerate(rows):
+                if y >= len(labels):
+                    raise UserError(f"{path}: row {lines[j]}, column class_id: {y} never occurs in "
+                                    f"{train_path.name} (class ids 0..{len(labels) - 1})")  # fmt: skip
         names = [str(y) for y in labels]
         names_path = self.root / self.class_names_file if self.class_names_file else None
         if names_path is not None and names_path.is_file():
@@ -101,8 +111,10 @@ class CSVDataModule(FGVCDataModule):
                 raise UserError(f"{names_path}: no class_name for class_id {sorted(missing)[:5]}")
             names = [given[y] for y in labels]
         draft = self.resize_size if self.fast_decode else None
-        train, test = (
+        train, test, val = (
             ImageFileList([Sample(self.root / folder / d, y) for y, d in rows], draft)
-            for rows, folder in ((train_rows, self.image_dir), (test_rows, self.test_image_dir))
-        )
-        return Splits(train, test, names)
+            for rows, folder in (
+                (train_rows, self.image_dir), (test_rows, self.test_image_dir), (val_rows, self.val_image_dir),
+            )
+        )  # fmt: skip
+        return Splits(train, test, names, val if val_path is not None else None)
