@@ -207,6 +207,11 @@ class FGVCDataModule(L.LightningDataModule):
         """Parse the official files into train/test sources and class names."""
         raise NotImplementedError
 
+    def train_val_indices(self, train_src: Dataset) -> tuple[list[int], list[int]]:
+        """(train, val) indices into the train source under ``protocol=val``: carved by :func:`split_train_val`
+        unless the format ships its own validation split."""
+        return split_train_val(train_src.targets, self.train_fraction)
+
     # -- checks ---------------------------------------------------------------------------------------------------
     def missing_files_error(self, missing: Sequence[str]) -> UserError:
         """The one message a user sees when the dataset is not where the config says."""
@@ -292,7 +297,7 @@ class FGVCDataModule(L.LightningDataModule):
             return
         self.check()
         train_src, test_src, _ = self.splits
-        train_idx, val_idx = split_train_val(train_src.targets, self.train_fraction)
+        train_idx, val_idx = self.train_val_indices(train_src)
         if self.protocol == "paper":
             train_idx, val_idx = list(range(len(train_src))), []
         self._finish_batch = resolve_device_normalize(self.device_normalize, self.trainer, self.augs)
