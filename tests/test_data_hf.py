@@ -157,3 +157,17 @@ def test_skip_corrupt_leaves_a_bad_cell_out(make_cfg, tmp_path: Path) -> None:
     dm = _datamodule(make_cfg, files, tmp_path, "dataset.skip_corrupt=true")
     dm.setup()
     assert len(dm.data_test) == 2 and dm.data_test.source.targets == [0, 2]
+
+
+def test_a_hub_snapshot_folder_loads_by_name(make_cfg, tmp_path: Path) -> None:
+    files = _write_parquet(tmp_path, {"train": 12, "test": 3})
+    repo = tmp_path / "owner--birds" / "data"  # the layout of a Hub dataset repository of parquet files
+    repo.mkdir(parents=True)
+    for split, path in files.items():
+        path.rename(repo / f"{split}-00000-of-00001.parquet")
+    cfg = make_cfg(*TINY, "dataset=hf", f"dataset.name={repo.parent}", f"dataset.hf_cache_dir={tmp_path / 'hf'}",
+                   "logger=none", "callbacks=none", tiny=False)  # fmt: skip
+    dm = instantiate(cfg.dataset, augs=transform_augs(cfg))
+    dm.check()
+    assert dm.class_names == NAMES and len(dm.splits.test) == 3
+    assert "data/hf_commit" not in dm.provenance  # a local folder has no Hub commit

@@ -133,6 +133,18 @@ class HFImageSource(Dataset):
         return image, self.targets[index], box
 
 
+def _hub_commit(name: str, revision: str | None) -> str | None:
+    """The commit a Hub dataset's revision resolves to (one metadata request); None offline or for a local folder."""
+    from huggingface_hub import HfApi, constants
+
+    if constants.HF_HUB_OFFLINE or Path(name).expanduser().exists():
+        return None
+    try:
+        return HfApi().dataset_info(name, revision=revision, timeout=10).sha
+    except Exception:  # the record is a convenience: no network or no access must not stop a run that has its data
+        return None
+
+
 def _as_list(value: Any) -> list[str]:
     if value is None:
         return []
@@ -398,6 +410,9 @@ class HFDataModule(FGVCDataModule):
             self.provenance["data/hf_dataset"] = self.hf_name
         if self.revision:
             self.provenance["data/hf_revision"] = str(self.revision)
+        commit = _hub_commit(self.hf_name, self.revision) if self.hf_name else None
+        if commit:
+            self.provenance["data/hf_commit"] = commit
         return Splits(train_src, test_src, names)
 
     def _report_sizes(self, sizes: dict[str, int], val_name: str | None) -> None:
