@@ -203,7 +203,9 @@ class _EpochLoader:
 
     def __len__(self) -> int:
         n = self.batches(self._current_epoch())
-        return n if n is not None else 0
+        if n is None:  # Lightning then reads the epoch to its end instead of planning a length
+            raise TypeError("the shard sizes are unknown (remote shards): the epoch has no length up front")
+        return n
 
     def _current_epoch(self) -> int:
         trainer = self.module.trainer
