@@ -59,6 +59,10 @@ def test_convert_round_trip_keeps_images_labels_boxes_and_trains(make_cfg, tmp_p
             assert label == want_label and box == pytest.approx(want_box)
             assert np.array_equal(np.asarray(image), np.asarray(want_image))
 
+    main(["info", "dataset=wds", f"dataset.root={out}"])
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["splits"] == {"train": 12, "val": 3, "test": 6} and shown["classes"] == 3 and shown["boxes"]
+
     metrics = train(make_cfg(*TINY, "dataset=wds", f"dataset.root={out}", "dataset.batch_size=4", "logger=none",
                              tiny=False, output_dir=tmp_path / "run"))  # fmt: skip
     assert 0.0 <= metrics["test/acc1"] <= 1.0 and metrics["best_ckpt"]  # checkpointed on the val shards

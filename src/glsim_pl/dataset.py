@@ -1,14 +1,16 @@
 """glsim-data: dataset tools. ``convert`` writes any dataset the project reads as WebDataset shards; ``info`` prints
-a dataset's classes and split sizes.
+a dataset's classes and split sizes; ``download`` fetches a benchmark's official archives.
 
     glsim-data convert dataset=cub dataset.root=/data/CUB_200_2011 --to wds --out /scratch/cub-wds --shard-size 1000
     glsim-data info dataset=hf_cub
+    glsim-data download cub
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -69,10 +71,26 @@ def main(argv: list[str] | None = None) -> None:
     convert.add_argument("--out", required=True, type=Path, help="output folder (must not exist or be empty)")
     convert.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
     convert.add_argument("--no-progress", action="store_true", help="no progress bar")
+    fetch = sub.add_parser("download", help="download and extract a benchmark's official archives")
+    fetch.add_argument("name", help="cub, flowers, pets or food (others: the command says where to get them)")
+    fetch.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("GLSIM_DATA_DIR", "data")),
+        help="where dataset folders live (paths.data_dir; default $GLSIM_DATA_DIR, else ./data)",
+    )
+    fetch.add_argument("--base-url", default=None, help="fetch every file from <base-url>/<file name> (a mirror)")
+    fetch.add_argument("--no-progress", action="store_true", help="no progress bars")
     info = sub.add_parser("info", help="classes and split sizes of a dataset")
     info.add_argument("overrides", nargs="*", help="dataset config overrides, as for glsim-train")
     args = parser.parse_args(argv)
     try:
+        if args.command == "download":
+            from glsim_pl.data.download import download
+
+            folder = download(args.name, args.data_dir, not args.no_progress, args.base_url)
+            print(f"{args.name}: {folder}")
+            return
         overrides = [o for o in args.overrides if "=" in o or o.startswith(("+", "~"))]
         if len(overrides) != len(args.overrides):
             bad = next(o for o in args.overrides if o not in overrides)
