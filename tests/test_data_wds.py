@@ -130,3 +130,41 @@ def test_a_shard_cut_mid_record_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"cut.tar: sample a1: has no label \(cls\); its files are png\. The shard "
                                         r"may end mid-record"):  # fmt: skip
         list(ShardStream([str(tmp_path / "cut.tar")], lambda x: x).samples())
+
+
+def _parquet(folder: Path) -> list[str]:
+    import datasets
+
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["x", "y"])})
+    rng = np.random.default_rng(1)
+    overrides = []
+    for split, n in (("train", 10), ("test", 4)):
+        images = [Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)) for _ in range(n)]
+        path = folder / f"{split}.parquet"
+        datasets.Dataset.from_dict({"image": images, "label": [i % 2 for i in range(n)]}, features=features).to_parquet(
+            str(path)
+        )
+        overrides.append(f"{split}: '{path}'")
+    return ["dataset=hf", "dataset.data_files={" + ", ".join(overrides) + "}", f"dataset.hf_cache_dir={folder / 'hf'}"]
+
+
+@pytest.mark.parametrize("source", ["synthetic", "hf"])
+def test_convert_keeps_generated_and_hub_images(make_cfg, tmp_path: Path, source: str) -> None:
+    from glsim_pl.dataset import main
+
+    if source == "synthetic":
+        overrides = ["dataset=synthetic", "dataset.train_size=10", "dataset.test_size=4"]
+    else:
+        overrides = _parquet(tmp_path)
+    out = tmp_path / "shards"
+    main(["convert", *overrides, "--out", str(out), "--shard-size", "3", "--no-progress"])
+    dm = _dm(make_cfg, *overrides)
+    dm.setup()
+    info = json.loads((out / "info.json").read_text())
+    assert info["class_names"] == dm.class_names
+    stream = ShardStream([str(out / s) for s in info["splits"]["test"]["shards"]], transform=None)
+    got = [decode_sample(s, None, False) for s in stream.raw()]
+    assert len(got) == len(dm.data_test) == 4
+    for (image, label, _), i in zip(got, dm.data_test.indices, strict=True):
+        want_image, want_label, _ = dm.splits.test[i]
+        assert label == want_label and np.array_equal(np.asarray(image), np.asarray(want_image))

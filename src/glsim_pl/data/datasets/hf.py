@@ -12,7 +12,7 @@ workers decode the stored bytes, so nothing is unpacked to disk.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +143,14 @@ def _hub_commit(name: str, revision: str | None) -> str | None:
         return HfApi().dataset_info(name, revision=revision, timeout=10).sha
     except Exception:  # the record is a convenience: no network or no access must not stop a run that has its data
         return None
+
+
+def _column_values(table: Any, column: str, rows: list[int], chunk: int = 1024) -> Iterator[Any]:
+    """The cells of ``rows`` (ascending), read a slice at a time: one Arrow read per chunk, not per row."""
+    for start in range(0, len(rows), chunk):
+        part = rows[start : start + chunk]
+        values = table[part[0] : part[-1] + 1][column]
+        yield from (values[r - part[0]] for r in part)
 
 
 def _as_list(value: Any) -> list[str]:
@@ -333,8 +341,7 @@ class HFDataModule(FGVCDataModule):
         table = cell.table.select_columns([cell.column])
         bad: list[str] = []
         kept = []
-        for row in rows:
-            value = table[row][cell.column]
+        for row, value in zip(rows, _column_values(table, cell.column, rows), strict=True):
             try:
                 if isinstance(value, dict) and value.get("bytes") is None and value.get("path"):
                     decode_image(value["path"], self.max_image_pixels)

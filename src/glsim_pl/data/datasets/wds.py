@@ -264,13 +264,13 @@ def write_shards(datamodule: FGVCDataModule, out: Path, shard_size: int, progres
     out = Path(out).expanduser().absolute()
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: already exists and is not empty; choose another --out or remove it")
-    datamodule.check()
+    if datamodule.cache != "off":
+        raise UserError(f"glsim-data convert: dataset.cache={datamodule.cache}: convert reads the stored images; set "
+                        "dataset.cache=off")  # fmt: skip
+    datamodule.setup()  # the splits a training run uses: protocol, val rule and the data check applied
     splits: Splits = datamodule.splits
-    train_idx, val_idx = datamodule.train_val_indices(splits.train)
-    if datamodule.protocol == "paper":
-        train_idx, val_idx = sorted([*train_idx, *val_idx]), []
-    plan = {"train": (splits.train, train_idx), "val": (splits.train, val_idx),
-            "test": (splits.test, list(range(len(splits.test))))}  # fmt: skip
+    plan = {"train": (splits.train, datamodule.data_train.indices), "val": (splits.train, datamodule.data_val.indices),
+            "test": (splits.test, datamodule.data_test.indices)}  # fmt: skip
     partial = out.with_name(out.name + ".partial")
     if partial.exists():
         import shutil
