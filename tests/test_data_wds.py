@@ -168,3 +168,33 @@ def test_convert_keeps_generated_and_hub_images(make_cfg, tmp_path: Path, source
     for (image, label, _), i in zip(got, dm.data_test.indices, strict=True):
         want_image, want_label, _ = dm.splits.test[i]
         assert label == want_label and np.array_equal(np.asarray(image), np.asarray(want_image))
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_shards_matches_single_process(make_cfg, tmp_path: Path) -> None:
+    """A real 2-process fit on shards (each rank its own shards), then validation: 2 processes give the single
+    process's numbers, as every val image is scored once over the ranks."""
+    import lightning as L
+    import torch
+
+    from glsim_pl.dataset import main
+    from glsim_pl.train import train
+    from glsim_pl.training.module import GLSimLitModule
+
+    out = tmp_path / "shards"
+    main(["convert", "dataset=synthetic", "dataset.train_size=80", "dataset.test_size=20", "--out", str(out),
+          "--shard-size", "4", "--no-progress"])  # fmt: skip
+    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy.start_method=spawn"]
+    data = ["dataset=wds", f"dataset.root={out}", "dataset.batch_size=4", "dataset.num_workers=0"]
+    cfg = make_cfg(*TINY, *data, "logger=none", "test=false", "callbacks.crop_visualizer=null", *ddp, tiny=False,
+                   output_dir=tmp_path / "ddp")  # fmt: skip
+    fitted = train(cfg)
+    assert fitted["val/loss"] > 0
+    module = GLSimLitModule.load_from_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.ckpt")
+    torch.manual_seed(0)  # decisive logits
+    torch.nn.init.normal_(module.net.head.weight, std=1.0)
+    quiet = dict(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    single = L.Trainer(**quiet).validate(module, datamodule=_dm(make_cfg, *data))[0]
+    two = instantiate(cfg.trainer, callbacks=[], **quiet).validate(module, datamodule=_dm(make_cfg, *data))[0]
+    assert two["val/acc1"] == pytest.approx(single["val/acc1"], abs=1e-6)
+    assert two["val/loss"] == pytest.approx(single["val/loss"], rel=1e-5)
