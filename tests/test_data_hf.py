@@ -171,3 +171,24 @@ def test_a_hub_snapshot_folder_loads_by_name(make_cfg, tmp_path: Path) -> None:
     dm.check()
     assert dm.class_names == NAMES and len(dm.splits.test) == 3
     assert "data/hf_commit" not in dm.provenance  # a local folder has no Hub commit
+
+
+def test_integer_labels_take_names_from_their_name_column(make_cfg, tmp_path: Path) -> None:
+    import datasets
+
+    image = Image.new("RGB", (16, 16), (1, 2, 3))
+    files = {}
+    for split, labels in (("train", [9, 5, 7, 5, 9, 7]), ("test", [7, 5, 11])):
+        rows = {"image": [image] * len(labels), "label": labels, "label_name": [f"sp{v}" for v in labels]}
+        files[split] = tmp_path / f"{split}.parquet"
+        datasets.Dataset.from_dict(rows).cast_column("image", datasets.Image()).to_parquet(str(files[split]))
+    dm = _datamodule(make_cfg, files, tmp_path)
+    with pytest.raises(UserError, match=r"split 'test', row 2, column 'label': label 11 is outside the class list "
+                                        r"\(3 values of the train split\)"):  # fmt: skip
+        dm.check()
+    rows = {"image": [image] * 2, "label": [7, 5], "label_name": ["sp7", "sp5"]}
+    datasets.Dataset.from_dict(rows).cast_column("image", datasets.Image()).to_parquet(str(files["test"]))
+    dm = _datamodule(make_cfg, files, tmp_path, f"dataset.hf_cache_dir={tmp_path / 'hf2'}")
+    dm.check()
+    assert dm.class_names == ["sp5", "sp7", "sp9"]  # numbered in sorted order of the label values
+    assert dm.splits.train.targets == [2, 0, 1, 0, 2, 1] and dm.splits.test.targets == [1, 0]

@@ -2,11 +2,12 @@
 
 Columns: the image column is the first ``Image`` feature (else a column named ``image``/``img``/``jpg``/``png``), the
 label column the first ``ClassLabel`` (whose names become the class names; else ``label``/``labels``/``class``/
-``target``, numbered in sorted order of its values), the box column ``bbox``/``box``/``bounding_box`` with four
-numbers per row; each can be named instead. Splits: ``train_split`` and ``test_split`` must exist; ``val_split``
-``auto`` takes ``validation``/``val``/``valid``/``dev`` when the dataset has one, otherwise the val split is carved
-from train by the rule of :mod:`glsim_pl.data.base`. The images stay in the Arrow files (memory-mapped): the loader
-workers decode the stored bytes, so nothing is unpacked to disk.
+``target``, numbered in sorted order of its values and named by a ``<label>_name`` column where there is one), the
+box column ``bbox``/``box``/``bounding_box`` with four numbers per row; each can be named instead. Splits:
+``train_split`` and ``test_split`` must exist; ``val_split`` ``auto`` takes ``validation``/``val``/``valid``/``dev``
+when the dataset has one, otherwise the val split is carved from train by the rule of :mod:`glsim_pl.data.base`. The
+images stay in the Arrow files (memory-mapped): the loader workers decode the stored bytes, so nothing is unpacked to
+disk.
 """
 
 from __future__ import annotations
@@ -390,11 +391,16 @@ class HFDataModule(FGVCDataModule):
         names = self._class_names(label_feature, fit_labels, self.train_split, label_col)
         if not names:
             raise UserError(f"dataset=hf {self.where}: split '{self.train_split}' has no labelled rows")
+        keys, name_col = names, f"{label_col}_name"
+        fit_parts = [ds for split, ds in parts if split != self.test_split]
+        if not class_label and all(name_col in ds.column_names for ds in fit_parts):  # labels beside their names
+            given = dict(zip(map(str, fit_labels), [v for ds in fit_parts for v in ds[name_col]], strict=True))
+            names = [str(given[k]) for k in keys]
         if box_col is not None and any(box_col not in ds.column_names for _, ds in parts):
             box_col = None
         sources: dict[str, tuple[list, list, list | None]] = {}
         for split, ds in parts:
-            targets = self._targets(labels[split], names, split, label_col, class_label)
+            targets = self._targets(labels[split], keys, split, label_col, class_label)
             boxes = self._boxes(list(ds[box_col]), split, box_col) if box_col else None
             cell = _Cell(split, ds.select_columns([image_col]).cast_column(image_col, datasets.Image(decode=False))
                          if isinstance(ds.features[image_col], datasets.Image) else ds.select_columns([image_col]),
