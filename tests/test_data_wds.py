@@ -198,3 +198,19 @@ def test_two_process_ddp_on_shards_matches_single_process(make_cfg, tmp_path: Pa
     two = instantiate(cfg.trainer, callbacks=[], **quiet).validate(module, datamodule=_dm(make_cfg, *data))[0]
     assert two["val/acc1"] == pytest.approx(single["val/acc1"], abs=1e-6)
     assert two["val/loss"] == pytest.approx(single["val/loss"], rel=1e-5)
+
+
+def test_brace_patterns_and_pipe_urls(make_cfg, tmp_path: Path) -> None:
+    from glsim_pl.data.datasets.wds import expand_urls
+
+    urls = _write_shards(tmp_path / "shards", shards=3, per_shard=2)
+    pattern = str(tmp_path / "shards" / "shard-{000000..000002}.tar")
+    assert expand_urls(pattern) == urls
+    piped = ShardStream([f"pipe:cat {u}" for u in urls], None)
+    assert sorted(s["__key__"] for s in piped.raw()) == sorted(f"s{s}-{k}" for s in range(3) for k in range(2))
+    dm = _dm(make_cfg, "dataset=wds", f"dataset.urls='{pattern}'", f"dataset.test_urls='pipe:cat {urls[0]}'",
+             "dataset.num_classes=1")  # fmt: skip
+    dm.check()
+    splits = dm.shard_info["splits"]
+    assert splits["train"]["counts"] == [2, 2, 2] and splits["test"]["counts"] is None  # a pipe is not counted
+    assert dm.class_names == ["0"]
