@@ -214,3 +214,6 @@ def test_brace_patterns_and_pipe_urls(make_cfg, tmp_path: Path) -> None:
     splits = dm.shard_info["splits"]
     assert splits["train"]["counts"] == [2, 2, 2] and splits["test"]["counts"] is None  # a pipe is not counted
     assert dm.class_names == ["0"]
+    dm.setup()
+    with pytest.raises(UserError, match="dataset=wds is read as a stream and has no image by index"):
+        dm.data_val[0]  # glsim-visualize picks images by index

@@ -312,6 +312,17 @@ def write_shards(datamodule: FGVCDataModule, out: Path, shard_size: int, progres
     return info
 
 
+class _Stream:
+    """Stands for the random-access splits (``data_val``, ``data_test``) a stream does not have."""
+
+    def __len__(self) -> int:
+        raise UserError("dataset=wds is read as a stream and has no image by index; use the dataset the shards were "
+                        "converted from (its dataset=... overrides) for this command")  # fmt: skip
+
+    def __getitem__(self, index: int) -> Any:
+        return len(self)
+
+
 class WDSDataModule(FGVCDataModule):
     """WebDataset shards: ``root`` (a folder ``glsim-data convert`` wrote) or ``urls`` / ``val_urls`` /
     ``test_urls`` (brace patterns, ``pipe:`` commands or ``http(s)`` URLs).
@@ -424,6 +435,7 @@ class WDSDataModule(FGVCDataModule):
         eval_tf = build_eval_transform(self.image_size, self.resize_size, self.mean, self.std)
         boxes = bool(self.shard_info.get("has_boxes"))
         common = dict(rank=rank, world_size=world, max_pixels=self.max_image_pixels)
+        self.data_train = self.data_val = self.data_test = _Stream()
         self.train_stream = ShardStream(train_urls, train_tf, self.run_seed, True, buffer=self.shuffle_buffer,
                                         **common)  # fmt: skip
         val = splits.get("val") if self.protocol == "val" else None
