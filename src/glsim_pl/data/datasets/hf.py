@@ -396,7 +396,11 @@ class HFDataModule(FGVCDataModule):
         if not class_label and all(name_col in ds.column_names for ds in fit_parts):  # labels beside their names
             given = dict(zip(map(str, fit_labels), [v for ds in fit_parts for v in ds[name_col]], strict=True))
             names = [str(given[k]) for k in keys]
-        if box_col is not None and any(box_col not in ds.column_names for _, ds in parts):
+        lacking = [split for split, ds in parts if box_col is not None and box_col not in ds.column_names]
+        if lacking and self.box_column:  # named: every split needs it
+            raise UserError(f"dataset=hf {self.where}: split '{lacking[0]}' has no column '{box_col}' "
+                            "(dataset.box_column)")  # fmt: skip
+        if lacking:
             box_col = None
         sources: dict[str, tuple[list, list, list | None]] = {}
         for split, ds in parts:
