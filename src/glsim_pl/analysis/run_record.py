@@ -144,6 +144,7 @@ def write_run_record(
         "device": device_name(trainer),
         "git_commit": git_commit(),
         "protocol": protocol(cfg),
+        "data_source": getattr(getattr(trainer, "datamodule", None), "provenance", None) or None,  # dataset=hf version
         "paper": config.get("paper"),
         "config": config,
     }

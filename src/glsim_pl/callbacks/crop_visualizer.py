@@ -73,8 +73,8 @@ class CropVisualizer(L.Callback):
             loaders = trainer.val_dataloaders
             loader = loaders[0] if isinstance(loaders, list | tuple) and loaders else loaders
             dataset = getattr(loader, "dataset", None)
-            if dataset is None or not len(dataset):
-                return None
+            if dataset is None or isinstance(dataset, torch.utils.data.IterableDataset) or not len(dataset):
+                return None  # a stream (dataset=wds) has no fixed images to pick
             labels = _dataset_labels(dataset)
             if labels is None:  # unknown labels: evenly spaced over the split (sorted splits: over the classes)
                 labels = [j * self.num_images // len(dataset) for j in range(len(dataset))]

@@ -223,6 +223,11 @@ class FGVCDataModule(L.LightningDataModule):
         """Parse the official files into train/test sources and class names."""
         raise NotImplementedError
 
+    def train_val_indices(self, train_src: Dataset) -> tuple[list[int], list[int]]:
+        """(train, val) indices into the train source under ``protocol=val``: carved by :func:`split_train_val`
+        unless the format ships its own validation split."""
+        return split_train_val(train_src.targets, self.train_fraction)
+
     # -- checks ---------------------------------------------------------------------------------------------------
     def missing_files_error(self, missing: Sequence[str]) -> UserError:
         """The one message a user sees when the dataset is not where the config says."""
@@ -313,9 +318,10 @@ class FGVCDataModule(L.LightningDataModule):
             val_idx = list(range(len(train_src), len(train_src) + len(val_src)))
             train_src = _joined(train_src, val_src)
             self.val_split = "given"
-        else:
-            train_idx, val_idx = split_train_val(train_src.targets, self.train_fraction)
-            self.val_split = f"carved from train (last {1 - self.train_fraction:.0%} of each class)"
+        else:  # a format may hold its own val inside the train source (train_val_indices)
+            train_idx, val_idx = self.train_val_indices(train_src)
+            own = getattr(self, "has_official_val", False)
+            self.val_split = "given" if own else f"carved from train (last {1 - self.train_fraction:.0%} of each class)"
         if self.protocol == "paper":
             train_idx, val_idx = list(range(len(train_src))), []  # a given val split is fitted on too
             self.val_split = "none (protocol=paper" + (": the given val split is trained on)" if val_src else ")")

@@ -1,0 +1,219 @@
+"""dataset=wds and glsim-data convert: a round trip keeps images, labels, boxes and class names; every train sample
+is read exactly once per epoch across ranks x workers; a shard cut short is one line naming it."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from glsim_pl.config.groups import transform_augs
+from glsim_pl.config.instantiate import instantiate
+from glsim_pl.data.datasets.wds import ShardStream, decode_sample
+from glsim_pl.errors import UserError
+from tests.helpers.configs import TINY
+from tests.helpers.data_trees import birds
+
+
+def _dm(make_cfg, *overrides: str):
+    cfg = make_cfg(*TINY, *overrides, "logger=none", "callbacks=none", tiny=False)
+    return instantiate(cfg.dataset, augs=transform_augs(cfg))
+
+
+def test_convert_round_trip_keeps_images_labels_boxes_and_trains(make_cfg, tmp_path: Path, capsys) -> None:
+    from glsim_pl.dataset import main
+    from glsim_pl.train import train
+
+    tree = birds(tmp_path)
+    out = tmp_path / "cub-wds"
+    source = [
+        "dataset=cub",
+        "dataset.num_classes=3",
+        f"dataset.root={tree.root}",
+        f"dataset.check_cache_dir={tmp_path / 'check'}",
+    ]
+    main(["convert", *source, "--to", "wds", "--out", str(out), "--shard-size", "4", "--no-progress"])
+    assert "train 12 in 3 shards, val 3 in 1 shards, test 6 in 2 shards; 3 classes" in capsys.readouterr().out
+    assert not (tmp_path / "cub-wds.partial").exists()
+    info = json.loads((out / "info.json").read_text())
+    assert info["class_names"] == tree.class_names and info["has_boxes"]
+
+    cub = _dm(make_cfg, *source)
+    cub.check()
+    train_idx, val_idx = cub.train_val_indices(cub.splits.train)
+    expected = {"train": (cub.splits.train, train_idx), "val": (cub.splits.train, val_idx),
+                "test": (cub.splits.test, list(range(len(cub.splits.test))))}  # fmt: skip
+    for split, (src, indices) in expected.items():
+        stream = ShardStream([str(out / s) for s in info["splits"][split]["shards"]], transform=None)
+        got = [decode_sample(s, None, True) for s in stream.raw()]
+        assert len(got) == len(indices)
+        for (image, label, box), i in zip(got, indices, strict=True):
+            want_image, want_label, want_box = src[i]
+            assert label == want_label and box == pytest.approx(want_box)
+            assert np.array_equal(np.asarray(image), np.asarray(want_image))
+
+    main(["info", "dataset=wds", f"dataset.root={out}"])
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["splits"] == {"train": 12, "val": 3, "test": 6} and shown["classes"] == 3 and shown["boxes"]
+
+    metrics = train(make_cfg(*TINY, "dataset=wds", f"dataset.root={out}", "dataset.batch_size=4", "logger=none",
+                             tiny=False, output_dir=tmp_path / "run"))  # fmt: skip
+    assert 0.0 <= metrics["test/acc1"] <= 1.0 and metrics["best_ckpt"]  # checkpointed on the val shards
+
+
+def _write_shards(folder: Path, shards: int, per_shard: int) -> list[str]:
+    import webdataset as wds
+
+    folder.mkdir()
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (9, 9, 9)).save(buffer, format="PNG")
+    urls = []
+    for s in range(shards):
+        urls.append(str(folder / f"shard-{s:06d}.tar"))
+        with wds.TarWriter(urls[-1]) as sink:
+            for k in range(per_shard):
+                sink.write({"__key__": f"s{s}-{k}", "png": buffer.getvalue(), "cls": b"0"})
+    return urls
+
+
+def test_every_train_sample_once_per_epoch_across_ranks_and_workers(tmp_path: Path) -> None:
+    urls = _write_shards(tmp_path / "shards", shards=8, per_shard=6)
+    everything = {f"s{s}-{k}" for s in range(8) for k in range(6)}
+    orders = []
+    for epoch in (0, 1):
+        seen: list[str] = []
+        for rank in range(2):
+            stream = ShardStream(urls, None, seed=7, shuffle=True, rank=rank, world_size=2, buffer=5)
+            stream.set_epoch(epoch)
+            for worker in range(2):
+                seen += [s["__key__"] for s in stream.raw(worker, num_workers=2)]
+        assert Counter(seen) == Counter(everything)  # no duplicates, no losses
+        orders.append(seen)
+    assert orders[0] != orders[1]  # reshuffled per epoch
+    again = ShardStream(urls, None, seed=7, shuffle=True, rank=0, world_size=2, buffer=5)
+    assert [s["__key__"] for s in again.raw(0, 2)] == orders[0][:12]  # the same seed, the same order
+
+    from glsim_pl.data.datasets.wds import _EpochLoader
+
+    stream = ShardStream(urls, None, seed=7, shuffle=True, rank=0, world_size=2)
+    loader = _EpochLoader(SimpleNamespace(trainer=None), stream, [6] * 8, batch_size=4, num_workers=2)
+    assert [loader.batches(e) for e in range(3)] == [6, 6, 6]  # 2 shards of 6 per worker: 3 full batches each
+    short = _EpochLoader(SimpleNamespace(trainer=None), stream, [6] * 7 + [2], batch_size=4, num_workers=2)
+    assert {short.batches(e) for e in range(6)} == {5}  # the rank holding the short shard fills 5 full batches
+
+
+def test_a_shard_cut_mid_record_is_one_line(tmp_path: Path) -> None:
+    urls = _write_shards(tmp_path / "shards", shards=1, per_shard=3)
+    data = Path(urls[0]).read_bytes()
+    with tarfile.open(urls[0]) as tar:
+        cut = tar.getmembers()[-1].offset_data + 10
+    Path(urls[0]).write_bytes(data[:cut])  # inside the last image: the tar stream ends early
+    with pytest.raises(UserError, match=r"shard-000000.tar: cannot read the shard \(ReadError: unexpected end of "
+                                        r"data\); it may end mid-record") as info:  # fmt: skip
+        list(ShardStream(urls, lambda x: x).samples())
+    assert "\n" not in str(info.value)
+    with tarfile.open(tmp_path / "cut.tar", "w") as tar:  # ends between the image and the label of a sample
+        with tarfile.open(urls[0] + ".ok", "w") as _:
+            pass
+        member = tarfile.TarInfo("a1.png")
+        png = io.BytesIO()
+        Image.new("RGB", (4, 4)).save(png, format="PNG")
+        member.size = len(png.getvalue())
+        tar.addfile(member, io.BytesIO(png.getvalue()))
+    with pytest.raises(UserError, match=r"cut.tar: sample a1: has no label \(cls\); its files are png\. The shard "
+                                        r"may end mid-record"):  # fmt: skip
+        list(ShardStream([str(tmp_path / "cut.tar")], lambda x: x).samples())
+
+
+def _parquet(folder: Path) -> list[str]:
+    import datasets
+
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["x", "y"])})
+    rng = np.random.default_rng(1)
+    overrides = []
+    for split, n in (("train", 10), ("test", 4)):
+        images = [Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)) for _ in range(n)]
+        path = folder / f"{split}.parquet"
+        datasets.Dataset.from_dict({"image": images, "label": [i % 2 for i in range(n)]}, features=features).to_parquet(
+            str(path)
+        )
+        overrides.append(f"{split}: '{path}'")
+    return ["dataset=hf", "dataset.data_files={" + ", ".join(overrides) + "}", f"dataset.hf_cache_dir={folder / 'hf'}"]
+
+
+@pytest.mark.parametrize("source", ["synthetic", "hf"])
+def test_convert_keeps_generated_and_hub_images(make_cfg, tmp_path: Path, source: str) -> None:
+    from glsim_pl.dataset import main
+
+    if source == "synthetic":
+        overrides = ["dataset=synthetic", "dataset.train_size=10", "dataset.test_size=4"]
+    else:
+        overrides = _parquet(tmp_path)
+    out = tmp_path / "shards"
+    main(["convert", *overrides, "--out", str(out), "--shard-size", "3", "--no-progress"])
+    dm = _dm(make_cfg, *overrides)
+    dm.setup()
+    info = json.loads((out / "info.json").read_text())
+    assert info["class_names"] == dm.class_names
+    stream = ShardStream([str(out / s) for s in info["splits"]["test"]["shards"]], transform=None)
+    got = [decode_sample(s, None, False) for s in stream.raw()]
+    assert len(got) == len(dm.data_test) == 4
+    for (image, label, _), i in zip(got, dm.data_test.indices, strict=True):
+        want_image, want_label, _ = dm.splits.test[i]
+        assert label == want_label and np.array_equal(np.asarray(image), np.asarray(want_image))
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_shards_matches_single_process(make_cfg, tmp_path: Path) -> None:
+    """A real 2-process fit on shards (each rank its own shards), then validation: 2 processes give the single
+    process's numbers, as every val image is scored once over the ranks."""
+    import lightning as L
+    import torch
+
+    from glsim_pl.dataset import main
+    from glsim_pl.train import train
+    from glsim_pl.training.module import GLSimLitModule
+
+    out = tmp_path / "shards"
+    main(["convert", "dataset=synthetic", "dataset.train_size=80", "dataset.test_size=20", "--out", str(out),
+          "--shard-size", "4", "--no-progress"])  # fmt: skip
+    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy.start_method=spawn"]
+    data = ["dataset=wds", f"dataset.root={out}", "dataset.batch_size=4", "dataset.num_workers=0"]
+    cfg = make_cfg(*TINY, *data, "logger=none", "test=false", "callbacks.crop_visualizer=null", *ddp, tiny=False,
+                   output_dir=tmp_path / "ddp")  # fmt: skip
+    fitted = train(cfg)
+    assert fitted["val/loss"] > 0
+    module = GLSimLitModule.load_from_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.ckpt")
+    torch.manual_seed(0)  # decisive logits
+    torch.nn.init.normal_(module.net.head.weight, std=1.0)
+    quiet = dict(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    single = L.Trainer(**quiet).validate(module, datamodule=_dm(make_cfg, *data))[0]
+    two = instantiate(cfg.trainer, callbacks=[], **quiet).validate(module, datamodule=_dm(make_cfg, *data))[0]
+    assert two["val/acc1"] == pytest.approx(single["val/acc1"], abs=1e-6)
+    assert two["val/loss"] == pytest.approx(single["val/loss"], rel=1e-5)
+
+
+def test_brace_patterns_and_pipe_urls(make_cfg, tmp_path: Path) -> None:
+    from glsim_pl.data.datasets.wds import expand_urls
+
+    urls = _write_shards(tmp_path / "shards", shards=3, per_shard=2)
+    pattern = str(tmp_path / "shards" / "shard-{000000..000002}.tar")
+    assert expand_urls(pattern) == urls
+    piped = ShardStream([f"pipe:cat {u}" for u in urls], None)
+    assert sorted(s["__key__"] for s in piped.raw()) == sorted(f"s{s}-{k}" for s in range(3) for k in range(2))
+    dm = _dm(make_cfg, "dataset=wds", f"dataset.urls='{pattern}'", f"dataset.test_urls='pipe:cat {urls[0]}'",
+             "dataset.num_classes=1")  # fmt: skip
+    dm.check()
+    splits = dm.shard_info["splits"]
+    assert splits["train"]["counts"] == [2, 2, 2] and splits["test"]["counts"] is None  # a pipe is not counted
+    assert dm.class_names == ["0"]
+    dm.setup()
+    with pytest.raises(UserError, match="dataset=wds is read as a stream and has no image by index"):
+        dm.data_val[0]  # glsim-visualize picks images by index
