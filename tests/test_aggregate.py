@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from glsim_pl.aggregate import main
 from glsim_pl.analysis.aggregate import aggregate
@@ -187,3 +188,30 @@ def test_a_seed_run_twice_counts_once_and_delta_uses_the_seeds_both_rows_have(tm
     assert "method.selector=gls has seeds 11 12, the baseline 11; its Δ is over seeds 11 only." in md
     rows = list(csv.DictReader((tmp_path / "r" / "t.csv").open()))
     assert [(r["n"], r["seeds"], r["delta_seeds"]) for r in rows] == [("2", "11 12", "11"), ("1", "11", "")]
+
+
+def test_fit_img_s_of_a_resumed_run_counts_only_the_steps_it_trained(make_cfg, tmp_path: Path, monkeypatch) -> None:
+    """Epoch 1, then a resume for epoch 2: the record's img/s is the images of the steps this process trained over its
+    own fit time (not every step since the start), and the table shows that number."""
+    import glsim_pl.train as train_module
+
+    fit_seconds: list[float] = []
+    real = train_module.write_run_record
+
+    def spy(cfg, trainer, metrics, wall_time_s, fit_seconds_=None, *rest):
+        fit_seconds.append(fit_seconds_)
+        return real(cfg, trainer, metrics, wall_time_s, fit_seconds_, *rest)
+
+    monkeypatch.setattr(train_module, "write_run_record", spy)
+    run = tmp_path / "sweep" / "0"
+    quiet = ["logger=none", "callbacks.crop_visualizer=null", "callbacks.per_class_csv=null", "test=false"]
+    step = lambda: torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    train(make_cfg(*quiet, "trainer.max_epochs=1", output_dir=run))
+    resumed_at = step()
+    (run / "metrics.json").unlink()
+    train(make_cfg(*quiet, "trainer.max_epochs=2", "ckpt_path=last", output_dir=run))
+    assert 0 < resumed_at < step()
+    img_s = json.loads((run / "metrics.json").read_text())["cost"]["fit_img_s"]
+    assert img_s == round((step() - resumed_at) * 8 / fit_seconds[-1], 2)  # batch 8, one process
+    aggregate(run.parent, tmp_path / "r", name="t", formats=[], metric="val/acc1", quiet=True)
+    assert float(next(csv.DictReader((tmp_path / "r" / "t.csv").open()))["img_s"]) == pytest.approx(img_s)

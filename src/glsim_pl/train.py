@@ -29,6 +29,7 @@ from glsim_pl.config.run_dir import upgrade_target
 from glsim_pl.config.validate import validate_config
 from glsim_pl.data.verify import write_removed_files
 from glsim_pl.errors import UserError, exit_on_user_error, user_message
+from glsim_pl.models.weights import read_checkpoint
 from glsim_pl.training.checkpointing import AtomicCheckpointIO, check_checkpoint_readable, checkpoint_step
 from glsim_pl.training.module import GLSimLitModule
 from glsim_pl.training.run_guard import (
@@ -167,6 +168,7 @@ def _train(cfg: DictConfig, started: Any = None) -> dict[str, Any]:
     )
     log_run_config(loggers, resolved_config(cfg), protocol(cfg))  # every tracker gets the config and protocol
 
+    start_step = _resumed_step(resumed_from)  # the fit's img/s counts only the steps this process trains
     fit_start = time.perf_counter()
     if cfg.get("train", True):
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
@@ -181,10 +183,14 @@ def _train(cfg: DictConfig, started: Any = None) -> dict[str, Any]:
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         metrics["best_ckpt"] = best
     metrics.update(_input_metrics(cfg, datamodule, module))
-    write_run_record(cfg, trainer, metrics, time.perf_counter() - start, fit_seconds)  # metrics.json: aggregate
+    write_run_record(cfg, trainer, metrics, time.perf_counter() - start, fit_seconds, start_step)  # for aggregate
     _summary(cfg, trainer, metrics)
     finish_trackers(trainer.loggers)  # the next job of a sweep (same process) gets its own W&B run
     return metrics
+
+
+def _resumed_step(ckpt_path: str | Path | None) -> int:
+    return int(read_checkpoint(ckpt_path, mmap=True).get("global_step", 0)) if ckpt_path else 0
 
 
 def _input_metrics(cfg: DictConfig, datamodule: Any, module: GLSimLitModule) -> dict[str, float]:
