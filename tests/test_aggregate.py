@@ -138,6 +138,7 @@ def test_train_writes_metrics_json_that_aggregates(make_cfg, tmp_path: Path) -> 
         assert record["protocol"]["selection_split"].startswith("none")
         assert record["protocol"]["epochs"] == 1
         assert record["config"]["dataset"]["protocol"] == "paper"
+        assert record["tested_checkpoint"] == str(tmp_path / "sweep" / str(num) / "checkpoints" / "last.ckpt")  # no val
         assert len(record["git_commit"]) >= 7
     aggregate(tmp_path / "sweep", tmp_path / "results", name="smoke")
     md = (tmp_path / "results" / "smoke.md").read_text()

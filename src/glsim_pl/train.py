@@ -182,6 +182,9 @@ def _train(cfg: DictConfig, started: Any = None) -> dict[str, Any]:
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         metrics["best_ckpt"] = best
+        last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+        # the file holding the tested weights (the model card shows test/* for that file only)
+        metrics["tested_ckpt"] = best or (last if cfg.get("train", True) and last and Path(last).is_file() else "")
     metrics.update(_input_metrics(cfg, datamodule, module))
     write_run_record(cfg, trainer, metrics, time.perf_counter() - start, fit_seconds, start_step)  # for aggregate
     _summary(cfg, trainer, metrics)

@@ -141,6 +141,7 @@ def write_run_record(
         "seed": cfg.get("seed"),
         "overrides": overrides,
         "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)},
+        "tested_checkpoint": metrics.get("tested_ckpt") or None,  # the file test/* belong to (model card)
         "cost": run_cost(cfg, trainer, fit_seconds, start_step),
         "wall_time_s": round(wall_time_s, 2),
         "device": device_name(trainer),
