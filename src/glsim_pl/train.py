@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +138,7 @@ def _refuse_a_finished_run(cfg: DictConfig) -> None:
                         "ckpt_path=last, or start this run in another folder (hydra.run.dir=...)")  # fmt: skip
 
 
-def _train(cfg: DictConfig, started: Any = None) -> dict[str, Any]:
+def _train(cfg: DictConfig, started: Callable[[], None] | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     seed = L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.dataset, augs=transform_augs(cfg))

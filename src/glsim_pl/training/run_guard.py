@@ -89,6 +89,7 @@ def claim_output_dir(output_dir: str | Path, check: Callable[[], None] | None = 
         return
     lock = folder / LOCK
     host, job = socket.gethostname(), os.environ.get("SLURM_JOB_ID")
+    foreign: dict[str, Any] = {}
     if lock.is_file():
         try:
             held = json.loads(lock.read_text())
@@ -101,10 +102,12 @@ def claim_output_dir(output_dir: str | Path, check: Callable[[], None] | None = 
                                 f"started {held.get('started', '?')}); start this one in another folder "
                                 "(hydra.run.dir=...) or wait for that run to end")  # fmt: skip
         elif held.get("host") not in (None, host) and not same_job:
-            log.warning(f"output folder {folder} holds a lock of a run on {held['host']} (pid {held.get('pid')}); "
-                        "taking it over: make sure that run has ended")  # fmt: skip
+            foreign = held
     if check is not None:
         check()
+    if foreign:  # said only once this run may start: a refused run writes no line into the folder's log
+        log.warning(f"output folder {folder} holds a lock of a run on {foreign['host']} (pid {foreign.get('pid')}); "
+                    "taking it over: make sure that run has ended")  # fmt: skip
     folder.mkdir(parents=True, exist_ok=True)
     mine = {"host": host, "pid": os.getpid(), "slurm_job": job, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     lock.write_text(json.dumps(mine))
