@@ -48,7 +48,8 @@ SAVED_CONFIG = ".hydra"  # where glsim-eval, the aggregation and DDP ranks read 
 
 
 class FolderRefused(UserError):
-    """The output folder belongs to another run: this run leaves it as it found it (no failed.json, no log line)."""
+    """The output folder belongs to another run (in use, finished, or resumed with other values): this run writes no
+    failed.json and no saved config there; refused before its first log line (in use, finished), it changes nothing."""
 
 
 CKPT_KEY = "glsim_run_identity"
@@ -186,7 +187,7 @@ def check_resume(cfg: DictConfig, ckpt_path: str | None, upgrade: Callable[[str]
     text = "; ".join(f"{k}: checkpoint {old}, now {new}" for k, old, new in diffs)
     hard = [k for k, _, _ in diffs if k in RESULT_KEYS]
     if hard and cfg.get("resume_mismatch", "error") == "error":
-        raise UserError(f"ckpt_path={ckpt_path}: this resume differs from the run that saved it in {text}. "
+        raise FolderRefused(f"ckpt_path={ckpt_path}: this resume differs from the run that saved it in {text}. "
                         "Resume with the checkpoint's values, start a new run without ckpt_path, or set "
                         "resume_mismatch=warn to continue anyway")  # fmt: skip
     log.warning(f"resume from {ckpt_path} with a different config: {text}")
