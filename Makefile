@@ -101,8 +101,11 @@ $(REPRO_TARGETS): reproduce-%: $(STAMP)
 
 reproduce-table: $(REPRO_TARGETS) ## every Table 4 row plus CUB 448 (python -m glsim_pl.reproduce --cost: GPU-hours)
 
-smoke-reproduce: $(STAMP) ## both stages on the synthetic set with a tiny model (CPU, a few minutes) -> results/smoke.md
-	$(PY) -m glsim_pl.reproduce --experiments smoke_reproduce --name smoke $(call reproduce_args,smoke) -- $(ARGS)
+# a check, not a result: its runs and table go to a new temporary folder, never into the checkout
+SMOKE_DIR ?= $(or $(TMPDIR),/tmp)/glsim-smoke-reproduce-$(RUN_ID)
+smoke-reproduce: $(STAMP) ## both stages on the synthetic set with a tiny model (CPU, a few minutes) -> $TMPDIR/glsim-smoke-reproduce-<now>/smoke.md
+	$(PY) -m glsim_pl.reproduce --experiments smoke_reproduce --name smoke --dir $(SMOKE_DIR)/runs --out $(SMOKE_DIR) \
+		--seeds $(SEEDS) $(if $(LR),--lr $(LR)) -- $(ARGS)
 
 .PHONY: reproduce-table smoke-reproduce $(REPRO_TARGETS)
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from glsim_pl.aggregate import main
 from glsim_pl.analysis.aggregate import aggregate
@@ -78,8 +80,8 @@ def test_paper_table_of_a_method_x_selector_sweep_with_a_crashed_job(tmp_path: P
     md = (tmp_path / "results" / "sel.md").read_text()
     header = "| method | method.selector | n | top-1 (%) | macro top-1 (%) | GFLOPs/img | fit img/s | Δ top-1 |"
     assert header in printed and header in md
-    assert "| glsim | gls | 2 | 61.00 ± 1.41 | 51.00 ± 1.41 | 35.00 | 100.0 | +11.00 |" in md
-    assert "| glsim | rollout | 2 | 56.00 ± 1.41 | 46.00 ± 1.41 | 35.00 | 100.0 | +6.00 |" in md
+    assert "| glsim | gls | 2 | 61.00 ± 1.41 | 51.00 ± 1.41 | 35.00 | 100.0 | +10.00 |" in md  # Δ over seed 1
+    assert "| glsim | rollout | 2 | 56.00 ± 1.41 | 46.00 ± 1.41 | 35.00 | 100.0 | +5.00 |" in md
     assert "| vit | — | 1 | 50.00 | 40.00 | 17.60 | 100.0 | baseline |" in md
     assert "dataset.root" not in md.split("## Jobs")[0].split("Failed")[0]  # the same in every row: no label
     assert "paper (%)" not in md  # no paper row, no paper column
@@ -88,11 +90,11 @@ def test_paper_table_of_a_method_x_selector_sweep_with_a_crashed_job(tmp_path: P
     assert "- missing:" not in md  # the crashed job is listed as failed, not as missing
     assert "Protocol (every row): train: first 0.8 of train/class; select: val; test: test split; 1 ep." in md
     rows = {(r["method"], r["method.selector"]): r for r in csv.DictReader((tmp_path / "results" / "sel.csv").open())}
-    assert float(rows[("glsim", "gls")]["delta"]) == pytest.approx(11.0)
+    assert float(rows[("glsim", "gls")]["delta"]) == pytest.approx(10.0)
     assert rows[("vit", "—")]["baseline"] == "True"
     tex = (tmp_path / "results" / "sel.tex").read_text()
     assert tex.startswith("\\begin{tabular}{llrrrrrr}\n\\toprule\nmethod & method.selector & n & top-1 (\\%)")
-    assert "glsim & gls & 2 & 61.00 $\\pm$ 1.41 & 51.00 $\\pm$ 1.41 & 35.00 & 100.0 & +11.00 \\\\" in tex
+    assert "glsim & gls & 2 & 61.00 $\\pm$ 1.41 & 51.00 $\\pm$ 1.41 & 35.00 & 100.0 & +10.00 \\\\" in tex
     assert "\\midrule" in tex and tex.rstrip().endswith("\\bottomrule\n\\end{tabular}")
 
 
@@ -136,10 +138,11 @@ def test_train_writes_metrics_json_that_aggregates(make_cfg, tmp_path: Path) -> 
         assert record["protocol"]["selection_split"].startswith("none")
         assert record["protocol"]["epochs"] == 1
         assert record["config"]["dataset"]["protocol"] == "paper"
+        assert record["tested_checkpoint"] == str(tmp_path / "sweep" / str(num) / "checkpoints" / "last.ckpt")  # no val
         assert len(record["git_commit"]) >= 7
     aggregate(tmp_path / "sweep", tmp_path / "results", name="smoke")
     md = (tmp_path / "results" / "smoke.md").read_text()
-    assert "| (as configured) | 2 |" in md
+    assert "| smoke_reproduce | 2 |" in md  # a single row is named after its experiment
     assert "## Resolved config" in md
     assert json.loads((tmp_path / "sweep" / "0" / "metrics.json").read_text())["cost"]["gflops"] > 0
 
@@ -165,3 +168,51 @@ def test_protocol_names_the_official_test_split_only_for_benchmarks(make_cfg) ->
     assert protocol(make_cfg("dataset=cub", tiny=False))["test_split"] == "official test"
     assert protocol(make_cfg("dataset=folder", tiny=False))["test_split"] == "test split"
     assert protocol(make_cfg())["test_split"] == "test split"  # synthetic
+
+
+def test_a_seed_run_twice_counts_once_and_delta_uses_the_seeds_both_rows_have(tmp_path: Path) -> None:
+    """Seed 11 run twice (the second a resume that completed): one result, the newer; the ViT baseline lacks seed 12,
+    so GLSim's Δ is over seed 11 alone, and the note says so."""
+    sweep = tmp_path / "sweep"
+    _sweep_job(sweep, 0, "glsim", "gls", 11, 0.70)
+    _sweep_job(sweep, 1, "glsim", "gls", 12, 0.80)
+    _sweep_job(sweep, 2, "vit", None, 11, 0.60)
+    _sweep_job(sweep, 3, "glsim", "gls", 11, 0.75)  # the same setting and seed again
+    record = json.loads((sweep / "3" / "metrics.json").read_text())
+    record["overrides"].append(f"ckpt_path={sweep / '0' / 'checkpoints' / 'last.ckpt'}")  # the resumed run
+    (sweep / "3" / "metrics.json").write_text(json.dumps(record))
+    os.utime(sweep / "0" / "metrics.json", (1_000_000_000, 1_000_000_000))  # the first one is the older
+    aggregate(sweep, tmp_path / "r", name="t", formats=[], quiet=True)
+    md = (tmp_path / "r" / "t.md").read_text()
+    assert "| glsim | gls | 2 | 77.50 ± 3.54 | 67.50 ± 3.54 | 35.00 | 100.0 | +15.00 |" in md  # 11 (0.75), 12
+    assert f"kept the newest, `{sweep / '3'}`; left out `{sweep / '0'}`" in md
+    assert "method.selector=gls has seeds 11 12, the baseline 11; its Δ is over seeds 11 only." in md
+    rows = list(csv.DictReader((tmp_path / "r" / "t.csv").open()))
+    assert [(r["n"], r["seeds"], r["delta_seeds"]) for r in rows] == [("2", "11 12", "11"), ("1", "11", "")]
+
+
+def test_fit_img_s_of_a_resumed_run_counts_only_the_steps_it_trained(make_cfg, tmp_path: Path, monkeypatch) -> None:
+    """Epoch 1, then a resume for epoch 2: the record's img/s is the images of the steps this process trained over its
+    own fit time (not every step since the start), and the table shows that number."""
+    import glsim_pl.train as train_module
+
+    fit_seconds: list[float] = []
+    real = train_module.write_run_record
+
+    def spy(cfg, trainer, metrics, wall_time_s, fit_seconds_=None, *rest):
+        fit_seconds.append(fit_seconds_)
+        return real(cfg, trainer, metrics, wall_time_s, fit_seconds_, *rest)
+
+    monkeypatch.setattr(train_module, "write_run_record", spy)
+    run = tmp_path / "sweep" / "0"
+    quiet = ["logger=none", "callbacks.crop_visualizer=null", "callbacks.per_class_csv=null", "test=false"]
+    step = lambda: torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    train(make_cfg(*quiet, "trainer.max_epochs=1", output_dir=run))
+    resumed_at = step()
+    (run / "metrics.json").unlink()
+    train(make_cfg(*quiet, "trainer.max_epochs=2", "ckpt_path=last", output_dir=run))
+    assert 0 < resumed_at < step()
+    img_s = json.loads((run / "metrics.json").read_text())["cost"]["fit_img_s"]
+    assert img_s == round((step() - resumed_at) * 8 / fit_seconds[-1], 2)  # batch 8, one process
+    aggregate(run.parent, tmp_path / "r", name="t", formats=[], metric="val/acc1", quiet=True)
+    assert float(next(csv.DictReader((tmp_path / "r" / "t.csv").open()))["img_s"]) == pytest.approx(img_s)

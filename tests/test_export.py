@@ -56,3 +56,29 @@ def test_load_pretrained_errors_and_light_import(tmp_path: Path) -> None:
         glsim_pl.load_pretrained(tmp_path)
     code = "import sys, glsim_pl; assert 'torch' not in sys.modules and 'hydra' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_model_card_shows_the_runs_metrics_only_for_the_checkpoint_it_tested(tmp_path: Path) -> None:
+    """The run tested best.ckpt with selector rollout: that export shows test/acc1; last.ckpt, or best.ckpt exported
+    with another selector, shows none and says why. The resize factor is printed exactly (41 px, not 1.281 x 32)."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    best, last = run / "checkpoints" / "epoch_003-acc1_0.9123.ckpt", run / "checkpoints" / "last.ckpt"
+    save_lightning_ckpt(best, selector="rollout")
+    save_lightning_ckpt(last, selector="rollout")
+    record = {"overrides": ["seed=1"], "metrics": {"test/acc1": 0.9123}, "tested_checkpoint": str(best),
+              "config": {"method": {"method": "glsim", "selector": "rollout"}}}  # fmt: skip
+    (run / "metrics.json").write_text(json.dumps(record))
+    cards = {}
+    for name, ckpt, extra in (("best", best, []), ("last", last, []), ("other", best, ["selector=gls"])):
+        out = tmp_path / name
+        overrides = [f"ckpt_path={ckpt}", f"out={out}", "resize_factor=1.28125", *extra]
+        export(compose_tool("export", overrides, tmp_path / f"o_{name}"))
+        cards[name] = (out / "README.md").read_text()
+    assert "| test/acc1 | 0.9123 |" in cards["best"]
+    assert "| test/acc1" not in cards["last"] and "The run tested `epoch_003-acc1_0.9123.ckpt`, not the exported " \
+           "`last.ckpt`" in cards["last"]  # fmt: skip
+    assert "| test/acc1" not in cards["other"] and "The run tested selector `rollout`, the export uses `gls`" in cards[
+        "other"]  # fmt: skip
+    config = json.loads((tmp_path / "best" / "config.json").read_text())["preprocessing"]
+    assert config["resize_size"] == 41 and "to 41 x 41 (resize factor 1.28125 x 32)" in cards["best"]

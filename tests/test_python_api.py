@@ -165,6 +165,7 @@ def test_export_folder_is_hub_ready_0644_with_a_model_card(tmp_path: Path, monke
         "seed": 1,
         "device": "cpu",
         "config": {"dataset": {"_target_": "x.CUBDataModule", "root": "data/CUB_200_2011"}},
+        "tested_checkpoint": str(ckpt),
     }
     (run / "metrics.json").write_text(json.dumps(record))
     pushed = {}

@@ -20,23 +20,31 @@ def test_best_val_top1_picks_the_lr_and_ties_go_to_the_smaller() -> None:
         rp.choose_lr({})
 
 
-def _fake_multirun(calls: list[list[str]], val: dict[float, float], test: dict[float, float]):
-    """Stands in for `python -m glsim_pl.train -m ...`: one metrics.json per job of the sweep."""
+def _fake_multirun(calls: list[list[str]], val: dict[float, float], test: dict[float, float], best=None, fail=()):
+    """Stands in for `python -m glsim_pl.train -m ...`: one metrics.json per job of the sweep (val: after the last
+    epoch, best: the best epoch's); a job whose folder already holds a run, or whose (lr, seed) is in ``fail``,
+    leaves no result (refused / failed) and the multirun exits 1."""
 
-    def run(overrides: list[str], sweep: Path) -> None:
+    def run(overrides: list[str], sweep: Path) -> int:
         calls.append(overrides)
         values = dict(o.split("=", 1) for o in overrides)
+        code = 0
         for num, (lr, seed) in enumerate((float(lr), s) for lr in values["optim.lr"].split(",")
                                          for s in values["seed"].split(",")):  # fmt: skip
             job = sweep / str(num)
+            if job.exists() or (lr, int(seed)) in fail:
+                code = 1
+                continue
             job.mkdir(parents=True)
-            metrics = (
-                {"val/acc1_best": val[lr]} if "test=false" in overrides else {"test/acc1": test[lr] + int(seed) / 1e4}
-            )
+            if "test=false" in overrides:
+                metrics = {"val/acc1": val[lr], "val/acc1_best": (best or val)[lr]}
+            else:
+                metrics = {"test/acc1": test[lr] + int(seed) / 1e4}
             record = {"experiment": values["experiment"], "seed": int(seed), "metrics": metrics,
                       "overrides": [f"experiment={values['experiment']}", f"seed={seed}", f"optim.lr={lr}"],
                       "config": {"optim": {"lr": lr}}, "protocol": {"epochs": 1}}  # fmt: skip
             (job / "metrics.json").write_text(json.dumps(record))
+        return code
 
     return run
 
@@ -46,25 +54,59 @@ def test_both_stages_write_the_chosen_lr_and_every_stage1_result(tmp_path: Path,
     val = {0.03: 0.40, 0.01: 0.55, 0.003: 0.55, 0.001: 0.50}
     monkeypatch.setattr(rp, "_multirun", _fake_multirun(calls, val, {0.003: 0.6, 0.01: 0.1}))
     chosen = rp.reproduce(["exp_a"], "row", tmp_path / "runs", tmp_path / "res", extra=["trainer.max_epochs=1"])
-    assert chosen == {"exp_a": {"lr": 0.003, "stage1": {"0.001": 0.5, "0.003": 0.55, "0.01": 0.55, "0.03": 0.4}}}
+    stage1 = {"0.001": 0.5, "0.003": 0.55, "0.01": 0.55, "0.03": 0.4}
+    assert chosen == {"exp_a": {"lr": 0.003, "stage1": stage1, "select": "final", "failed": []}}
     stage1, stage2 = calls
     assert stage1 == ["experiment=exp_a", "optim.lr=0.03,0.01,0.003,0.001", "seed=1", "dataset.protocol=val",
                       "test=false", "trainer.max_epochs=1"]  # fmt: skip
     assert stage2 == ["experiment=exp_a", "seed=1,10,100", "optim.lr=0.003", "trainer.max_epochs=1"]
     assert json.loads((tmp_path / "res" / "row_lr.json").read_text())["exp_a"]["lr"] == 0.003
     md = (tmp_path / "res" / "row.md").read_text()
-    assert "| (as configured) | 3 | 60.37 ± 0.55 |" in md  # stage 2 only: the LR runs are not rows
+    assert "| exp_a | 3 | 60.37 ± 0.55 |" in md  # stage 2 only: the LR runs are not rows; the row is named
     assert "| exp_a | 40.00 | 55.00 | 55.00 | 50.00 | 0.003 |" in md
-    assert "| optim.lr | n | val/acc1_best" not in md
+    assert "best val/acc1 after the last epoch (official)" in md and "Failed jobs" not in md
+    assert "| optim.lr | n | val/acc1" not in md
     lr_md = (tmp_path / "res" / "row_lr.md").read_text()
-    assert "| 0.003 | 1 | 55.00 |" in lr_md and "`val/acc1_best`" in lr_md
+    assert "| 0.003 | 1 | 55.00 |" in lr_md and "`val/acc1`" in lr_md
+
+
+def test_stage1_reads_the_final_epoch_by_default_and_the_best_epoch_on_request(tmp_path: Path, monkeypatch) -> None:
+    val, best = {0.03: 0.40, 0.01: 0.50, 0.003: 0.45, 0.001: 0.30}, {0.03: 0.60, 0.01: 0.50, 0.003: 0.45, 0.001: 0.3}
+    test = {0.03: 0.5, 0.01: 0.5}
+    for select, lr in (("final", 0.01), ("best", 0.03)):
+        monkeypatch.setattr(rp, "_multirun", _fake_multirun([], val, test, best))
+        chosen = rp.reproduce(["exp_a"], select, tmp_path / select, tmp_path / "res", select=select)
+        assert chosen["exp_a"]["lr"] == lr and chosen["exp_a"]["select"] == select
+    assert "best val/acc1_best, the best epoch" in (tmp_path / "res" / "best.md").read_text()
+
+
+def test_rerun_into_a_used_dir_is_refused_and_a_failed_job_is_listed_with_exit_1(tmp_path: Path, monkeypatch) -> None:
+    """An earlier run's results are never shown as this invocation's: a used --dir is refused before anything runs;
+    a job of this invocation that failed is listed and the command exits 1."""
+    monkeypatch.setattr(rp, "_multirun", _fake_multirun([], {}, {0.001: 0.5, 0.003: 0.9}))
+    runs, res = tmp_path / "runs", tmp_path / "res"
+    rp.main(["--experiments", "exp_a", "--name", "row", "--lr", "0.001", "--dir", str(runs), "--out", str(res)])
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(SystemExit) as info:
+        rp.main(["--experiments", "exp_a", "--name", "row", "--lr", "0.003", "--dir", str(runs), "--out", str(res)])
+    assert str(info.value.code).startswith(f"error: --dir {runs} already holds runs")
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    monkeypatch.setattr(rp, "_multirun", _fake_multirun([], {}, {0.003: 0.9}, fail={(0.003, 10)}))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        rp.main(["--experiments", "exp_a", "--name", "row", "--lr", "0.003", "--seeds", "1,10", "--out", str(res)])
+    assert "error: some jobs failed" in str(info.value.code)
+    fresh = list((tmp_path / "multirun" / "reproduce" / "row").iterdir())  # the default: a new dated folder
+    assert len(fresh) == 1 and fresh[0] != runs
+    md = (res / "row.md").read_text()
+    assert "| exp_a | 1 | 90.01 |" in md and "1 of 2 jobs left no result" in md
 
 
 def test_a_given_lr_skips_stage_1(tmp_path: Path, monkeypatch) -> None:
     calls: list[list[str]] = []
     monkeypatch.setattr(rp, "_multirun", _fake_multirun(calls, {}, {0.01: 0.5}))
     chosen = rp.reproduce(["exp_a"], "row", tmp_path / "runs", tmp_path / "res", lr=0.01, seeds="1,2")
-    assert chosen == {"exp_a": {"lr": 0.01, "stage1": None}}
+    assert chosen == {"exp_a": {"lr": 0.01, "stage1": None, "select": "given", "failed": []}}
     assert calls == [["experiment=exp_a", "seed=1,2", "optim.lr=0.01"]]
     assert not (tmp_path / "res" / "row_lr.md").exists()
     assert "| exp_a | — | — | — | — | 0.01 |" in (tmp_path / "res" / "row.md").read_text()

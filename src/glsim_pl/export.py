@@ -52,7 +52,7 @@ def export(cfg: DictConfig) -> Path:
     record = run_record(cfg.ckpt_path)
     folder = save_pretrained(module.net, dict(module.hparams.net), out, names, pre,
                              extra={"source_checkpoint_kind": kind})  # fmt: skip
-    write_model_card(folder, record, hub)
+    write_model_card(folder, record, hub, cfg.ckpt_path)  # its metrics only if they are this checkpoint's
     written = [WEIGHTS, CONFIG, "README.md"]
     if fmt == "onnx":
         from glsim_pl.model_io.onnx import export_onnx

@@ -8,11 +8,14 @@
 For each experiment of the row (``glsim_<row>_vit_b16`` and its baseline ``vit_<row>_vit_b16``):
 
 1. stage 1, the official LR grid {0.03, 0.01, 0.003, 0.001} on train/val (``dataset.protocol=val``: the first 80 % of
-   each class's train images train, the rest validate; no test), seed = the first seed; the best ``val/acc1_best``
-   picks the LR, ties go to the smaller LR;
+   each class's train images train, the rest validate; no test), seed = the first seed; the best validation top-1
+   after the last epoch (``val/acc1``, the official rule: it validates once, at the end) picks the LR, ties go to the
+   smaller LR; ``--select best`` picks by the best epoch's (``val/acc1_best``) instead;
 2. stage 2, seeds 1, 10, 100 at that LR with the experiment's own protocol (``paper``: all of train, test once).
 
-Everything lands under ``--dir`` (``<experiment>/lr`` and ``<experiment>/seeds`` multiruns) and in ``--out``:
+Each invocation writes its runs to a new folder, ``--dir`` (default ``multirun/reproduce/<name>/<date_time>``); a
+``--dir`` that already holds runs is refused, so the table only ever shows this invocation's runs. A job that failed is
+listed under the table and the command exits 1. Outputs in ``--out``:
 ``<name>.md/.csv/.tex/.png`` (the table, Δ vs the ViT row, the paper's numbers), ``<name>_lr.md/.csv`` (every stage-1
 run) and ``<name>_lr.json`` (the chosen LR per experiment). The chosen LR is also written in ``<name>.md``.
 """
@@ -23,16 +26,19 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from glsim_pl.analysis.aggregate import aggregate, load_jobs
-from glsim_pl.errors import UserError
+from glsim_pl.analysis.aggregate import METRIC, aggregate, load_jobs
+from glsim_pl.errors import UserError, user_message
 
-__all__ = ["GRID", "choose_lr", "gpu_hours", "main", "reproduce"]
+__all__ = ["GRID", "SELECT", "choose_lr", "gpu_hours", "main", "reproduce"]
 
 GRID = (0.03, 0.01, 0.003, 0.001)
-SELECT = "val/acc1_best"
+# stage 1's rule -> (the metric it reads, how the table names it)
+SELECT = {"final": ("val/acc1", "val/acc1 after the last epoch (official)"),
+          "best": ("val/acc1_best", "val/acc1_best, the best epoch")}  # fmt: skip
 ROWS = ("cub", "nabirds", "inat17", "dogs", "pets", "flowers", "food", "vegfru", "cub448")
 
 
@@ -44,20 +50,45 @@ def choose_lr(results: dict[float, float]) -> float:
     return min(lr for lr, acc in results.items() if acc == best)
 
 
-def _multirun(overrides: list[str], sweep_dir: Path) -> None:
+def _multirun(overrides: list[str], sweep_dir: Path) -> int:
     cmd = [sys.executable, "-m", "glsim_pl.train", "-m", *overrides, f"hydra.sweep.dir={sweep_dir}"]
     print("+ " + " ".join(cmd[1:]), flush=True)
-    if subprocess.run(cmd).returncode:
+    code = subprocess.run(cmd).returncode
+    if code:
         print(f"some runs under {sweep_dir} failed; the table lists them", flush=True)
+    return code
 
 
-def _stage1(experiment: str, grid: tuple[float, ...], seed: str, root: Path, extra: list[str]) -> dict[float, float]:
+def _refuse_used_dir(root: Path, experiments: list[str]) -> None:
+    """Runs of an earlier invocation would be read as this one's: a folder that holds any is refused."""
+    used = [root / e / s for e in experiments for s in ("lr", "seeds") if (root / e / s).is_dir()]
+    used = [str(p) for p in used if any(p.iterdir())]
+    if used:
+        raise UserError(f"--dir {root} already holds runs ({', '.join(used)}); every invocation writes to a new "
+                        "folder: leave --dir out (a new dated folder) or name an unused one")  # fmt: skip
+
+
+def _failures(sweep: Path, metric: str, expected: int, code: int | None) -> tuple[list[dict], list[str]]:
+    """(finished jobs, one line per job of this stage that failed, was refused or never ran)."""
+    try:
+        done, failed = load_jobs(sweep, metric)
+    except UserError as exc:
+        done, failed = [], [{"dir": str(sweep), "error": user_message(exc)}]
+    lines = [f"{job['dir']}: {job['error']}" for job in failed]
+    if len(done) + len(failed) < expected or (code and not lines):
+        lines.append(f"{sweep}: {expected - len(done)} of {expected} jobs left no result (the multirun exited "
+                     f"{code}; its output names them)")  # fmt: skip
+    return done, lines
+
+
+def _stage1(experiment: str, grid: tuple[float, ...], seed: str, root: Path, extra: list[str],
+            metric: str) -> tuple[dict[float, float], list[str]]:  # fmt: skip
     sweep = root / experiment / "lr"
     lrs = ",".join(str(lr) for lr in grid)
-    _multirun([f"experiment={experiment}", f"optim.lr={lrs}", f"seed={seed}", "dataset.protocol=val", "test=false",
-               *extra], sweep)  # fmt: skip
-    done, _ = load_jobs(sweep, SELECT)
-    return {float(job["config"]["optim"]["lr"]): float(job["metrics"][SELECT]) for job in done}
+    code = _multirun([f"experiment={experiment}", f"optim.lr={lrs}", f"seed={seed}", "dataset.protocol=val",
+                      "test=false", *extra], sweep)  # fmt: skip
+    done, failed = _failures(sweep, metric, len(grid), code)
+    return {float(job["config"]["optim"]["lr"]): float(job["metrics"][metric]) for job in done}, failed
 
 
 def reproduce(
@@ -69,30 +100,42 @@ def reproduce(
     grid: tuple[float, ...] = GRID,
     seeds: str = "1,10,100",
     extra: list[str] | None = None,
+    select: str = "final",
 ) -> dict:
-    """Run both stages for every experiment; returns ``{experiment: {"lr": chosen, "stage1": {lr: val top-1}}}``."""
+    """Run both stages for every experiment; returns ``{experiment: {"lr": chosen, "stage1": {lr: val top-1},
+    "select": rule, "failed": [one line per failed job]}}``. ``select``: stage 1's rule (:data:`SELECT`)."""
     extra = list(extra or [])
+    if select not in SELECT:
+        raise UserError(f"--select {select!r}: expected one of {', '.join(SELECT)}")
+    metric = SELECT[select][0]
+    _refuse_used_dir(root, experiments)
     out.mkdir(parents=True, exist_ok=True)
     chosen: dict[str, dict[str, Any]] = {}
     for experiment in experiments:
+        failed: list[str] = []
         if lr is None:
-            results = _stage1(experiment, grid, seeds.split(",")[0], root, extra)
+            results, failed = _stage1(experiment, grid, seeds.split(",")[0], root, extra, metric)
             chosen[experiment] = {"lr": choose_lr(results), "stage1": {str(k): v for k, v in sorted(results.items())}}
         else:
             chosen[experiment] = {"lr": float(lr), "stage1": None}
+        chosen[experiment]["select"] = select if lr is None else "given"
         print(f"{experiment}: lr {chosen[experiment]['lr']} ({'given' if lr is not None else 'chosen on val'})")
-        _multirun([f"experiment={experiment}", f"seed={seeds}", f"optim.lr={chosen[experiment]['lr']}", *extra],
-                  root / experiment / "seeds")  # fmt: skip
+        sweep = root / experiment / "seeds"
+        code = _multirun([f"experiment={experiment}", f"seed={seeds}", f"optim.lr={chosen[experiment]['lr']}",
+                          *extra], sweep)  # fmt: skip
+        failed += _failures(sweep, METRIC, len(seeds.split(",")), code)[1]
+        chosen[experiment]["failed"] = failed
     (out / f"{name}_lr.json").write_text(json.dumps(chosen, indent=2))
     if lr is None:
-        aggregate(root, out, f"{name}_lr", formats=[], metric=SELECT, quiet=True, include=["lr"])
+        aggregate(root, out, f"{name}_lr", formats=[], metric=metric, quiet=True, include=["lr"])
     aggregate(root, out, name, include=["seeds"])
-    _add_lr_section(out / f"{name}.md", chosen, name)
+    _add_lr_section(out / f"{name}.md", chosen, name, select)
     return chosen
 
 
-def _add_lr_section(path: Path, chosen: dict[str, dict[str, Any]], name: str) -> None:
-    lines = ["", "## Learning rate (stage 1: train/val, best val/acc1_best, ties -> smaller LR)", ""]
+def _add_lr_section(path: Path, chosen: dict[str, dict[str, Any]], name: str, select: str = "final") -> None:
+    rule = SELECT[select][1]
+    lines = ["", f"## Learning rate (stage 1: train/val, best {rule}, ties -> smaller LR)", ""]
     lines += ["| experiment | " + " | ".join(f"lr {lr}" for lr in GRID) + " | chosen LR |", "|---|" + "---|" * 5]
     for experiment, c in chosen.items():
         stage1 = c["stage1"] or {}
@@ -101,6 +144,9 @@ def _add_lr_section(path: Path, chosen: dict[str, dict[str, Any]], name: str) ->
     if any(c["stage1"] is None for c in chosen.values()):
         lines.append("\n— : stage 1 skipped (LR given on the command line).")
     lines.append(f"\nEvery stage-1 run: `{name}_lr.md`; chosen LRs: `{name}_lr.json`.")
+    failed = [f"- {experiment}: {line}" for experiment, c in chosen.items() for line in c.get("failed", [])]
+    if failed:
+        lines += ["", "## Failed jobs (this invocation; not in the table)", "", *failed]
     text = path.read_text()
     cut = text.find("\n## Jobs")
     path.write_text(text[:cut] + "\n".join(lines) + "\n" + text[cut:] if cut >= 0 else text + "\n".join(lines))
@@ -153,7 +199,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--name", help="results file name (default: the row)")
     p.add_argument("--lr", type=float, help="skip stage 1 and train the seeds at this LR")
     p.add_argument("--seeds", default="1,10,100")
-    p.add_argument("--dir", default=None, help="where the runs go (default: multirun/reproduce/<name>)")
+    p.add_argument(
+        "--select",
+        default="final",
+        choices=sorted(SELECT),
+        help="stage 1's rule: final = val top-1 after the last epoch (official), best = the best epoch's",
+    )
+    p.add_argument("--dir", default=None, help="a new folder for the runs (default: multirun/reproduce/<name>/<now>)")
     p.add_argument("--out", default="results")
     p.add_argument("--cost", action="store_true", help="print the GPU-hour estimate per row and exit")
     args = p.parse_args(argv)
@@ -164,14 +216,18 @@ def main(argv: list[str] | None = None) -> None:
         p.error(f"row {args.row!r}: expected one of {', '.join(ROWS)}, or --experiments")
     experiments = args.experiments or [f"glsim_{args.row}_vit_b16", f"vit_{args.row}_vit_b16"]
     name = args.name or args.row or experiments[0]
-    root = Path(args.dir or f"multirun/reproduce/{name}")
+    root = Path(args.dir or f"multirun/reproduce/{name}/{time.strftime('%Y-%m-%d_%H-%M-%S')}")
     try:
-        chosen = reproduce(experiments, name, root, Path(args.out), args.lr, seeds=args.seeds, extra=extra)
+        chosen = reproduce(experiments, name, root, Path(args.out), args.lr, seeds=args.seeds, extra=extra,
+                           select=args.select)  # fmt: skip
     except UserError as exc:
-        raise SystemExit(f"error: {exc}") from None
+        raise SystemExit(f"error: {user_message(exc)}") from None
     for experiment, c in chosen.items():
         print(f"{experiment}: lr {c['lr']}")
-    print(f"results: {Path(args.out) / name}.md")
+    print(f"results: {Path(args.out) / name}.md (runs: {root})")
+    failed = [f"{experiment}: {line}" for experiment, c in chosen.items() for line in c["failed"]]
+    if failed:
+        raise SystemExit("error: some jobs failed (listed in the results):\n  " + "\n  ".join(failed))
 
 
 if __name__ == "__main__":

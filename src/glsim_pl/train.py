@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,19 @@ from glsim_pl.config.run_dir import upgrade_target
 from glsim_pl.config.validate import validate_config
 from glsim_pl.data.verify import write_removed_files
 from glsim_pl.errors import UserError, exit_on_user_error, user_message
+from glsim_pl.models.weights import read_checkpoint
 from glsim_pl.training.checkpointing import AtomicCheckpointIO, check_checkpoint_readable, checkpoint_step
 from glsim_pl.training.module import GLSimLitModule
-from glsim_pl.training.run_guard import RunIdentityCheckpoint, check_resume, claim_output_dir, run_identity
+from glsim_pl.training.run_guard import (
+    SAVED_CONFIG,
+    FolderRefused,
+    RunIdentityCheckpoint,
+    check_resume,
+    claim_output_dir,
+    drop_staged_config,
+    keep_saved_config,
+    run_identity,
+)
 from glsim_pl.utils.compile import prepare_classifier, uses_cuda
 from glsim_pl.utils.logging import RankedLogger, quiet_library_notices
 from glsim_pl.utils.trackers import continue_logger_runs, describe_loggers, finish_trackers, log_run_config
@@ -79,11 +90,39 @@ def _inactive_callbacks(cfg: DictConfig) -> set[str]:
 @quiet_library_notices()  # no library tips or known deprecation warnings in the run's output
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit on train, select on val, test the best checkpoint; returns the logged metrics (never the model)."""
-    import_user_modules(cfg.get("imports"))  # what they register (a selector) is then a valid choice
-    validate_config(cfg)  # every value and the model arguments, before any data or weights are read
-    with claim_output_dir(cfg.paths.output_dir):  # a second run in this folder is refused by name
-        _refuse_a_finished_run(cfg)
-        return _train(cfg)
+    out, staged = cfg.paths.output_dir, _staged_config_subdir()
+    try:
+        # first, before a line is logged: a run refused here leaves the folder byte for byte as it was
+        with claim_output_dir(out, check=lambda: _refuse_a_finished_run(cfg)):  # a second run: refused by name
+            import_user_modules(cfg.get("imports"))  # what they register (a selector) is then a valid choice
+            validate_config(cfg)  # every value and the model arguments, before any data or weights are read
+            return _train(cfg, started=lambda: keep_saved_config(out, staged))
+    except FolderRefused:
+        drop_staged_config(out, staged)
+        raise
+    finally:
+        _settle_staged_config(out, staged)
+
+
+def _staged_config_subdir() -> str | None:
+    """Where Hydra saved this run's config (conf/train.yaml stages it; moved to .hydra when the run starts)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return HydraConfig.get().output_subdir
+    except ValueError:  # not under Hydra
+        return None
+
+
+def _settle_staged_config(out: str, staged: str | None) -> None:
+    """A run that failed before it started: a fresh folder keeps the config (the aggregation lists the job), a folder
+    of an earlier run keeps that run's config."""
+    if staged is None or not (Path(out) / staged).is_dir():
+        return
+    if (Path(out) / SAVED_CONFIG / "config.yaml").is_file():
+        drop_staged_config(out, staged, detach_log=False)
+    else:
+        keep_saved_config(out, staged)
 
 
 def _refuse_a_finished_run(cfg: DictConfig) -> None:
@@ -95,11 +134,11 @@ def _refuse_a_finished_run(cfg: DictConfig) -> None:
         p.name for p in (out / "metrics.json", out / "checkpoints") if p.exists() and (p.is_file() or any(p.iterdir()))
     ]
     if earlier:
-        raise UserError(f"output folder {out} holds an earlier run ({', '.join(earlier)}); resume it with "
+        raise FolderRefused(f"output folder {out} holds an earlier run ({', '.join(earlier)}); resume it with "
                         "ckpt_path=last, or start this run in another folder (hydra.run.dir=...)")  # fmt: skip
 
 
-def _train(cfg: DictConfig) -> dict[str, Any]:
+def _train(cfg: DictConfig, started: Callable[[], None] | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     seed = L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.dataset, augs=transform_augs(cfg))
@@ -109,6 +148,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         cfg.dataset.num_classes = datamodule.num_classes  # read from the files when left unset (folder, csv)
     resume = _resume_path(cfg)
     check_resume(cfg, resume, upgrade_target)  # a resume with another lr / batch / dataset / model: refused by name
+    if started is not None:
+        started()  # every refusal is behind us: this run's config replaces the folder's
     datamodule.setup("fit")  # the data check of every split, before the model is built
     module = GLSimLitModule(**module_kwargs(cfg, datamodule.class_names))
     resolve_trainer_precision(cfg)
@@ -128,6 +169,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     )
     log_run_config(loggers, resolved_config(cfg), protocol(cfg))  # every tracker gets the config and protocol
 
+    start_step = _resumed_step(resumed_from)  # the fit's img/s counts only the steps this process trains
     fit_start = time.perf_counter()
     if cfg.get("train", True):
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
@@ -141,11 +183,18 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
         metrics["best_ckpt"] = best
+        last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+        # the file holding the tested weights (the model card shows test/* for that file only)
+        metrics["tested_ckpt"] = best or (last if cfg.get("train", True) and last and Path(last).is_file() else "")
     metrics.update(_input_metrics(cfg, datamodule, module))
-    write_run_record(cfg, trainer, metrics, time.perf_counter() - start, fit_seconds)  # metrics.json: aggregate
+    write_run_record(cfg, trainer, metrics, time.perf_counter() - start, fit_seconds, start_step)  # for aggregate
     _summary(cfg, trainer, metrics)
     finish_trackers(trainer.loggers)  # the next job of a sweep (same process) gets its own W&B run
     return metrics
+
+
+def _resumed_step(ckpt_path: str | Path | None) -> int:
+    return int(read_checkpoint(ckpt_path, mmap=True).get("global_step", 0)) if ckpt_path else 0
 
 
 def _input_metrics(cfg: DictConfig, datamodule: Any, module: GLSimLitModule) -> dict[str, float]:
@@ -180,20 +229,22 @@ def _summary(cfg: DictConfig, trainer: L.Trainer, metrics: dict[str, Any]) -> No
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 @exit_on_user_error
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> float | dict[str, str] | None:
     """Hydra entry point; returns ``cfg.optimized_metric`` for sweepers. Bad input ends with one clear message."""
     try:
         metrics = train(cfg)
     except Exception as exc:  # failed.json: the sweep's aggregation lists this job with its error line
-        write_failure(cfg, exc)
+        refused = isinstance(exc, FolderRefused)  # the folder is another run's: nothing written there
+        if not refused:
+            write_failure(cfg, exc)
         if not _sweep_goes_on():
             raise
-        where = f"{cfg.paths.output_dir}/failed.json"
+        where = "its folder is left as it was" if refused else f"{cfg.paths.output_dir}/failed.json"
         if isinstance(exc, UserError):  # bad input: its one line, no traceback
             log.error(f"error: {user_message(exc)}\nthis job failed; the sweep goes on ({where})")
         else:
             log.exception(f"this job failed; the sweep goes on ({where})")
-        return None
+        return {"failed": user_message(exc)} if refused else None  # the sweeper names it among the failed jobs
     name = cfg.get("optimized_metric")
     value = metrics.get(name)
     if name and value is None and _sweeper_needs_a_value():

@@ -10,7 +10,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from glsim_pl.analysis.run_record import FAILURE, RECORD
-from glsim_pl.analysis.table import build_rows, render_csv, render_latex, render_markdown, setting_of
+from glsim_pl.analysis.table import build_rows, one_per_seed, render_csv, render_latex, render_markdown, setting_of
 from glsim_pl.errors import UserError
 from glsim_pl.plots import check_formats, save_figure
 from glsim_pl.plots.cost import reproduction_figure
@@ -40,6 +40,7 @@ def load_jobs(
             except json.JSONDecodeError as exc:
                 raise UserError(f"{path}: not valid JSON ({exc})") from None
             job["dir"] = str(folder)
+            job["written"] = path.stat().st_mtime  # which of two results of one seed is the newer
             if metric in job.get("metrics", {}):
                 done.append(job)
                 continue
@@ -120,12 +121,13 @@ def aggregate(sweep_dir: str | Path, out_dir: str | Path = "results", name: str 
     formats = check_formats(formats) if formats else []
     sweep_dir = Path(sweep_dir)
     done, failed = load_jobs(sweep_dir, metric, include)
+    done, repeats = one_per_seed(done)  # a seed run twice (re-run, resumed) is one result, not two seeds
     missing = missing_seeds(done, failed)
     keys, rows = build_rows(done, metric, baseline)
     name = name or _name(done, sweep_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    table = render_markdown(keys, rows, failed, missing, metric)
+    table = render_markdown(keys, rows, failed, missing, metric, repeats)
     (out / f"{name}.md").write_text(_report(name, table, done, sweep_dir))
     (out / f"{name}.csv").write_text(render_csv(keys, rows))
     (out / f"{name}.tex").write_text(render_latex(keys, rows))

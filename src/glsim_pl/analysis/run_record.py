@@ -89,8 +89,10 @@ def _hydra_job() -> tuple[str | None, list[str]]:
         return None, []
 
 
-def run_cost(cfg: DictConfig, trainer: Any, fit_seconds: float | None) -> dict[str, Any]:
-    """Analytic GFLOPs per image of the trained classifier and the fit's measured images per second."""
+def run_cost(cfg: DictConfig, trainer: Any, fit_seconds: float | None, start_step: int = 0) -> dict[str, Any]:
+    """Analytic GFLOPs per image of the trained classifier and the fit's measured images per second.
+
+    ``start_step``: the optimizer step the fit resumed at; the steps before it took another process's time."""
     from glsim_pl.analysis.cost import model_gflops
 
     cost: dict[str, Any] = {}
@@ -98,8 +100,8 @@ def run_cost(cfg: DictConfig, trainer: Any, fit_seconds: float | None) -> dict[s
     if net is not None:
         gflops = model_gflops(net, int(cfg.dataset.image_size))
         cost["gflops"] = None if gflops is None else round(gflops, 4)
-    if fit_seconds and trainer.global_step:
-        images = trainer.global_step * protocol(cfg)["effective_batch_size"]
+    if fit_seconds and trainer.global_step > start_step:
+        images = (trainer.global_step - start_step) * protocol(cfg)["effective_batch_size"]
         cost["fit_img_s"] = round(images / fit_seconds, 2)
     return cost
 
@@ -125,9 +127,15 @@ def write_failure(cfg: DictConfig, exc: BaseException) -> Path | None:
 
 
 def write_run_record(
-    cfg: DictConfig, trainer: Any, metrics: dict[str, Any], wall_time_s: float, fit_seconds: float | None = None
+    cfg: DictConfig,
+    trainer: Any,
+    metrics: dict[str, Any],
+    wall_time_s: float,
+    fit_seconds: float | None = None,
+    start_step: int = 0,
 ) -> Path | None:
-    """Write ``<output_dir>/metrics.json`` for the aggregation (rank 0 only); returns its path."""
+    """Write ``<output_dir>/metrics.json`` for the aggregation (rank 0 only); returns its path. ``start_step``: the
+    step a resumed fit started at."""
     if not trainer.is_global_zero:
         return None
     out = Path(cfg.paths.output_dir)
@@ -139,7 +147,8 @@ def write_run_record(
         "seed": cfg.get("seed"),
         "overrides": overrides,
         "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)},
-        "cost": run_cost(cfg, trainer, fit_seconds),
+        "tested_checkpoint": metrics.get("tested_ckpt") or None,  # the file test/* belong to (model card)
+        "cost": run_cost(cfg, trainer, fit_seconds, start_step),
         "wall_time_s": round(wall_time_s, 2),
         "device": device_name(trainer),
         "git_commit": git_commit(),

@@ -1,6 +1,9 @@
 """A sweep's jobs -> the table of a paper: one row per setting (jobs that differ only in ``seed``), labelled by the
 settings that differ between rows, with mean ± std over seeds, cost columns and Δ to the baseline row.
 
+One result per (setting, seed): a seed run again (a re-run, a resume that wrote its own record) counts once, the most
+recently written record is kept and the others are named under the table. Δ compares the seeds both rows have.
+
 Pure functions over the job records (``metrics.json`` dicts, see :mod:`glsim_pl.aggregate`); Markdown, CSV and LaTeX
 (booktabs) renderers.
 """
@@ -13,7 +16,7 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-__all__ = ["Job", "build_rows", "render_csv", "render_latex", "render_markdown", "setting_of"]
+__all__ = ["Job", "build_rows", "one_per_seed", "render_csv", "render_latex", "render_markdown", "setting_of"]
 
 Job = dict[str, Any]
 _NOT_SETTINGS = ("seed", "hydra.", "paths.", "logger", "callbacks", "trainer.enable_", "ckpt_path", "task_name", "tags")
@@ -28,6 +31,25 @@ def setting_of(job: Job) -> dict[str, str]:
         if not key.startswith(_NOT_SETTINGS):
             out[key] = value
     return out
+
+
+def one_per_seed(jobs: list[Job]) -> tuple[list[Job], list[str]]:
+    """(one job per (setting, seed), a line per job left out). The kept one is the most recently written record
+    (``job["written"]``, the file's time; ties: the later folder), i.e. the re-run or the resume that completed."""
+    groups: dict[tuple, list[Job]] = defaultdict(list)
+    for job in jobs:
+        groups[(tuple(sorted(setting_of(job).items())), _seed_key(job))].append(job)
+    kept, notes = [], []
+    for (setting, seed), members in groups.items():
+        newest = max(enumerate(members), key=lambda item: (item[1].get("written") or 0.0, item[0]))[1]
+        kept.append(newest)
+        if len(members) > 1:
+            dropped = ", ".join(f"`{j.get('dir')}`" for j in members if j is not newest)
+            label = " ".join(f"{k}={v}" for k, v in setting) or "(as configured)"
+            notes.append(f"{label} seed={seed} has {len(members)} results: kept the newest, `{newest.get('dir')}`; "
+                         f"left out {dropped}")  # fmt: skip
+    order = {id(job): num for num, job in enumerate(jobs)}
+    return sorted(kept, key=lambda job: order[id(job)]), notes
 
 
 def _config_value(job: Job, key: str) -> str:
@@ -69,7 +91,8 @@ def build_rows(jobs: list[Job], metric: str = "test/acc1", baseline: str | None 
     differing = [k for k in keys if len({lab[k] for lab in labels.values()}) > 1]
     rows = []
     for g, members in groups.items():
-        mean, std = _mean_std([v for v in (_pct(j, metric) for j in members) if v is not None])
+        by_seed = {_seed_key(j): v for j in members if (v := _pct(j, metric)) is not None}
+        mean, std = _mean_std(list(by_seed.values()))
         macro_mean, macro_std = _mean_std([v for v in (_pct(j, metric + "_macro") for j in members) if v is not None])
         cost = [j.get("cost") or {} for j in members]
         img_s = [c["fit_img_s"] for c in cost if c.get("fit_img_s")]
@@ -77,9 +100,10 @@ def build_rows(jobs: list[Job], metric: str = "test/acc1", baseline: str | None 
         rows.append({
             "label": {k: labels[g][k] for k in differing},
             "setting": " ".join(f"{k}={v}" for k, v in labels[g].items() if k in differing and v != _ABSENT)
-            or "(as configured)",
+            or _experiment(members) or "(as configured)",
+            "by_seed": by_seed,
             "n": len(members),
-            "seeds": " ".join(str(j.get("seed")) for j in members),
+            "seeds": " ".join(sorted((str(j.get("seed")) for j in members), key=_seed_order)),
             "acc1_mean": mean, "acc1_std": std, "acc1_macro_mean": macro_mean, "acc1_macro_std": macro_std,
             "gflops": cost[0].get("gflops"),
             "img_s": statistics.fmean(img_s) if img_s else None,
@@ -90,10 +114,36 @@ def build_rows(jobs: list[Job], metric: str = "test/acc1", baseline: str | None 
     base = _baseline_row(rows, baseline)
     for row in rows:
         row["baseline"] = row is base
-        ok = base is not None and row["acc1_mean"] is not None and base["acc1_mean"] is not None
-        row["delta"] = row["acc1_mean"] - base["acc1_mean"] if ok else None
+        row["delta"], row["delta_seeds"] = None, ""
         row["delta_paper"] = row["acc1_mean"] - row["paper_acc1"] if row["paper_acc1"] is not None else None
+        if base is None or row is base:
+            continue
+        common = sorted(set(row["by_seed"]) & set(base["by_seed"]), key=_seed_order)
+        if common:  # the same seeds on both sides: a seed's luck does not pass for a method's gain
+            row["delta"] = statistics.fmean(row["by_seed"][s] - base["by_seed"][s] for s in common)
+        if set(row["by_seed"]) != set(base["by_seed"]):
+            row["delta_seeds"] = " ".join(common)
     return differing, rows
+
+
+def _experiment(members: list[Job]) -> str | None:
+    """A row that differs from no other (a single row) is named after its experiment."""
+    names = {j.get("experiment") for j in members}
+    return str(names.pop()) if len(names) == 1 and None not in names else None
+
+
+def _seeds(row: dict) -> str:
+    return " ".join(sorted(row["by_seed"], key=_seed_order)) or "none"
+
+
+def _seed_key(job: Job) -> str:
+    """The seed as a key; a record without one stands for itself."""
+    seed = job.get("seed")
+    return str(seed) if seed is not None else f"? {job.get('dir', id(job))}"
+
+
+def _seed_order(seed: str) -> tuple:
+    return (0, int(seed), "") if seed.lstrip("-").isdigit() else (1, 0, seed)
 
 
 def _baseline_row(rows: list[dict], baseline: str | None) -> dict | None:
@@ -148,13 +198,24 @@ def _cells(keys: list[str], rows: list[dict]) -> tuple[list[str], list[list[str]
     return header, table
 
 
-def _notes(rows: list[dict], failed: list[Job], missing: list[str], metric: str) -> list[str]:
+def _notes(rows: list[dict], failed: list[Job], missing: list[str], metric: str, repeats: list[str]) -> list[str]:
     lines = [f"top-1: `{metric}`, mean ± sample std over the n seeds of a row; GFLOPs: analytic, per image."]
+    if any(r["baseline"] for r in rows):
+        lines.append("Δ top-1: mean over the seeds the row and the baseline both have of (row - baseline).")
+    base = next((r for r in rows if r["baseline"]), None)
+    for r in rows:
+        if not r["baseline"] and base is not None and set(r["by_seed"]) != set(base["by_seed"]):
+            over = f"over seeds {r['delta_seeds']} only" if r["delta_seeds"] else "n/a: no seed in common"
+            lines.append(f"Seed sets differ: {r['setting']} has seeds {_seeds(r)}, the baseline {_seeds(base)}; "
+                         f"its Δ is {over}.")  # fmt: skip
     if any(r["img_s"] for r in rows):
         lines.append("fit img/s: training images / fit wall time (validation included), as recorded by the job.")
     protocols = {r["protocol"] for r in rows}
     if len(protocols) == 1:
         lines.append(f"Protocol (every row): {protocols.pop()}.")
+    if repeats:
+        lines += ["", "Seeds with more than one result (each counted once):", ""]
+        lines += [f"- {line}" for line in repeats]
     if failed or missing:
         lines += ["", "Failed or missing jobs (not in the table):", ""]
         lines += [f"- `{j['dir']}` ({' '.join(j.get('overrides', []) or ['?'])}): {j['error']}" for j in failed]
@@ -162,11 +223,12 @@ def _notes(rows: list[dict], failed: list[Job], missing: list[str], metric: str)
     return lines
 
 
-def render_markdown(keys: list[str], rows: list[dict], failed: list[Job], missing: list[str], metric: str) -> str:
+def render_markdown(keys: list[str], rows: list[dict], failed: list[Job], missing: list[str], metric: str,
+                    repeats: list[str] = ()) -> str:  # fmt: skip
     header, table = _cells(keys, rows)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cells) + " |" for cells in table]
-    return "\n".join([*lines, "", *_notes(rows, failed, missing, metric)]) + "\n"
+    return "\n".join([*lines, "", *_notes(rows, failed, missing, metric, list(repeats))]) + "\n"
 
 
 def _tex(text: str) -> str:
@@ -188,11 +250,13 @@ def render_latex(keys: list[str], rows: list[dict]) -> str:
 def render_csv(keys: list[str], rows: list[dict]) -> str:
     """Raw numbers, one row per setting (the label keys as columns)."""
     fields = [*keys, "setting", "n", "seeds", "acc1_mean", "acc1_std", "acc1_macro_mean", "acc1_macro_std", "gflops",
-              "img_s", "baseline", "delta", "paper_acc1", "paper_std", "delta_paper", "protocol",
+              "img_s", "baseline", "delta", "delta_seeds", "paper_acc1", "paper_std", "delta_paper", "protocol",
               "wall_time_s"]  # fmt: skip
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for r in rows:
-        writer.writerow({**r["label"], **{k: ("" if v is None else v) for k, v in r.items() if k != "label"}})
+        writer.writerow(
+            {**r["label"], **{k: ("" if v is None else v) for k, v in r.items() if k not in ("label", "by_seed")}}
+        )
     return buffer.getvalue()

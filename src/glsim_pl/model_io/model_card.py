@@ -1,10 +1,13 @@
 """The Hugging Face model card (``README.md``) of an exported model: task, dataset, metrics, preprocessing, the
 training command, the paper citation and the licence. Facts come from ``config.json`` and, when the checkpoint sits
-in its run folder (``<run>/checkpoints/*.ckpt``), from the run's ``metrics.json``."""
+in its run folder (``<run>/checkpoints/*.ckpt``), from the run's ``metrics.json``. The run's test metrics are shown only
+for the checkpoint the run tested, with the selector it tested; any other (``last.ckpt``, another epoch, another
+selector) gets none."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +15,7 @@ from glsim_pl.model_io.hub import is_hub_id
 from glsim_pl.model_io.pretrained import CONFIG
 from glsim_pl.utils.atomic_io import atomic_write
 
-__all__ = ["CITATION", "model_card", "run_record", "write_model_card"]
+__all__ = ["CITATION", "metrics_for", "model_card", "run_record", "write_model_card"]
 
 CITATION = """@article{rios2024glsim,
   title   = {Global-Local Similarity for Efficient Fine-Grained Image Recognition with Vision Transformers},
@@ -36,6 +39,27 @@ def run_record(ckpt_path: str | Path) -> dict[str, Any]:
         return {}
 
 
+def metrics_for(record: dict[str, Any], ckpt_path: str | Path | None, config: dict[str, Any]) -> tuple[dict, str]:
+    """(the run's test metrics if they are the exported model's, else {}; why not, in words)."""
+    metrics = {m: v for m, v in (record.get("metrics") or {}).items() if m.startswith("test/")}
+    if not metrics:
+        return {}, "No metrics.json beside the exported checkpoint"
+    tested = record.get("tested_checkpoint")
+    if not tested or ckpt_path is None:
+        return {}, "The run's record does not name the checkpoint it tested"
+    exported = Path(str(ckpt_path)).expanduser()
+    try:
+        same = os.path.samefile(exported, tested)
+    except OSError:  # the run folder was moved: the file of the same name beside that record
+        same = exported.name == Path(tested).name
+    if not same:
+        return {}, f"The run tested `{Path(tested).name}`, not the exported `{exported.name}`"
+    trained = ((record.get("config") or {}).get("method") or {}).get("selector")
+    if config.get("method") == "glsim" and trained and config.get("selector") != trained:
+        return {}, f"The run tested selector `{trained}`, the export uses `{config.get('selector')}`"
+    return metrics, ""
+
+
 def _dataset_name(record: dict[str, Any]) -> str | None:
     dataset = (record.get("config") or {}).get("dataset") or {}
     target = str(dataset.get("_target_") or "")
@@ -45,12 +69,15 @@ def _dataset_name(record: dict[str, Any]) -> str | None:
     return target.rsplit(".", 1)[-1].removesuffix("DataModule").lower() or None
 
 
-def model_card(config: dict[str, Any], record: dict[str, Any], hub: dict[str, Any]) -> str:
-    """Markdown with Hub metadata (YAML front matter) for ``config`` (config.json) and the run ``record``."""
+def model_card(
+    config: dict[str, Any], record: dict[str, Any], hub: dict[str, Any], ckpt_path: str | Path | None = None
+) -> str:
+    """Markdown with Hub metadata (YAML front matter) for ``config`` (config.json) and the run ``record``;
+    ``ckpt_path``: the exported checkpoint (the run's metrics are shown only when it is the one the run tested)."""
     p, k = config["preprocessing"], config["num_classes"]
     name = hub.get("repo_id") or "glsim-model"
     dataset = hub.get("dataset") or _dataset_name(record)
-    metrics = {m: v for m, v in (record.get("metrics") or {}).items() if m.startswith("test/")}
+    metrics, why_none = metrics_for(record, ckpt_path, config)
     licence = hub.get("license") or "mit"
     front = ["---", f"license: {licence}", "library_name: glsim_pl", "pipeline_tag: image-classification",
              "tags:", "- image-classification", "- fine-grained-visual-classification", "- vision-transformer",
@@ -72,10 +99,10 @@ def model_card(config: dict[str, Any], record: dict[str, Any], hub: dict[str, An
         if record.get("device"):
             lines.append(f"\nTest split of the training run (device: {record['device']}).")
     else:
-        lines.append("No metrics.json beside the exported checkpoint; evaluate with `glsim-eval ckpt_path=...`.")
+        lines.append(f"None. {why_none}; evaluate with `glsim-eval ckpt_path=...`.")
     lines += ["", "## Preprocessing", "",
               f"Square bicubic resize (antialiased) to {p['resize_size']} x {p['resize_size']} "
-              f"(resize factor {p['resize_factor']:.4g} x {p['input_size']}), centre crop {p['input_size']} x "
+              f"(resize factor {p['resize_factor']!r} x {p['input_size']}), centre crop {p['input_size']} x "
               f"{p['input_size']}, scale to [0, 1], normalise with mean {p['mean']} and std {p['std']}. "
               "`model.preprocess` (or `glsim_pl.transforms_for(model)`) applies it to a PIL image or a path.", "",
               "## Training", ""]  # fmt: skip
@@ -97,8 +124,10 @@ def model_card(config: dict[str, Any], record: dict[str, Any], hub: dict[str, An
     return "\n".join(front + lines)
 
 
-def write_model_card(folder: Path, record: dict[str, Any], hub: dict[str, Any]) -> Path:
+def write_model_card(
+    folder: Path, record: dict[str, Any], hub: dict[str, Any], ckpt_path: str | Path | None = None
+) -> Path:
     """``<folder>/README.md`` from ``<folder>/config.json`` (atomic, mode 0644)."""
     config = json.loads((folder / CONFIG).read_text())
-    text = model_card(config, record, dict(hub or {}))
+    text = model_card(config, record, dict(hub or {}), ckpt_path)
     return atomic_write(folder / "README.md", lambda t: t.write_text(text))

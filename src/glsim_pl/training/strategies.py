@@ -20,6 +20,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.strategies.launchers import subprocess_script
 
 from glsim_pl.errors import UserError
+from glsim_pl.training.run_guard import SAVED_CONFIG
 
 __all__ = ["HydraDDPStrategy", "hydra_job_command"]
 
@@ -41,7 +42,9 @@ def hydra_job_command(local_rank: int) -> tuple[list[str], str]:
             raise UserError("hydra.output_subdir=null with a multirun and trainer=ddp: DDP ranks need the saved config")
         command += sys.argv[1:]
     else:
-        command += ["-cp", str(out / hydra_cfg.output_subdir), "-cn", "config.yaml"]
+        saved = out / SAVED_CONFIG  # where the run's staged config went when it started (run_guard)
+        saved = saved if (saved / "config.yaml").is_file() else out / hydra_cfg.output_subdir
+        command += ["-cp", str(saved), "-cn", "config.yaml"]
     command += [
         f'hydra.run.dir="{out}"',
         f"hydra.job.name={hydra_cfg.job.name}_rank{local_rank}",

@@ -10,6 +10,7 @@ from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.types import Override
+from hydra.core.utils import JobStatus
 from omegaconf import OmegaConf
 
 __all__ = ["MergingSweeper"]
@@ -36,10 +37,13 @@ class MergingSweeper(BasicSweeper):
         failed = []
         for job in (r for batch in returns for r in batch):
             folder = OmegaConf.select(job.hydra_cfg, "hydra.runtime.output_dir") if job.hydra_cfg else None
-            if folder and (Path(folder) / "failed.json").is_file():
-                failed.append(str(folder))
+            refused = job.status == JobStatus.COMPLETED and isinstance(job.return_value, dict)
+            if refused:  # the folder holds another run: it says why, it wrote nothing there
+                failed.append(f"{folder} (refused: {job.return_value.get('failed')})")
+            elif folder and (Path(folder) / "failed.json").is_file():
+                failed.append(f"{folder}/failed.json")
         if failed:
-            log.error(f"sweep: {len(failed)} job(s) failed, see failed.json in {', '.join(failed)}")
+            log.error(f"sweep: {len(failed)} job(s) failed: {'; '.join(failed)}")
             raise SystemExit(1)
         return returns
 
