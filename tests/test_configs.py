@@ -45,3 +45,15 @@ def test_real_dataset_gets_the_paper_recipe(make_cfg) -> None:
 
 def test_cli_model_override_beats_the_synthetic_default(make_cfg) -> None:
     assert make_cfg("model=vit_s16", tiny=False).model.backbone.startswith("vit_small_patch16_224")
+
+
+def test_the_configuration_pages_trainer_argument_example_composes(make_cfg) -> None:
+    """The ``trainer=`` section's example of a Trainer argument outside conf/trainer/ works as printed."""
+    import re
+
+    page = (Path(CONF_DIR).parent / "docs" / "configuration.md").read_text()
+    section = page.split("### `trainer=`", 1)[1].split("###", 1)[0]
+    examples = re.findall(r"`(\+?trainer\.limit_train_batches=\d+)`", section)
+    assert examples
+    for example in examples:
+        assert make_cfg(example).trainer.limit_train_batches == int(example.rsplit("=", 1)[1])

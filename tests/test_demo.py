@@ -20,10 +20,13 @@ from glsim_pl.data.image_io import read_image
 from glsim_pl.demo import (
     MISSING_GRADIO,
     analyse,
+    build_app,
     example_images,
     load_demo_model,
+    paths_allowed,
     serve,
     supported_selectors,
+    upload_limit,
 )  # fmt: skip
 from glsim_pl.errors import UserError
 from glsim_pl.plots.panels import draw_box
@@ -254,4 +257,43 @@ def test_browser_upload_shows_top1_offline(tmp_path: Path) -> None:
         assert not remote, f"the page asked for remote resources: {remote[:5]}"
     finally:
         driver.quit()
+        app.close()
+
+
+def _api_names(app) -> set[str]:
+    return {fn.api_name for fn in app.fns.values() if fn.api_name}
+
+
+def test_path_box_only_on_a_loopback_host_or_by_choice(tmp_path: Path) -> None:
+    """Served to other machines (demo.host=0.0.0.0), the page takes uploads only: no path box, no path endpoint,
+    unless demo.allow_paths=true; a public link never reads paths. Uploads are limited by demo.max_file_size."""
+    ckpt = tmp_path / "tiny.ckpt"
+    save_lightning_ckpt(ckpt)
+
+    def allowed(*extra: str) -> bool:
+        return paths_allowed(demo_cfg(ckpt, tmp_path, *extra).demo)
+
+    assert allowed() and allowed("demo.host=localhost") and allowed("demo.host=::1")
+    assert not allowed("demo.host=0.0.0.0") and not allowed("demo.host=myhost.example.org")
+    assert allowed("demo.host=0.0.0.0", "demo.allow_paths=true") and not allowed("demo.allow_paths=false")
+    assert not allowed("demo.share=true", "demo.allow_paths=true")
+    with pytest.raises(UserError, match=r"^demo\.allow_paths='yes': expected auto, true or false$"):
+        allowed("demo.allow_paths=yes")
+
+    model = load_demo_model(demo_cfg(ckpt, tmp_path))
+    closed, opened = build_app(model, paths=False), build_app(model, paths=True)
+    assert "predict_path" not in _api_names(closed) and "predict" in _api_names(closed)
+    assert "predict_path" in _api_names(opened)
+    path_boxes = lambda app: [b for b in app.blocks.values() if getattr(b, "label", "") and "path" in b.label]
+    assert [b.visible for b in path_boxes(closed)] == [False]
+    assert [b.visible for b in path_boxes(opened)] == [True]
+
+    assert upload_limit(demo_cfg(ckpt, tmp_path).demo) == 20 * 1024**2
+    assert upload_limit(demo_cfg(ckpt, tmp_path, "demo.max_file_size=3KB").demo) == 3 * 1024
+    with pytest.raises(UserError, match=r"^demo\.max_file_size='huge': expected a size such as 20mb"):
+        upload_limit(demo_cfg(ckpt, tmp_path, "demo.max_file_size=huge").demo)
+    app = serve(demo_cfg(ckpt, tmp_path, "demo.max_file_size=1kb"), block=False)
+    try:
+        assert app.max_file_size == 1024
+    finally:
         app.close()

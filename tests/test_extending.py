@@ -92,6 +92,12 @@ def test_the_extending_page_example_runs_end_to_end(tmp_path: Path) -> None:
     assert record["config"]["dataset"]["_target_"] == "my_dataset.ListFileDataModule"
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert any("test/acc1" in json.loads(line) for line in lines)
+    from glsim_pl.model_io.model_card import model_card
+
+    pre = {"resize_size": 42, "resize_factor": 1.34, "input_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3}
+    config = {"preprocessing": pre, "num_classes": 3, "method": "vit", "backbone": "my_vit_patch8"}
+    card = model_card(config, record, {})  # the training command reruns only with the run's config folder
+    assert f"glsim-train -cd conf {' '.join(cmd[5:-1])}" in card
 
 
 @pytest.mark.parametrize("name", ["my_selectors", "my_dataset", "my_backbone", "my_logger"])

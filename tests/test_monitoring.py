@@ -270,3 +270,25 @@ def test_step_loss_is_logged_on_lightnings_steps_and_the_epoch_mean_once(make_cf
     printed = [float(m.group(0).split("train/loss ")[1].split()[0])
                for m in (EPOCH_LINE.search(r.getMessage()) for r in caplog.records) if m]  # fmt: skip
     assert printed == pytest.approx(epoch_means, abs=1e-4)
+
+
+def test_losses_shown_with_gradient_accumulation_are_the_batches_losses(make_cfg, caplog) -> None:
+    """``trainer.accumulate_grad_batches=2``: the step lines, the epoch line and ``training_curves.json`` show the
+    loss ``train/loss`` logs (about ln 10 for 10 untrained classes), not half of it."""
+    cfg = make_cfg("logger=csv", "test=false", "+trainer.accumulate_grad_batches=2", "progress.lines=true",
+                   "progress.every_n_steps=1", "progress.every_n_seconds=0", "callbacks.crop_visualizer=null",
+                   "model.backbone_kwargs.depth=1")  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="glsim_pl"):
+        train(cfg)
+    out = Path(cfg.paths.output_dir)
+    per_batch = json.loads((out / "training_curves.json").read_text())["train"]["loss"]
+    assert len(per_batch) >= 4 and all(2.0 < v < 2.6 for v in per_batch)
+    rows = _csv_rows(out / "csv" / "version_0" / "metrics.csv")
+    (epoch_mean,) = [float(r["train/loss_epoch"]) for r in rows if r.get("train/loss_epoch")]
+    assert sum(per_batch) / len(per_batch) == pytest.approx(epoch_mean, abs=1e-5)
+    step_losses = [float(m.group(5)) for m in (STEP_LINE.search(r.getMessage()) for r in caplog.records) if m]
+    pairs = [per_batch[i : i + 2] for i in range(0, len(per_batch), 2)]  # one optimizer step each
+    assert step_losses == pytest.approx([sum(pair) / len(pair) for pair in pairs], abs=1e-4)
+    printed = [float(m.group(0).split("train/loss ")[1].split()[0])
+               for m in (EPOCH_LINE.search(r.getMessage()) for r in caplog.records) if m]  # fmt: skip
+    assert printed == pytest.approx([epoch_mean], abs=1e-4)

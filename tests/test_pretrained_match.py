@@ -108,3 +108,22 @@ def test_share_loaded_is_in_metrics_json(make_cfg, tmp_path: Path) -> None:
     train(cfg)
     record = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert record["metrics"]["pretrained/loaded_share"] == 1.0
+
+
+def test_truncated_safetensors_and_another_model_size_say_why(tmp_path: Path) -> None:
+    """A cut-short .safetensors is one line, as a cut-short .pth; ViT-S-like weights (same names, wider) for this
+    ViT-Ti-like encoder say the shapes differ and show a few keys with both shapes."""
+    torch.manual_seed(0)
+    other = timm.create_model(BACKBONE, num_classes=0, img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=2)
+    whole = tmp_path / "wide.safetensors"
+    save_file(other.state_dict(), whole)
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(UserError, match=r"^model\.pretrained_file='.*cut\.safetensors': cannot read it \(") as info:
+        _glsim(num_classes=3, pretrained_file=str(cut))
+    assert "\n" not in str(info.value)
+    with pytest.raises(UserError) as info:
+        _glsim(num_classes=3, pretrained_file=str(whole))
+    message = str(info.value)
+    assert "30 of the encoder's tensors are in the file under the same name with another shape" in message
+    assert "cls_token [1, 1, 48] in the file, [1, 1, 32] in the encoder" in message

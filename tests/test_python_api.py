@@ -223,3 +223,42 @@ def test_eval_output_dir_is_beside_the_checkpoint(tmp_path: Path) -> None:
     assert Path(eval_output_dir(str(ckpt), ".")).parent == tmp_path / "run" / "eval" / "epoch_003"
     assert Path(eval_output_dir(str(tmp_path / "x.pth"), ".")).parent == tmp_path / "eval" / "x"
     assert eval_output_dir("hf-hub:a/b/c.pth", "/r").startswith("/r/outputs/")
+
+
+UNREACHABLE_HUB = """
+from glsim_pl.errors import UserError
+from glsim_pl.model_io.hub import resolve_model_path
+from glsim_pl.models.encoder import create_encoder
+
+print("cached:", resolve_model_path("hf-hub:someone/cached/w.bin").read_bytes().decode())
+for load in (lambda: create_encoder("vit_tiny_patch16_224", img_size=32, pretrained=True),
+             lambda: resolve_model_path("hf-hub:someone/missing/w.bin")):
+    try:
+        load()
+    except UserError as exc:
+        print("error:", exc)
+"""
+
+
+def test_unreachable_hub_without_offline_mode_fails_at_once_or_uses_the_cache(tmp_path: Path) -> None:
+    """HF_HUB_OFFLINE unset and the Hub endpoint refusing connections (a local port bound but not listening, so
+    nothing leaves the machine): a cached file loads, a missing one (timm weights, an hf-hub: id) is the one clear
+    message, and the Hub client never goes into its retries."""
+    import socket
+
+    hf_home = tmp_path / "hf"
+    (tmp_path / "w.bin").write_text("weights")
+    add_to_hub_cache(hf_home, "someone/cached", {"w.bin": tmp_path / "w.bin"})
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # never listens: connections are refused
+        env = {k: v for k, v in hub_env(hf_home).items() if k != "HF_HUB_OFFLINE"}
+        env["HF_ENDPOINT"] = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        proc = subprocess.run([sys.executable, "-c", UNREACHABLE_HUB], env=env, capture_output=True, text=True,
+                              timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "cached: weights"
+    assert lines[1].startswith("error: could not fetch pretrained weights for 'vit_tiny_patch16_224'")
+    assert lines[2].startswith("error: 'hf-hub:someone/missing/w.bin': cannot be fetched from the Hugging Face Hub")
+    assert "does not answer" in lines[2]
+    assert "Retry" not in proc.stderr, proc.stderr[-2000:]

@@ -50,3 +50,33 @@ def test_resume_missing_checkpoint_is_clear(make_cfg) -> None:
 
     with pytest.raises(UserError, match="no checkpoint at"):
         train(make_cfg("logger=none", "callbacks=none", "ckpt_path=last"))
+
+
+class _Built(Exception):
+    """Stops a run once its data module is set up."""
+
+
+@pytest.mark.parametrize("cuda", [True, False])
+def test_device_normalize_auto_follows_the_trainers_accelerator(make_cfg, monkeypatch, cuda: bool) -> None:
+    """``dataset.device_normalize=auto`` is on when the run trains on CUDA (faked here), although the data module is
+    set up before the trainer exists; off otherwise."""
+    import glsim_pl.train as train_module
+    from glsim_pl.data.base import FGVCDataModule
+
+    resolved: list[bool] = []
+
+    def stop(*args, **kwargs):
+        raise _Built
+
+    monkeypatch.setattr(train_module, "uses_cuda", lambda accelerator: cuda)
+    monkeypatch.setattr(train_module, "GLSimLitModule", stop)
+    original_setup = FGVCDataModule.setup
+
+    def setup(self, stage=None):
+        original_setup(self, stage)
+        resolved.append(self._finish_batch)
+
+    monkeypatch.setattr(FGVCDataModule, "setup", setup)
+    with pytest.raises(_Built):
+        train(make_cfg("dataset.device_normalize=auto", "logger=none"))
+    assert resolved == [cuda]

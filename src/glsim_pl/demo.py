@@ -7,12 +7,15 @@ For an uploaded image, a path on this machine or a shipped example: top-5 classe
 image, the selector's score map as a heat map, the second-pass crop and, for a gated checkpoint, whether the second
 pass ran. A selector switch redraws map, box and crop under another selector and says whether the prediction changes.
 Gradio is an optional extra (``pip install 'glsim_pl[demo]'``), imported only here; analytics are off and the page
-needs no network. The page listens on 127.0.0.1 unless ``demo.host`` says otherwise.
+needs no network. The page listens on 127.0.0.1 unless ``demo.host`` says otherwise; the box that reads a path on
+this machine is there only on a loopback host (or with ``demo.allow_paths=true``), never with a public link.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +41,8 @@ from glsim_pl.models.selectors import check_selector, selector_names
 from glsim_pl.plots.panels import crop_panel, draw_box, heat_overlay
 from glsim_pl.utils.logging import RankedLogger
 
-__all__ = ["DemoModel", "Prediction", "build_app", "load_demo_model", "main", "predict_one", "serve", "view_box"]
+__all__ = ["DemoModel", "Prediction", "build_app", "load_demo_model", "main", "paths_allowed", "predict_one", "serve",
+           "upload_limit", "view_box"]  # fmt: skip
 
 log = RankedLogger(__name__)
 EXAMPLES_DIR = Path(__file__).with_name("demo_examples")
@@ -207,8 +211,41 @@ def example_images() -> list[str]:
     return sorted(str(p) for p in EXAMPLES_DIR.glob("*.jpg"))
 
 
-def build_app(model: DemoModel, share: bool = False) -> Any:
-    """The Gradio Blocks page around ``model``; ``share`` hides the box that reads paths on this machine."""
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
+def paths_allowed(demo_cfg: Any) -> bool:
+    """``demo.allow_paths``: whether the page reads paths on this machine. ``auto``: only when the page listens on a
+    loopback address (another machine's browser could read any file the demo's user can); never with a public link.
+    """
+    value = str(demo_cfg.get("allow_paths", "auto")).lower()
+    if value not in ("auto", "true", "false"):
+        raise UserError(f"demo.allow_paths={demo_cfg.get('allow_paths')!r}: expected auto, true or false")
+    if demo_cfg.get("share"):
+        return False
+    return _is_loopback(str(demo_cfg.get("host") or "")) if value == "auto" else value == "true"
+
+
+def upload_limit(demo_cfg: Any) -> int:
+    """``demo.max_file_size`` (bytes, or a number with b, kb, mb or gb) -> bytes."""
+    value = demo_cfg.get("max_file_size")
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    match = re.fullmatch(r"\s*(\d+)\s*(b|kb|mb|gb)\s*", str(value), re.IGNORECASE)
+    if not match or int(match.group(1)) == 0:
+        raise UserError(f"demo.max_file_size={value!r}: expected a size such as 20mb (b, kb, mb, gb) or bytes > 0")
+    return int(match.group(1)) * 1024 ** ("b", "kb", "mb", "gb").index(match.group(2).lower())
+
+
+def build_app(model: DemoModel, paths: bool = False) -> Any:
+    """The Gradio Blocks page around ``model``; ``paths`` adds the box (and its API) that reads paths on this
+    machine."""
     gr = _import_gradio()
     selectors = supported_selectors(model.net)
 
@@ -231,7 +268,7 @@ def build_app(model: DemoModel, share: bool = False) -> Any:
         with gr.Row():
             with gr.Column(scale=1):
                 upload = gr.File(label="Image", type="filepath", elem_id="upload")
-                path_box = gr.Textbox(label="...or a path on this machine (Enter)", visible=not share)
+                path_box = gr.Textbox(label="...or a path on this machine (Enter)", visible=paths)
                 choice = gr.Radio(selectors, value=model.selector, label="Selector", visible=bool(selectors))
                 if example_images():
                     gr.Examples(example_images(), inputs=upload, label="Examples")
@@ -246,7 +283,7 @@ def build_app(model: DemoModel, share: bool = False) -> Any:
             details = gr.JSON()
         outputs = [label, boxed, heat, crop, summary, details, source]
         upload.change(run, [upload, choice], outputs, api_name="predict")
-        if not share:  # a public link must not read files of this machine
+        if paths:  # without the box no endpoint either: a client could call it by name
             path_box.submit(run, [path_box, choice], outputs, api_name="predict_path")
         choice.change(run, [source, choice], outputs, api_name="reselect")
     return app
@@ -255,15 +292,19 @@ def build_app(model: DemoModel, share: bool = False) -> Any:
 def serve(cfg: DictConfig, block: bool = True) -> Any:
     """Load the model and start the page on ``cfg.demo.host:port``; ``block=False`` returns the running app."""
     _import_gradio()  # the missing extra is reported before the checkpoint is read
-    model = load_demo_model(cfg)
     demo_cfg = cfg.demo
-    app = build_app(model, bool(demo_cfg.share))
+    paths, max_file_size = paths_allowed(demo_cfg), upload_limit(demo_cfg)
+    model = load_demo_model(cfg)
+    if not paths and not demo_cfg.share and str(demo_cfg.get("allow_paths", "auto")).lower() == "auto":
+        log.info(f"demo.host={demo_cfg.host}: the page is open to other machines, so it takes uploads only "
+                 "(demo.allow_paths=true adds the box that reads paths on this machine)")  # fmt: skip
+    app = build_app(model, paths)
     app.queue(default_concurrency_limit=1)
     try:
         app.launch(
             server_name=str(demo_cfg.host), server_port=int(demo_cfg.port) if demo_cfg.port else None,
             share=bool(demo_cfg.share), prevent_thread_lock=not block, show_error=True, ssr_mode=False,
-            allowed_paths=[str(EXAMPLES_DIR)], quiet=not block,
+            allowed_paths=[str(EXAMPLES_DIR)], quiet=not block, max_file_size=max_file_size,
         )  # fmt: skip
     except OSError as exc:  # the port is taken, or the host is not an address of this machine
         where = f"demo.host={demo_cfg.host!r} demo.port={demo_cfg.port}"

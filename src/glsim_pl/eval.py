@@ -7,7 +7,9 @@
 
 Without ``dataset=`` the test split is the one of the run that wrote the checkpoint (``<run>/.hydra/config.yaml``);
 image size, resize and mean/std are the checkpoint's stored preprocessing (``dataset.image_size=`` etc. on the
-command line win). Output folder: ``<run>/eval/<checkpoint name>/<date>_<time>`` (``hydra.run.dir=`` wins).
+command line win, as does any other ``dataset.<key>=`` of that run's dataset). ``imports=[mypackage.leaves]`` imports
+the module of a dataset class of your own first (as train does). Output folder:
+``<run>/eval/<checkpoint name>/<date>_<time>`` (``hydra.run.dir=`` wins).
 
 Writes: ``eval_metrics.json`` (test top-1/top-5, cost figures, localisation per selector),
 ``test_per_class_acc.csv`` + ``.png``, ``confusion_matrix.png`` (<= ``eval.confusion_max_classes`` classes),
@@ -20,13 +22,14 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 import torch
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from glsim_pl.analysis.cost import measure_cost, model_gflops
 from glsim_pl.analysis.eval_report import save_error_gallery, write_class_reports
@@ -36,6 +39,7 @@ from glsim_pl.callbacks.eval_collector import EvalCollector
 from glsim_pl.config.groups import resolve_trainer_precision, transform_augs
 from glsim_pl.config.instantiate import instantiate, instantiate_collection
 from glsim_pl.config.locate import CONFIG_DIR
+from glsim_pl.config.plugins import import_user_modules
 from glsim_pl.config.run_dir import apply_model_preprocessing, explicit_overrides, run_dataset_config
 from glsim_pl.config.validate import validate_selectors, validate_values
 from glsim_pl.errors import UserError, exit_on_user_error
@@ -56,14 +60,16 @@ log = RankedLogger(__name__)
 
 
 def _choose_dataset(cfg: DictConfig, module: GLSimLitModule) -> None:
-    """``dataset=`` if given, else the checkpoint's run's; its eval transform set to the model's preprocessing."""
-    if cfg.get("dataset") is None:
+    """``dataset=`` if given, else the checkpoint's run's (with the ``dataset.<key>=`` given on the command line);
+    its eval transform set to the model's preprocessing."""
+    given = cfg.get("dataset")
+    if given is None or "_target_" not in given:  # no dataset group: at most a few keys of the run's dataset
         dataset = run_dataset_config(cfg.ckpt_path)
         if dataset is None:
             raise UserError(f"ckpt_path={cfg.ckpt_path!r} sits in no training run folder (no .hydra/config.yaml "
                             "beside it), so its dataset is unknown: pass dataset=<name>")  # fmt: skip
         with open_dict(cfg):
-            cfg.dataset = dataset
+            cfg.dataset = OmegaConf.merge(dataset, given) if given else dataset
     apply_model_preprocessing(cfg.dataset, module.preprocessing, explicit_overrides(cfg))
 
 
@@ -79,6 +85,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test the checkpoint and write the reports; returns the metrics written to ``eval_metrics.json``."""
     if cfg.get("ckpt_path") is None:
         raise UserError("ckpt_path is required: glsim-eval ckpt_path=/path/to/ckpt [dataset=<name>]")
+    import_user_modules(cfg.get("imports"))  # a dataset class (or selector) of the user's, named by the run
     validate_selectors(cfg.method.get("selector"))  # before the checkpoint and the data are read
     validate_values(cfg)
     for selector in cfg.eval.get("selectors") or []:
@@ -185,11 +192,24 @@ def _summary(result: dict[str, Any], out: Path) -> None:
     log.info("eval\n  " + "\n  ".join(lines))
 
 
+def checkpoint_dataset_overrides(args: list[str]) -> list[str]:
+    """Without ``dataset=<name>`` the dataset is the checkpoint's run's, read after Hydra has composed the config:
+    ``dataset.<key>=v`` names a key Hydra has not seen, so it goes on as ``+dataset.<key>=v``."""
+    if any(a.split("=", 1)[0].lstrip("+~") == "dataset" and a.split("=", 1)[1:] != ["null"] for a in args):
+        return args
+    return [f"+{a}" if a.startswith("dataset.") and "=" in a else a for a in args]
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 @exit_on_user_error
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point; bad input ends with one clear message."""
+def _hydra_main(cfg: DictConfig) -> None:
     evaluate(cfg)
+
+
+def main() -> None:
+    """Entry point (``glsim-eval``); bad input ends with one clear message."""
+    sys.argv[1:] = checkpoint_dataset_overrides(sys.argv[1:])
+    _hydra_main()
 
 
 if __name__ == "__main__":

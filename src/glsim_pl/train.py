@@ -150,10 +150,12 @@ def _train(cfg: DictConfig, started: Callable[[], None] | None = None) -> dict[s
     check_resume(cfg, resume, upgrade_target)  # a resume with another lr / batch / dataset / model: refused by name
     if started is not None:
         started()  # every refusal is behind us: this run's config replaces the folder's
+    cuda = uses_cuda(cfg.trainer.get("accelerator"))
+    if datamodule.device_normalize == "auto":  # "on CUDA": setup builds the transforms before the trainer exists
+        datamodule.device_normalize = "true" if cuda else "false"
     datamodule.setup("fit")  # the data check of every split, before the model is built
     module = GLSimLitModule(**module_kwargs(cfg, datamodule.class_names))
     resolve_trainer_precision(cfg)
-    cuda = uses_cuda(cfg.trainer.get("accelerator"))
     prepare_classifier(module.net, cfg.get("compile"), cfg.get("compile_mode"), cuda, int(datamodule.batch_size))
     loggers = instantiate_collection(cfg.get("logger"))
     resumed_from = resume or _slurm_requeue_path(cfg)

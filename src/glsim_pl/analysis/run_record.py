@@ -89,6 +89,21 @@ def _hydra_job() -> tuple[str | None, list[str]]:
         return None, []
 
 
+def _config_dir() -> str | None:
+    """The ``-cd`` folder of the running Hydra job (relative to its working directory when below it), or None."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        runtime = HydraConfig.get().runtime
+    except ValueError:
+        return None
+    folder = next((s.path for s in runtime.config_sources if s.provider == "command-line"), None)
+    if not folder:
+        return None
+    path = Path(folder)
+    return str(path.relative_to(runtime.cwd)) if path.is_relative_to(runtime.cwd) else str(path)
+
+
 def run_cost(cfg: DictConfig, trainer: Any, fit_seconds: float | None, start_step: int = 0) -> dict[str, Any]:
     """Analytic GFLOPs per image of the trained classifier and the fit's measured images per second.
 
@@ -146,6 +161,7 @@ def write_run_record(
         "task_name": cfg.get("task_name"),
         "seed": cfg.get("seed"),
         "overrides": overrides,
+        "config_dir": _config_dir(),  # the -cd a rerun of the overrides needs
         "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)},
         "tested_checkpoint": metrics.get("tested_ckpt") or None,  # the file test/* belong to (model card)
         "cost": run_cost(cfg, trainer, fit_seconds, start_step),

@@ -51,10 +51,17 @@ def _clock(seconds: float) -> str:
     return str(timedelta(seconds=round(seconds)))
 
 
-def step_loss(outputs: Any) -> torch.Tensor | None:
-    """The training step's loss tensor, detached (still on the device: nothing is read back), or None."""
+def step_loss(outputs: Any, trainer: L.Trainer) -> torch.Tensor | None:
+    """The training step's loss tensor, detached (still on the device: nothing is read back), or None.
+
+    With gradient accumulation Lightning hands the callbacks the loss divided by ``accumulate_grad_batches`` (the
+    share it back-propagates); the batch's own loss, the one ``train/loss`` logs, is that times the accumulation.
+    """
     loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-    return loss.detach() if isinstance(loss, torch.Tensor) else None
+    if not isinstance(loss, torch.Tensor):
+        return None
+    accumulation = int(getattr(trainer, "accumulate_grad_batches", 1) or 1)
+    return loss.detach() * accumulation if accumulation > 1 else loss.detach()
 
 
 def _batch_size(batch: Any) -> int:
@@ -106,7 +113,7 @@ class ProgressLog(L.Callback):
         if not trainer.is_global_zero:
             return
         images = _batch_size(batch)
-        if (loss := step_loss(outputs)) is not None:
+        if (loss := step_loss(outputs, trainer)) is not None:
             self._losses.append(loss)
             weighted = loss.float() * images
             self._epoch_loss = weighted if self._epoch_loss is None else self._epoch_loss + weighted

@@ -50,7 +50,7 @@ class TrainingCurves(L.Callback):
     ) -> None:
         if not trainer.is_global_zero:
             return
-        loss = step_loss(outputs)
+        loss = step_loss(outputs, trainer)
         if loss is None:
             return
         self._pending.append(loss)

@@ -7,7 +7,7 @@ from typing import Any
 
 import hydra
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from glsim_pl.errors import UserError
 
@@ -23,6 +23,9 @@ def instantiate(node: DictConfig, **kwargs: Any) -> Any:
     A W&B logger runs offline (``WANDB_MODE=offline``) unless the user set ``WANDB_MODE``, and an MLflow logger may
     use a ``file:`` store: no account or server needed.
     """
+    key = node._get_full_key("_target_") if isinstance(node, DictConfig) else "_target_"  # dataset._target_
+    if isinstance(node, DictConfig) and OmegaConf.is_missing(node, "_target_"):  # a group with no class (dataset=own)
+        raise UserError(f"{key}=???: expected the class to build, by import path (e.g. {key}=mypackage.module.Class)")
     target = str(node.get("_target_", "")) if isinstance(node, DictConfig) else ""
     if target.endswith("WandbLogger"):
         os.environ.setdefault("WANDB_MODE", "offline")
@@ -40,6 +43,10 @@ def instantiate(node: DictConfig, **kwargs: Any) -> Any:
             hint = f": pip install 'glsim_pl[{extra}]'" if extra else ""
             missing = f"config for {target or '?'} needs a package that is not installed ({cause}){hint}"
             raise UserError(missing) from None
+        if isinstance(cause, ImportError) and str(exc).startswith("Error locating target"):  # the class itself
+            reason = str(cause).splitlines()[1] if len(str(cause).splitlines()) > 1 else str(cause)
+            raise UserError(f"{key}={target}: cannot import it ({reason}); expected a module on PYTHONPATH, or "
+                            "in the working directory with imports=[its module]") from None  # fmt: skip
         if isinstance(cause, TypeError) and "unexpected keyword argument" in str(cause):
             raise UserError(f"config for {target or '?'}: {cause} (check the spelling of that key)") from None
         raise

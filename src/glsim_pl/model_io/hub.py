@@ -42,16 +42,22 @@ def resolve_model_path(spec: str | Path) -> Path:
         return Path(spec).expanduser()
     from huggingface_hub import constants, hf_hub_download
 
+    from glsim_pl.models.encoder import hub_cache_only_if_unreachable
+
     repo_id, filename, revision = parse_hub_id(str(spec))
+    unreachable = False
     try:
-        if filename:
-            return Path(hf_hub_download(repo_id, filename, revision=revision))
-        config = hf_hub_download(repo_id, "config.json", revision=revision)
-        hf_hub_download(repo_id, "model.safetensors", revision=revision)
-        return Path(config).parent
+        with hub_cache_only_if_unreachable() as unreachable:
+            if filename:
+                return Path(hf_hub_download(repo_id, filename, revision=revision))
+            config = hf_hub_download(repo_id, "config.json", revision=revision)
+            hf_hub_download(repo_id, "model.safetensors", revision=revision)
+            return Path(config).parent
     except Exception as exc:  # huggingface_hub raises many types (offline, 404, auth); one message for all
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         offline = " (HF_HUB_OFFLINE=1: only files already in the cache load)" if constants.HF_HUB_OFFLINE else ""
+        if unreachable:
+            offline = f" ({constants.ENDPOINT} does not answer: only files already in the cache load)"
         raise UserError(f"{spec!r}: cannot be fetched from the Hugging Face Hub{offline}; cache: "
                         f"{constants.HF_HUB_CACHE} ({type(exc).__name__}: {first})") from exc  # fmt: skip
 

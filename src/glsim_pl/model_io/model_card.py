@@ -108,7 +108,8 @@ def model_card(
               "## Training", ""]  # fmt: skip
     overrides = record.get("overrides")
     if overrides is not None:
-        lines += ["```bash", "glsim-train " + " ".join(overrides), "```"]
+        cd = ["-cd", record["config_dir"]] if record.get("config_dir") else []  # the run's own config groups
+        lines += ["```bash", " ".join(["glsim-train", *cd, *overrides]), "```"]
         if record.get("git_commit"):
             lines.append(f"\nglsim_pl commit `{record['git_commit']}`, seed {record.get('seed')}.")
     else:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,37 @@ from glsim_pl.models.weights import load_encoder_weights
 
 log = logging.getLogger(__name__)  # not utils.logging: models/ imports no Lightning
 
-__all__ = ["create_encoder", "load_weights_file"]
+__all__ = ["create_encoder", "hub_cache_only_if_unreachable", "load_weights_file"]
 
 _NETWORK_ERROR_MODULES = ("huggingface_hub", "httpx", "httpcore", "requests", "urllib", "socket")
+HUB_CHECK_TIMEOUT_S = 5.0  # one request; the Hub client itself retries a refused connection for about a minute
+
+
+@contextmanager
+def hub_cache_only_if_unreachable() -> Iterator[bool]:
+    """Inside: downloads from the Hub as usual, or, when its endpoint does not answer one request within
+    ``HUB_CHECK_TIMEOUT_S``, from the local cache only (offline mode), so a missing file fails at once instead of
+    after the client's retries. Yields whether the Hub was found unreachable."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    if constants.HF_HUB_OFFLINE:
+        yield False
+        return
+    try:
+        get_session().head(constants.ENDPOINT, timeout=HUB_CHECK_TIMEOUT_S)  # any HTTP answer: reachable
+        reachable = True
+    except Exception:  # refused, timed out, no route, proxy failure: the client's own error types vary
+        reachable = False
+    if reachable:
+        yield False
+        return
+    log.warning(f"the Hugging Face Hub ({constants.ENDPOINT}) does not answer: using the local cache only")
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield True
+    finally:
+        constants.HF_HUB_OFFLINE = False
 
 
 def _is_network_error(exc: BaseException) -> bool:
@@ -62,9 +92,11 @@ def create_encoder(
             raise UserError(f"model.pretrained_file={pretrained_file!r}: no such file")
     from_hub = pretrained and pretrained_file is None  # a local file is loaded below, after the model is built
     try:
-        encoder = timm.create_model(
-            backbone, pretrained=from_hub, num_classes=0, img_size=img_size, drop_path_rate=drop_path_rate, **kwargs
-        )
+        with hub_cache_only_if_unreachable() if from_hub else nullcontext():
+            encoder = timm.create_model(
+                backbone, pretrained=from_hub, num_classes=0, img_size=img_size, drop_path_rate=drop_path_rate,
+                **kwargs,
+            )  # fmt: skip
     except RuntimeError as exc:
         if "Unknown model" in str(exc):
             raise UserError(f"model.backbone={backbone!r} is not a timm model name") from exc

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ class EncoderLoad:
     total: int
     missing: list[str]
     unexpected: list[str]
+    reshaped: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)  # (key, file, encoder)
 
     @property
     def share(self) -> float:
@@ -76,9 +77,13 @@ def read_weights(path: str | Path) -> tuple[dict[str, Tensor], str]:
     path = Path(path).expanduser()
     try:
         if path.suffix == ".safetensors":
+            from safetensors import SafetensorError
             from safetensors.torch import load_file
 
-            obj: Any = load_file(str(path))
+            try:
+                obj: Any = load_file(str(path))
+            except SafetensorError as exc:  # truncated or not safetensors: none of the errors caught below
+                raise _cannot_load(path, exc) from exc
         else:
             obj = _load(path)
         if is_official_checkpoint(obj):
@@ -102,15 +107,21 @@ def _matched(encoder: nn.Module, state: dict[str, Tensor]) -> tuple[dict[str, Te
     usable = {k: v for k, v in state.items() if k in target and tuple(v.shape) == tuple(target[k].shape)}
     missing = [k for k in target if k not in usable]
     unexpected = [k for k in state if k not in usable]
-    return usable, EncoderLoad(len(usable), len(target), missing, unexpected)
+    reshaped = [(k, tuple(state[k].shape), tuple(target[k].shape)) for k in missing if k in state]
+    return usable, EncoderLoad(len(usable), len(target), missing, unexpected, reshaped)
 
 
 def _check_share(path: Path, result: EncoderLoad) -> None:
     if result.share >= MIN_SHARE:
         return
+    reshaped = ""
+    if result.reshaped:  # the same layout at another size (ViT-S weights for a ViT-Ti, another patch size)
+        shapes = "; ".join(f"{k} {list(f)} in the file, {list(e)} in the encoder" for k, f, e in result.reshaped[:3])
+        reshaped = (f" {len(result.reshaped)} of the encoder's tensors are in the file under the same name with "
+                    f"another shape (another model size?): {shapes}.")  # fmt: skip
     raise UserError(f"model.pretrained_file={str(path)!r}: only {result.loaded} of the encoder's {result.total} "
                     f"tensors ({result.share:.0%}) match the file (at least {MIN_SHARE:.0%} needed; expected weights "
-                    f"of the same architecture as model.backbone). Unmatched in the encoder: "
+                    f"of the same architecture as model.backbone).{reshaped} Unmatched in the encoder: "
                     f"{result.missing[:_SHOWN]}; unmatched in the file: {result.unexpected[:_SHOWN]}")  # fmt: skip
 
 
