@@ -41,8 +41,9 @@ from glsim_pl.config.validate import validate_selectors, validate_values
 from glsim_pl.errors import UserError, exit_on_user_error
 from glsim_pl.model_io.checkpoints import check_compatible, load_module
 from glsim_pl.models import GLSim
+from glsim_pl.models.families import usable_selectors
 from glsim_pl.models.gate import apply_gate_threshold
-from glsim_pl.models.selectors import check_selector, selector_names
+from glsim_pl.models.selectors import check_selector
 from glsim_pl.plots import check_formats, save_figure
 from glsim_pl.plots.cost import accuracy_cost_figure, accuracy_cost_points
 from glsim_pl.training.module import GLSimLitModule
@@ -148,7 +149,7 @@ def _localization(
     own = module.net.selector
     img = int(datamodule.image_size)
     per = {own: {"acc1": first.accuracy(), **first.localization(), "gflops": model_gflops(module.net, img, own)}}
-    for selector in cfg.eval.get("selectors") or selector_names():  # null: every registered selector
+    for selector in cfg.eval.get("selectors") or usable_selectors(module.net.encoder):  # null: every one it can run
         if check_selector(selector) in per:
             continue
         module.net.selector = selector

@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from glsim_pl.errors import UserError
+from glsim_pl.models.families import check_selector_support, meta_encoder
 from glsim_pl.models.selectors import get_selector
 
 __all__ = [
@@ -177,7 +178,11 @@ def validate_config(cfg: DictConfig) -> None:
             raise UserError(f"method.selector={method.get('selector')!r} with method={name}: the plain ViT has no "
                             "crop, so no selector; drop the override (a multirun merges such jobs)")  # fmt: skip
         return
-    get_selector(method.get("selector", "gls"))
+    spec = get_selector(method.get("selector", "gls"))
+    if spec.records_attention:  # the backbone's structure (meta device, no weights) says whether it can
+        encoder = meta_encoder(model.get("backbone"), dict(kwargs) if kwargs else None)
+        if encoder is not None:
+            check_selector_support(spec, encoder, model.get("backbone"))
     _choice("method.sim_metric", method.get("sim_metric", "cos"), SIM_METRICS)
     _choice("method.box_rule", method.get("box_rule", "official"), BOX_RULES)
     _choice("method.gate", method.get("gate", "none"), GATES)

@@ -28,6 +28,7 @@ from glsim_pl.models.attention import capture_attention
 from glsim_pl.models.boxes import BoxRule, select_boxes
 from glsim_pl.models.crop import crop_and_resize
 from glsim_pl.models.encoder import create_encoder
+from glsim_pl.models.families import check_selector_support, global_feature
 from glsim_pl.models.gate import cascade, check_gate
 from glsim_pl.models.official import convert_official_state_dict, is_official_checkpoint, official_model_kwargs
 from glsim_pl.models.selectors import (
@@ -89,7 +90,7 @@ class GLSim(nn.Module):
     """GLSim classifier on a timm ViT.
 
     Args:
-        backbone: timm ViT name (any ViT with a CLS token; register tokens are skipped).
+        backbone: timm ViT or Eva name (a CLS token or a pooled feature, docs/foundation.md; registers are skipped).
         num_classes: number of classes K.
         img_size: input side in pixels.
         top_o: number of patches whose bounding box is cropped.
@@ -144,6 +145,8 @@ class GLSim(nn.Module):
             backbone, img_size, pretrained, pretrained_file, drop_path_rate, drop_path_uniform, layer_norm_eps,
             backbone_kwargs,
         )  # fmt: skip
+        self.backbone = backbone
+        check_selector_support(self._selector, self.encoder, backbone)
         dim = self.encoder.num_features
         self.num_prefix_tokens = self.encoder.num_prefix_tokens
         self.patch_px = self.encoder.patch_embed.patch_size[0]
@@ -173,7 +176,8 @@ class GLSim(nn.Module):
         else:  # the same pass, with attention probabilities recorded
             with capture_attention(self.encoder, layers, head_mean if spec.head_mean else None) as maps:
                 tokens = self.encoder.forward_features(images)
-        cls_global, patches = tokens[:, 0], tokens[:, self.num_prefix_tokens :]  # (B, D), (B, N, D)
+        cls_global = global_feature(self.encoder, tokens)  # (B, D): the CLS token, or the backbone's pooled feature
+        patches = tokens[:, self.num_prefix_tokens :]  # (B, N, D)
         with torch.no_grad():
             inputs = SelectorInputs(cls_global, patches, maps, grid_hw, self.num_prefix_tokens, self.sim_metric)
             scores = spec.scores(inputs)  # (B, N)
@@ -184,7 +188,7 @@ class GLSim(nn.Module):
         """Crop images (M, 3, H, W) to boxes (M, 4), encode the crops, aggregate with cls_global (M, D) -> (M, 2, D)."""
         with torch.no_grad():
             crops = crop_and_resize(images, boxes, images.shape[-2:])  # (M, 3, H, W)
-        cls_local = self.encoder.forward_features(crops)[:, 0]  # (M, D), same encoder
+        cls_local = global_feature(self.encoder, self.encoder.forward_features(crops))  # (M, D), same encoder
         return self.aggregator(torch.stack([cls_global, cls_local], dim=1))  # (M, 2, D)
 
     @property
@@ -194,7 +198,10 @@ class GLSim(nn.Module):
 
     @selector.setter
     def selector(self, name: str) -> None:
-        self._selector = get_selector(name)
+        spec = get_selector(name)
+        if "encoder" in self._modules:  # __init__ checks once the encoder exists
+            check_selector_support(spec, self.encoder, self.backbone)
+        self._selector = spec
 
     def _boxes(self, spec: SelectorSpec, scores: Tensor, grid_hw: tuple[int, int]) -> Tensor:
         """Boxes (B, 4) from scores (B, N): the top-O box, or every patch (the whole image) for ``whole_image``."""
@@ -277,8 +284,8 @@ class ViTClassifier(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward_features(self, images: Tensor) -> GLSimFeatures:
-        """images (B, 3, H, W) -> tokens (B, 1, D): the final CLS token."""
-        return GLSimFeatures(self.encoder.forward_features(images)[:, :1], None, None)
+        """images (B, 3, H, W) -> tokens (B, 1, D): the final CLS token (or the backbone's pooled feature)."""
+        return GLSimFeatures(global_feature(self.encoder, self.encoder.forward_features(images))[:, None], None, None)
 
     def forward_head(self, feats: GLSimFeatures, pre_logits: bool = False) -> Tensor:
         """CLS (B, D) -> logits (B, K), or the token itself."""
