@@ -29,6 +29,7 @@ from glsim_pl.config.run_dir import upgrade_target
 from glsim_pl.config.validate import validate_config
 from glsim_pl.data.verify import write_removed_files
 from glsim_pl.errors import UserError, exit_on_user_error, user_message
+from glsim_pl.models.finetune import param_counts
 from glsim_pl.training.checkpointing import AtomicCheckpointIO, check_checkpoint_readable, checkpoint_step
 from glsim_pl.training.module import GLSimLitModule
 from glsim_pl.training.run_guard import RunIdentityCheckpoint, check_resume, claim_output_dir, run_identity
@@ -111,6 +112,9 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     check_resume(cfg, resume, upgrade_target)  # a resume with another lr / batch / dataset / model: refused by name
     datamodule.setup("fit")  # the data check of every split, before the model is built
     module = GLSimLitModule(**module_kwargs(cfg, datamodule.class_names))
+    trainable, total = param_counts(module.net)
+    regime = (cfg.get("finetune") or {}).get("regime", "full")
+    log.info(f"parameters: {trainable:,} trainable of {total:,} (finetune={regime})")
     resolve_trainer_precision(cfg)
     cuda = uses_cuda(cfg.trainer.get("accelerator"))
     prepare_classifier(module.net, cfg.get("compile"), cfg.get("compile_mode"), cuda, int(datamodule.batch_size))
@@ -149,7 +153,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _input_metrics(cfg: DictConfig, datamodule: Any, module: GLSimLitModule) -> dict[str, float]:
-    """Files the data check removed per split (listed in removed_files.csv) and the share of pretrained tensors."""
+    """Files the data check removed per split (listed in removed_files.csv), the share of pretrained tensors and the
+    trainable / total parameter counts."""
     out: dict[str, float] = {}
     check = getattr(datamodule, "data_check", None)
     if check is not None:
@@ -157,6 +162,7 @@ def _input_metrics(cfg: DictConfig, datamodule: Any, module: GLSimLitModule) -> 
         listed = write_removed_files(check, Path(cfg.paths.output_dir))
         if listed is not None:
             log.info(f"files left out by the data check: {listed}")
+    out["params/trainable"], out["params/total"] = (float(n) for n in param_counts(module.net))
     share = getattr(module.net.encoder, "pretrained_share", None)
     if share is not None:
         out["pretrained/loaded_share"] = float(share)

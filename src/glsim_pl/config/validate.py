@@ -12,10 +12,11 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from glsim_pl.errors import UserError
 from glsim_pl.models.families import check_selector_support, meta_encoder
+from glsim_pl.models.finetune import check_finetune
 from glsim_pl.models.selectors import get_selector
 
 __all__ = [
@@ -161,6 +162,8 @@ def validate_selectors(selector: Any, key: str = "method.selector") -> None:
 def validate_config(cfg: DictConfig) -> None:
     """Train: ``method``, ``model`` and ``dataset.image_size`` describe a model that can be built and run."""
     validate_values(cfg)
+    if cfg.get("finetune") is not None:
+        check_finetune(OmegaConf.to_container(cfg.finetune, resolve=True))
     method, model = cfg.get("method") or {}, cfg.get("model") or {}
     name = method.get("method", "glsim")
     _choice("method.method", name, METHODS)

@@ -33,6 +33,7 @@ from glsim_pl.models import (
     is_official_checkpoint,
     load_official_checkpoint,
 )
+from glsim_pl.models.finetune import has_adapters, merged_copy
 from glsim_pl.models.official import official_model_kwargs
 from glsim_pl.models.weights import read_checkpoint
 from glsim_pl.utils.atomic_io import atomic_write
@@ -58,9 +59,10 @@ WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
 
 # the flat hyperparameters of checkpoints written before they were grouped (a frozen list: the old format)
+# a net group passed alone (save_pretrained) is regrouped through this list too: every classifier keyword belongs here
 _FLAT_NET_KEYS = ("method", "backbone", "img_size", "top_o", "sim_metric", "box_rule", "aggregator_layers",
                   "pretrained", "pretrained_file", "pretrained_head", "drop_path_rate", "drop_path_uniform",
-                  "layer_norm_eps", "backbone_kwargs", "selector", "gate", "gate_threshold")  # fmt: skip
+                  "layer_norm_eps", "backbone_kwargs", "selector", "gate", "gate_threshold", "finetune")  # fmt: skip
 _FLAT_OPTIM_KEYS = ("optimizer", "lr", "momentum", "weight_decay", "warmup_steps", "warmup_lr", "min_lr")
 
 
@@ -248,6 +250,8 @@ def save_pretrained(
     method, kwargs = classifier_kwargs(upgrade_hparams(hparams)["net"], net.head.out_features)
     if isinstance(net, GLSim):
         kwargs["selector"] = net.selector
+    if kwargs.pop("finetune", None) is not None and has_adapters(net):
+        net = merged_copy(net)  # LoRA / DoRA folded into the weights: the export is a plain encoder, as full FT's
     p = pre.to_dict()
     config = {
         "format": FORMAT, "format_version": 2, "method": method, "backbone": kwargs["backbone"],

@@ -29,6 +29,7 @@ from glsim_pl.models.boxes import BoxRule, select_boxes
 from glsim_pl.models.crop import crop_and_resize
 from glsim_pl.models.encoder import create_encoder
 from glsim_pl.models.families import check_selector_support, global_feature
+from glsim_pl.models.finetune import apply_finetune
 from glsim_pl.models.gate import cascade, check_gate
 from glsim_pl.models.official import convert_official_state_dict, is_official_checkpoint, official_model_kwargs
 from glsim_pl.models.selectors import (
@@ -109,6 +110,8 @@ class GLSim(nn.Module):
         gate: ``none`` (the paper) or ``confidence``: a first-pass head on the global CLS; at evaluation images
             whose first-pass confidence reaches ``gate_threshold`` exit early (:mod:`glsim_pl.models.gate`).
         gate_threshold: tau of the gate (max softmax probability); 0 = first pass only, > 1 = always two passes.
+        finetune: what trains (:mod:`glsim_pl.models.finetune`): None or ``{regime: full}`` (the paper), ``linear``
+            (frozen encoder), ``lora`` / ``dora`` (peft adapters: ``rank``, ``alpha``, ``dropout``, ``targets``).
 
     Example:
         >>> model = GLSim("vit_tiny_patch16_224", num_classes=200, pretrained=False).eval()
@@ -135,6 +138,7 @@ class GLSim(nn.Module):
         selector: str = "gls",
         gate: str = "none",
         gate_threshold: float = 0.9,
+        finetune: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.selector = selector  # a registered name; the spec itself is kept (it pickles into spawned workers)
@@ -158,6 +162,7 @@ class GLSim(nn.Module):
             self.gate_head = nn.Linear(dim, num_classes)
             nn.init.zeros_(self.gate_head.weight)
             nn.init.zeros_(self.gate_head.bias)
+        apply_finetune(self, finetune)  # last: the regime freezes or adapts the encoder built above
 
     def forward_features(self, images: Tensor) -> GLSimFeatures:
         """Encode, select, crop, encode the crop, aggregate. images (B, 3, H, W)."""
@@ -271,6 +276,7 @@ class ViTClassifier(nn.Module):
         drop_path_uniform: bool = False,
         layer_norm_eps: float | None = None,
         backbone_kwargs: dict[str, Any] | None = None,
+        finetune: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.encoder = create_encoder(
@@ -282,6 +288,7 @@ class ViTClassifier(nn.Module):
         self.head = nn.Linear(self.encoder.num_features, num_classes)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        apply_finetune(self, finetune)
 
     def forward_features(self, images: Tensor) -> GLSimFeatures:
         """images (B, 3, H, W) -> tokens (B, 1, D): the final CLS token (or the backbone's pooled feature)."""
