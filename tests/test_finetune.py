@@ -13,7 +13,7 @@ from glsim_pl.errors import UserError
 from glsim_pl.export import export
 from glsim_pl.model_io.checkpoints import load_module
 from glsim_pl.models import GLSim
-from glsim_pl.models.finetune import has_adapters, merged_copy, param_counts
+from glsim_pl.models.finetune import has_adapters, has_prompts, merged_copy, param_counts
 from glsim_pl.models.glsim import ViTClassifier
 from glsim_pl.train import train
 from tests.helpers.configs import TINY_KW, compose_tool
@@ -97,6 +97,42 @@ def test_merged_copy_gives_the_adapted_logits(regime: str) -> None:
         assert torch.allclose(net(x).logits, plain(x).logits, atol=1e-5)
 
 
+def test_vpt_deep_prompts_train_in_a_frozen_encoder() -> None:
+    net = GLSim(num_classes=3, finetune={"regime": "vpt", "prompt_tokens": 3}, **TINY_KW)
+    trainable = {n for n, p in net.named_parameters() if p.requires_grad}
+    assert {n for n in trainable if n.startswith("encoder.")} == {f"encoder.blocks.{i}.vpt_prompt" for i in range(2)}
+    x = torch.randn(2, 3, 32, 32)
+    net.eval()
+    with torch.no_grad():
+        tokens = net.encoder.forward_features(x)
+        before = net(x).logits.clone()
+    assert tokens.shape == (2, 1 + 16, 32)  # prompts removed after the last block: CLS + the 4x4 grid
+    frozen = {k: v for k, v in _snapshot(net.encoder).items() if "vpt_prompt" not in k}
+    prompts = {k: v for k, v in _snapshot(net.encoder).items() if "vpt_prompt" in k}
+    _steps(net)
+    state = net.encoder.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in frozen.items())
+    assert all(not torch.equal(state[k], v) for k, v in prompts.items())
+    net.head.load_state_dict({"weight": torch.randn(3, 32), "bias": torch.zeros(3)})
+    with torch.no_grad():  # the prompts reach the output: other prompts, other tokens
+        a = net.encoder.forward_features(x)
+        net.encoder.blocks[0].vpt_prompt.add_(torch.randn(3, 32))  # not a constant: LayerNorm would remove it
+        assert not torch.allclose(a, net.encoder.forward_features(x))
+    assert before.shape == (2, 3)
+
+
+def test_vpt_refusals() -> None:
+    with pytest.raises(UserError, match="finetune=vpt needs timm VisionTransformer blocks; Eva"):
+        GLSim(num_classes=3, finetune={"regime": "vpt"}, backbone="vit_base_patch16_dinov3", img_size=32, top_o=2,
+              backbone_kwargs={"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2})  # fmt: skip
+    with pytest.raises(UserError, match="method.selector='rollout' reads attention maps, and finetune=vpt"):
+        GLSim(num_classes=3, finetune={"regime": "vpt"}, selector="rollout", **TINY_KW)
+    net = GLSim(num_classes=3, finetune={"regime": "vpt"}, **TINY_KW)
+    assert has_prompts(net.encoder)
+    with pytest.raises(UserError, match="finetune=vpt"):
+        net.selector = "attn_last"
+
+
 def test_full_regime_keeps_the_paper_hyperparameters(make_cfg) -> None:
     from glsim_pl.config.groups import net_kwargs
 
@@ -109,10 +145,15 @@ def test_config_time_refusal(make_cfg) -> None:
 
     with pytest.raises(UserError, match="finetune.alpha=-1"):
         validate_config(make_cfg("finetune=lora", "finetune.alpha=-1"))
+    with pytest.raises(UserError, match="method.selector='psm' reads attention maps, and finetune=vpt"):
+        validate_config(make_cfg("finetune=vpt", "method.selector=psm"))
+    with pytest.raises(UserError, match="finetune=vpt needs timm VisionTransformer blocks"):
+        validate_config(make_cfg("finetune=vpt", "model=dinov3_b16", tiny=False))  # its structure, on meta
+    validate_config(make_cfg("finetune=vpt"))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("regime", ["linear", "lora"])
+@pytest.mark.parametrize("regime", ["linear", "lora", "vpt"])
 def test_train_eval_export_resume(make_cfg, tmp_path: Path, regime: str) -> None:
     out = tmp_path / regime
     metrics = train(make_cfg(f"finetune={regime}", "logger=none", output_dir=out))
@@ -123,9 +164,10 @@ def test_train_eval_export_resume(make_cfg, tmp_path: Path, regime: str) -> None
     best = Path(metrics["best_ckpt"])
     module, kind = load_module(best)  # evaluates: the regime is rebuilt from the checkpoint's hyperparameters
     assert kind == "lightning" and has_adapters(module.net) == (regime == "lora")
+    assert has_prompts(module.net.encoder) == (regime == "vpt")
     export(compose_tool("export", [f"ckpt_path={best}", f"out={tmp_path / 'exported'}"], tmp_path / "x"))
     exported = glsim_pl.load_pretrained(tmp_path / "exported")
-    assert not has_adapters(exported)
+    assert not has_adapters(exported) and has_prompts(exported.encoder) == (regime == "vpt")  # prompts stay tokens
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(module.net(x).logits, exported(x).logits, atol=1e-5)

@@ -12,11 +12,12 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from glsim_pl.errors import UserError
 from glsim_pl.models.families import check_selector_support, meta_encoder
-from glsim_pl.models.finetune import check_finetune
+from glsim_pl.models.finetune import apply_finetune, check_finetune
 from glsim_pl.models.selectors import get_selector
 
 __all__ = [
@@ -162,9 +163,10 @@ def validate_selectors(selector: Any, key: str = "method.selector") -> None:
 def validate_config(cfg: DictConfig) -> None:
     """Train: ``method``, ``model`` and ``dataset.image_size`` describe a model that can be built and run."""
     validate_values(cfg)
-    if cfg.get("finetune") is not None:
-        check_finetune(OmegaConf.to_container(cfg.finetune, resolve=True))
+    finetune = check_finetune(OmegaConf.to_container(cfg.finetune, resolve=True) if cfg.get("finetune") else None)
     method, model = cfg.get("method") or {}, cfg.get("model") or {}
+    if finetune["regime"] == "vpt":
+        _check_vpt(model, finetune)
     name = method.get("method", "glsim")
     _choice("method.method", name, METHODS)
     size = _positive_int("dataset.image_size", cfg.dataset.get("image_size"))
@@ -183,6 +185,9 @@ def validate_config(cfg: DictConfig) -> None:
         return
     spec = get_selector(method.get("selector", "gls"))
     if spec.records_attention:  # the backbone's structure (meta device, no weights) says whether it can
+        if finetune["regime"] == "vpt":
+            raise UserError(f"method.selector={spec.name!r} reads attention maps, and finetune=vpt adds prompt tokens "
+                            "to them; use method.selector=gls (or random, center, full) with finetune=vpt")  # fmt: skip
         encoder = meta_encoder(model.get("backbone"), dict(kwargs) if kwargs else None)
         if encoder is not None:
             check_selector_support(spec, encoder, model.get("backbone"))
@@ -198,3 +203,14 @@ def validate_config(cfg: DictConfig) -> None:
                             f"{size // patch}x{size // patch} grid ({size} px / {patch} px patches)")  # fmt: skip
     else:
         _positive_int("method.top_o", top_o)
+
+
+def _check_vpt(model: Any, finetune: dict[str, Any]) -> None:
+    """finetune=vpt on this backbone's structure (meta device): refused by name where its blocks cannot take prompts."""
+    kwargs = model.get("backbone_kwargs")
+    encoder = meta_encoder(model.get("backbone"), dict(kwargs) if kwargs else None)
+    if encoder is not None:
+        holder = torch.nn.Module()
+        holder.encoder = encoder
+        with torch.device("meta"):
+            apply_finetune(holder, finetune)

@@ -250,8 +250,10 @@ def save_pretrained(
     method, kwargs = classifier_kwargs(upgrade_hparams(hparams)["net"], net.head.out_features)
     if isinstance(net, GLSim):
         kwargs["selector"] = net.selector
-    if kwargs.pop("finetune", None) is not None and has_adapters(net):
-        net = merged_copy(net)  # LoRA / DoRA folded into the weights: the export is a plain encoder, as full FT's
+    if (kwargs.get("finetune") or {}).get("regime") != "vpt":  # vpt's prompts are tokens: the export keeps them
+        kwargs.pop("finetune", None)
+        if has_adapters(net):
+            net = merged_copy(net)  # LoRA / DoRA folded into the weights: the export is a plain encoder, as full FT's
     p = pre.to_dict()
     config = {
         "format": FORMAT, "format_version": 2, "method": method, "backbone": kwargs["backbone"],

@@ -51,6 +51,8 @@ def selector_problem(spec: SelectorSpec, encoder: nn.Module) -> str | None:
     """Why ``spec`` cannot run on ``encoder`` (one phrase), or None when it can."""
     if not spec.records_attention:
         return None
+    if int(getattr(encoder, "vpt_tokens", 0)) > 0:
+        return "reads attention maps, and finetune=vpt adds prompt tokens to them"
     if not has_cls_token(encoder):
         pool = getattr(encoder, "global_pool", "")
         return f"reads the CLS token's attention and this backbone has no CLS token (global_pool={pool!r})"

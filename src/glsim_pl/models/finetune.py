@@ -4,6 +4,9 @@
 - ``linear``: the encoder is frozen; the head (and GLSim's aggregator and norm, the gate head) train.
 - ``lora`` / ``dora``: Hugging Face peft adapters on the encoder's Linear layers (low-rank updates; DoRA also learns
   a per-output magnitude); the encoder's own weights stay frozen; head and aggregator train.
+- ``vpt``: VPT-deep (Jia et al. 2022): ``prompt_tokens`` learned tokens per block, inserted after the prefix tokens
+  (CLS, registers) at the first block, replaced by the next block's at each later one, removed after the last; the
+  encoder is frozen. timm ``VisionTransformer`` blocks only (Eva's RoPE covers the patch positions only).
 
 GLSim's two passes run the one (adapted) encoder, so the crop pass sees the same adapters as the first pass.
 An export folds the adapters into the weights (:func:`merged_copy`): the exported model is a plain encoder.
@@ -12,16 +15,28 @@ An export folds the adapters into the weights (:func:`merged_copy`): the exporte
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
+import torch
 from torch import nn
 
 from glsim_pl.errors import UserError
 
-__all__ = ["REGIMES", "apply_finetune", "check_finetune", "has_adapters", "merged_copy", "param_counts"]
+__all__ = [
+    "REGIMES",
+    "apply_finetune",
+    "check_finetune",
+    "has_adapters",
+    "has_prompts",
+    "merged_copy",
+    "param_counts",
+]
 
-REGIMES = ("full", "linear", "lora", "dora")
-_DEFAULTS: dict[str, Any] = {"regime": "full", "rank": 8, "alpha": 16.0, "dropout": 0.0, "targets": None}
+REGIMES = ("full", "linear", "lora", "dora", "vpt")
+_DEFAULTS: dict[str, Any] = {
+    "regime": "full", "rank": 8, "alpha": 16.0, "dropout": 0.0, "targets": None, "prompt_tokens": 10,
+}  # fmt: skip
 
 
 def check_finetune(finetune: dict[str, Any] | None) -> dict[str, Any]:
@@ -41,6 +56,9 @@ def check_finetune(finetune: dict[str, Any] | None) -> dict[str, Any]:
     dropout = cfg["dropout"]
     if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
         raise UserError(f"finetune.dropout={dropout!r}: expected a number >= 0 and < 1")
+    prompts = cfg["prompt_tokens"]
+    if isinstance(prompts, bool) or not isinstance(prompts, int) or prompts < 1:
+        raise UserError(f"finetune.prompt_tokens={prompts!r}: expected a positive integer")
     targets = cfg["targets"]
     if targets is not None and (
         isinstance(targets, str) or not targets or not all(isinstance(t, str) and t for t in targets)
@@ -76,6 +94,10 @@ def apply_finetune(net: nn.Module, finetune: dict[str, Any] | None) -> None:
         return
     if regime == "linear":
         net.encoder.requires_grad_(False)
+        return
+    if regime == "vpt":
+        net.encoder.requires_grad_(False)
+        _add_deep_prompts(net.encoder, cfg["prompt_tokens"])
         return
     try:
         from peft import LoraConfig, inject_adapter_in_model
@@ -114,3 +136,42 @@ def param_counts(net: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
     params = list(net.parameters())
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def has_prompts(encoder: nn.Module) -> bool:
+    """True when the encoder carries VPT-deep prompts (extra tokens inside its blocks)."""
+    return int(getattr(encoder, "vpt_tokens", 0)) > 0
+
+
+def _add_deep_prompts(encoder: nn.Module, tokens: int) -> None:
+    """One (tokens, D) prompt per block, as a parameter of the block (``blocks.i.vpt_prompt``), moved in by hooks."""
+    if type(encoder).__name__ != "VisionTransformer":
+        raise UserError(f"finetune=vpt needs timm VisionTransformer blocks; {type(encoder).__name__} has rotary "
+                        "position embeddings over the patch tokens only; use finetune=lora or linear")  # fmt: skip
+    prefix, dim = encoder.num_prefix_tokens, encoder.embed_dim
+    patch = encoder.patch_embed.patch_size
+    bound = math.sqrt(6.0 / float(3 * patch[0] * patch[1] + dim))  # VPT's uniform init (Xavier over the patch)
+    encoder.vpt_tokens = tokens
+    blocks = list(encoder.blocks)
+    for i, block in enumerate(blocks):
+        block.vpt_prompt = nn.Parameter(torch.empty(tokens, dim).uniform_(-bound, bound))
+        block.register_forward_pre_hook(_insert_prompts if i == 0 else _replace_prompts)
+        block.vpt_prefix = prefix
+    blocks[-1].register_forward_hook(_remove_prompts)
+
+
+def _insert_prompts(block: nn.Module, args: tuple) -> tuple:
+    x, p = args[0], block.vpt_prefix  # (B, P + N, D)
+    prompt = block.vpt_prompt.to(x.dtype).expand(x.shape[0], -1, -1)
+    return (torch.cat([x[:, :p], prompt, x[:, p:]], dim=1), *args[1:])
+
+
+def _replace_prompts(block: nn.Module, args: tuple) -> tuple:
+    x, p, k = args[0], block.vpt_prefix, block.vpt_prompt.shape[0]  # (B, P + K + N, D)
+    prompt = block.vpt_prompt.to(x.dtype).expand(x.shape[0], -1, -1)
+    return (torch.cat([x[:, :p], prompt, x[:, p + k :]], dim=1), *args[1:])
+
+
+def _remove_prompts(block: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+    p, k = block.vpt_prefix, block.vpt_prompt.shape[0]
+    return torch.cat([out[:, :p], out[:, p + k :]], dim=1)  # (B, P + N, D): the patch grid as without prompts

@@ -111,7 +111,8 @@ class GLSim(nn.Module):
             whose first-pass confidence reaches ``gate_threshold`` exit early (:mod:`glsim_pl.models.gate`).
         gate_threshold: tau of the gate (max softmax probability); 0 = first pass only, > 1 = always two passes.
         finetune: what trains (:mod:`glsim_pl.models.finetune`): None or ``{regime: full}`` (the paper), ``linear``
-            (frozen encoder), ``lora`` / ``dora`` (peft adapters: ``rank``, ``alpha``, ``dropout``, ``targets``).
+            (frozen encoder), ``lora`` / ``dora`` (peft adapters: ``rank``, ``alpha``, ``dropout``, ``targets``),
+            ``vpt`` (deep prompts: ``prompt_tokens``).
 
     Example:
         >>> model = GLSim("vit_tiny_patch16_224", num_classes=200, pretrained=False).eval()
@@ -163,6 +164,7 @@ class GLSim(nn.Module):
             nn.init.zeros_(self.gate_head.weight)
             nn.init.zeros_(self.gate_head.bias)
         apply_finetune(self, finetune)  # last: the regime freezes or adapts the encoder built above
+        check_selector_support(self._selector, self.encoder, backbone)  # again: vpt's prompts change what can run
 
     def forward_features(self, images: Tensor) -> GLSimFeatures:
         """Encode, select, crop, encode the crop, aggregate. images (B, 3, H, W)."""
