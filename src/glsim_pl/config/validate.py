@@ -95,6 +95,7 @@ _OPTIM_RANGES: dict[str, dict[str, Any]] = {
     "warmup_steps": dict(low=0, integer=True),
     "warmup_lr": dict(low=0),
     "min_lr": dict(low=0),
+    "layer_decay": dict(low=0, high=1, low_open=True, optional=True),
 }
 _AUGS_RANGES: dict[str, dict[str, Any]] = {
     "label_smoothing": dict(low=0, high=1, high_open=True),
