@@ -19,6 +19,7 @@ from omegaconf import DictConfig, open_dict
 
 from glsim_pl.analysis.run_record import protocol, resolved_config, write_failure, write_run_record
 from glsim_pl.callbacks.divergence_guard import DivergenceGuard
+from glsim_pl.callbacks.ema import WeightEMA
 from glsim_pl.callbacks.progress_log import display_callbacks
 from glsim_pl.callbacks.rng_state import RNGStateCheckpoint
 from glsim_pl.config.groups import module_kwargs, resolve_trainer_precision, transform_augs
@@ -127,6 +128,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     display, display_overrides = display_callbacks(cfg.get("progress"), cfg.trainer, cuda, callbacks)  # lines / bar
     callbacks += display + [RNGStateCheckpoint(), DivergenceGuard(**(cfg.get("guard") or {}))]  # exact resume
     callbacks += [RunIdentityCheckpoint(run_identity(cfg))]
+    if (cfg.get("ema") or {}).get("decay") is not None:
+        callbacks.append(WeightEMA(float(cfg.ema.decay)))
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()], **display_overrides
     )

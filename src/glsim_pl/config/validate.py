@@ -130,6 +130,8 @@ def validate_values(cfg: DictConfig) -> None:
     _check_section("dataset", dataset, _DATASET_RANGES)
     _check_section("optim", cfg.get("optim"), _OPTIM_RANGES)
     _check_section("augs", cfg.get("augs"), _AUGS_RANGES)
+    if cfg.get("ema") is not None:
+        check_range("ema.decay", cfg.ema.get("decay"), low=0, high=1, low_open=True, high_open=True, optional=True)
     trainer = cfg.get("trainer")
     _check_section("trainer", trainer, _TRAINER_RANGES)
     epochs = trainer.get("max_epochs") if trainer is not None else None
