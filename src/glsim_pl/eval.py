@@ -44,6 +44,7 @@ from glsim_pl.models import GLSim
 from glsim_pl.models.families import usable_selectors
 from glsim_pl.models.gate import apply_gate_threshold
 from glsim_pl.models.selectors import check_selector
+from glsim_pl.models.tta import check_tta
 from glsim_pl.plots import check_formats, save_figure
 from glsim_pl.plots.cost import accuracy_cost_figure, accuracy_cost_points
 from glsim_pl.training.module import GLSimLitModule
@@ -96,6 +97,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     is_glsim = isinstance(module.net, GLSim)
     if cfg.method.get("selector") and is_glsim:
         module.net.selector = check_selector(cfg.method.selector)
+    module.net.tta = check_tta(cfg.get("tta") or "none")
     method, sweep = cfg.method, bool(cfg.eval.get("gate_sweep"))
     apply_gate_threshold(module.net, method.get("gate_threshold"), method.get("gate"), sweep)
     resolve_trainer_precision(cfg)
@@ -110,6 +112,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     result: dict[str, Any] = {"checkpoint": str(cfg.ckpt_path), "format": kind, "method": module.hparams.net["method"],
                               "selector": getattr(module.net, "selector", None), **metrics,
                               "gflops": model_gflops(module.net, int(datamodule.image_size))}  # fmt: skip
+    if module.net.tta != "none":  # the analytic GFLOPs are of one view
+        result["tta"] = module.net.tta
     write_class_reports(collector.confusion, out, names, formats, loggers, bool(cfg.eval.confusion_normalize),
                         int(cfg.eval.confused_pairs), int(cfg.eval.confusion_max_classes))  # fmt: skip
     save_error_gallery(collector.mistakes, out / "error_gallery.png", names, getattr(module.net, "patch_px", None),

@@ -40,6 +40,7 @@ from glsim_pl.models.selectors import (
     head_mean,
     metric_prefers_largest,
 )
+from glsim_pl.models.tta import with_tta
 from glsim_pl.models.weights import load_head_weights, read_checkpoint
 
 __all__ = [
@@ -143,6 +144,7 @@ class GLSim(nn.Module):
     ) -> None:
         super().__init__()
         self.selector = selector  # a registered name; the spec itself is kept (it pickles into spawned workers)
+        self.tta = "none"  # test-time augmentation at eval (models/tta.py), set by glsim-eval tta=; not trained
         self.gate, self.gate_threshold = check_gate(gate), float(gate_threshold)
         self.largest = metric_prefers_largest(sim_metric)
         self.sim_metric, self.box_rule, self.top_o = sim_metric, box_rule, top_o
@@ -224,6 +226,11 @@ class GLSim(nn.Module):
 
     def forward(self, images: Tensor) -> GLSimOutput:
         """images (B, 3, H, W) -> GLSimOutput(logits (B, K), boxes (B, 4), scores (B, N)[, first_logits, mask])."""
+        if self.tta != "none" and not self.training:
+            return with_tta(self._forward, images, self.tta)
+        return self._forward(images)
+
+    def _forward(self, images: Tensor) -> GLSimOutput:
         if self.gate == "none":
             feats = self.forward_features(images)
             return GLSimOutput(self.forward_head(feats), feats.boxes, feats.scores)
@@ -285,6 +292,7 @@ class ViTClassifier(nn.Module):
             backbone, img_size, pretrained, pretrained_file, drop_path_rate, drop_path_uniform, layer_norm_eps,
             backbone_kwargs,
         )  # fmt: skip
+        self.tta = "none"  # as GLSim's
         self.num_prefix_tokens = self.encoder.num_prefix_tokens
         self.patch_px = self.encoder.patch_embed.patch_size[0]
         self.head = nn.Linear(self.encoder.num_features, num_classes)
@@ -303,6 +311,11 @@ class ViTClassifier(nn.Module):
 
     def forward(self, images: Tensor) -> GLSimOutput:
         """images (B, 3, H, W) -> GLSimOutput(logits (B, K), None, None)."""
+        if self.tta != "none" and not self.training:
+            return with_tta(self._forward, images, self.tta)
+        return self._forward(images)
+
+    def _forward(self, images: Tensor) -> GLSimOutput:
         return GLSimOutput(self.forward_head(self.forward_features(images)), None, None)
 
     no_weight_decay = GLSim.no_weight_decay
