@@ -56,7 +56,6 @@ def warmup_cosine(step: int, total: int, lr: float, warmup_steps: int, warmup_lr
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
 
 
-
 def param_groups(net: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """[decayed, not decayed] trainable parameters; biases, norms and timm's ``no_weight_decay`` names not decayed.
 
