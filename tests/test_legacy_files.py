@@ -75,3 +75,17 @@ def test_old_run_folder_resumes_with_ckpt_path_last(tmp_path: Path) -> None:
     assert metrics["protocol"]["epochs"] == 2
     steps = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     assert steps == 6  # 30 train images at batch 8 (last partial batch dropped): 3 steps before, 3 resumed
+
+
+def test_flat_hyperparameters_are_regrouped_and_a_bare_net_group_keeps_every_knob() -> None:
+    from glsim_pl.model_io.pretrained import upgrade_hparams
+
+    old = torch.load(LEGACY / "run" / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]
+    assert "net" not in old and "lr" in old  # the fixture holds the flat form
+    hp = upgrade_hparams(old)
+    assert hp["num_classes"] == old["num_classes"] and hp["class_names"] == old["class_names"]
+    assert hp["optim"] == {k: old[k] for k in ("optimizer", "lr", "momentum", "weight_decay", "warmup_steps",
+                                                "warmup_lr", "min_lr")}  # fmt: skip
+    assert hp["net"]["backbone"] == old["backbone"] and "lr" not in hp["net"] and "class_names" not in hp["net"]
+    bare = {"method": "glsim", "backbone": "vit_tiny_patch16_224", "a_new_knob": 3}
+    assert upgrade_hparams(bare)["net"] == bare

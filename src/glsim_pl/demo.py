@@ -36,8 +36,9 @@ from glsim_pl.errors import UserError, exit_on_user_error, user_message
 from glsim_pl.model_io.checkpoints import load_module
 from glsim_pl.model_io.pretrained import prediction_rows
 from glsim_pl.models import GLSim
+from glsim_pl.models.families import usable_selectors
 from glsim_pl.models.gate import apply_gate_threshold
-from glsim_pl.models.selectors import check_selector, selector_names
+from glsim_pl.models.selectors import check_selector
 from glsim_pl.plots.panels import crop_panel, draw_box, heat_overlay
 from glsim_pl.utils.logging import RankedLogger
 
@@ -87,7 +88,7 @@ class Prediction:
 
 def supported_selectors(net: nn.Module) -> list[str]:
     """The selectors the model can switch to at inference (none for the plain ViT)."""
-    return list(selector_names()) if isinstance(net, GLSim) else []
+    return list(usable_selectors(net.encoder)) if isinstance(net, GLSim) else []
 
 
 def load_demo_model(cfg: DictConfig) -> DemoModel:

@@ -45,8 +45,10 @@ from glsim_pl.config.validate import validate_selectors, validate_values
 from glsim_pl.errors import UserError, exit_on_user_error
 from glsim_pl.model_io.checkpoints import check_compatible, load_module
 from glsim_pl.models import GLSim
+from glsim_pl.models.families import usable_selectors
 from glsim_pl.models.gate import apply_gate_threshold
-from glsim_pl.models.selectors import check_selector, selector_names
+from glsim_pl.models.selectors import check_selector
+from glsim_pl.models.tta import check_tta
 from glsim_pl.plots import check_formats, save_figure
 from glsim_pl.plots.cost import accuracy_cost_figure, accuracy_cost_points
 from glsim_pl.training.module import GLSimLitModule
@@ -102,6 +104,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     is_glsim = isinstance(module.net, GLSim)
     if cfg.method.get("selector") and is_glsim:
         module.net.selector = check_selector(cfg.method.selector)
+    module.net.tta = check_tta(cfg.get("tta") or "none")
     method, sweep = cfg.method, bool(cfg.eval.get("gate_sweep"))
     apply_gate_threshold(module.net, method.get("gate_threshold"), method.get("gate"), sweep)
     resolve_trainer_precision(cfg)
@@ -116,6 +119,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     result: dict[str, Any] = {"checkpoint": str(cfg.ckpt_path), "format": kind, "method": module.hparams.net["method"],
                               "selector": getattr(module.net, "selector", None), **metrics,
                               "gflops": model_gflops(module.net, int(datamodule.image_size))}  # fmt: skip
+    if module.net.tta != "none":  # the analytic GFLOPs are of one view
+        result["tta"] = module.net.tta
     write_class_reports(collector.confusion, out, names, formats, loggers, bool(cfg.eval.confusion_normalize),
                         int(cfg.eval.confused_pairs), int(cfg.eval.confusion_max_classes))  # fmt: skip
     save_error_gallery(collector.mistakes, out / "error_gallery.png", names, getattr(module.net, "patch_px", None),
@@ -155,7 +160,7 @@ def _localization(
     own = module.net.selector
     img = int(datamodule.image_size)
     per = {own: {"acc1": first.accuracy(), **first.localization(), "gflops": model_gflops(module.net, img, own)}}
-    for selector in cfg.eval.get("selectors") or selector_names():  # null: every registered selector
+    for selector in cfg.eval.get("selectors") or usable_selectors(module.net.encoder):  # null: every one it can run
         if check_selector(selector) in per:
             continue
         module.net.selector = selector

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, open_dict
 
 from glsim_pl.analysis.run_record import protocol, resolved_config, write_failure, write_run_record
 from glsim_pl.callbacks.divergence_guard import DivergenceGuard
+from glsim_pl.callbacks.ema import WeightEMA
 from glsim_pl.callbacks.progress_log import display_callbacks
 from glsim_pl.callbacks.rng_state import RNGStateCheckpoint
 from glsim_pl.config.groups import module_kwargs, resolve_trainer_precision, transform_augs
@@ -30,6 +31,7 @@ from glsim_pl.config.run_dir import upgrade_target
 from glsim_pl.config.validate import validate_config
 from glsim_pl.data.verify import write_removed_files
 from glsim_pl.errors import UserError, exit_on_user_error, user_message
+from glsim_pl.models.finetune import param_counts
 from glsim_pl.models.weights import read_checkpoint
 from glsim_pl.training.checkpointing import AtomicCheckpointIO, check_checkpoint_readable, checkpoint_step
 from glsim_pl.training.module import GLSimLitModule
@@ -155,6 +157,9 @@ def _train(cfg: DictConfig, started: Callable[[], None] | None = None) -> dict[s
         datamodule.device_normalize = "true" if cuda else "false"
     datamodule.setup("fit")  # the data check of every split, before the model is built
     module = GLSimLitModule(**module_kwargs(cfg, datamodule.class_names))
+    trainable, total = param_counts(module.net)
+    regime = (cfg.get("finetune") or {}).get("regime", "full")
+    log.info(f"parameters: {trainable:,} trainable of {total:,} (finetune={regime})")
     resolve_trainer_precision(cfg)
     prepare_classifier(module.net, cfg.get("compile"), cfg.get("compile_mode"), cuda, int(datamodule.batch_size))
     loggers = instantiate_collection(cfg.get("logger"))
@@ -166,6 +171,8 @@ def _train(cfg: DictConfig, started: Callable[[], None] | None = None) -> dict[s
     display, display_overrides = display_callbacks(cfg.get("progress"), cfg.trainer, cuda, callbacks)  # lines / bar
     callbacks += display + [RNGStateCheckpoint(), DivergenceGuard(**(cfg.get("guard") or {}))]  # exact resume
     callbacks += [RunIdentityCheckpoint(run_identity(cfg))]
+    if (cfg.get("ema") or {}).get("decay") is not None:
+        callbacks.append(WeightEMA(float(cfg.ema.decay)))
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()], **display_overrides
     )
@@ -200,7 +207,8 @@ def _resumed_step(ckpt_path: str | Path | None) -> int:
 
 
 def _input_metrics(cfg: DictConfig, datamodule: Any, module: GLSimLitModule) -> dict[str, float]:
-    """Files the data check removed per split (listed in removed_files.csv) and the share of pretrained tensors."""
+    """Files the data check removed per split (listed in removed_files.csv), the share of pretrained tensors and the
+    trainable / total parameter counts."""
     out: dict[str, float] = {}
     check = getattr(datamodule, "data_check", None)
     if check is not None:
@@ -208,6 +216,7 @@ def _input_metrics(cfg: DictConfig, datamodule: Any, module: GLSimLitModule) -> 
         listed = write_removed_files(check, Path(cfg.paths.output_dir))
         if listed is not None:
             log.info(f"files left out by the data check: {listed}")
+    out["params/trainable"], out["params/total"] = (float(n) for n in param_counts(module.net))
     share = getattr(module.net.encoder, "pretrained_share", None)
     if share is not None:
         out["pretrained/loaded_share"] = float(share)

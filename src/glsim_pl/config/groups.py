@@ -33,6 +33,9 @@ def net_kwargs(cfg: DictConfig) -> dict[str, Any]:
     candidates.update(
         img_size=int(cfg.dataset.image_size), drop_path_rate=_plain(cfg, "augs").get("drop_path_rate", 0.0)
     )
+    finetune = _plain(cfg, "finetune")
+    if finetune.get("regime", "full") != "full":  # full: no key, the hyperparameters of the paper's runs unchanged
+        candidates["finetune"] = finetune
     return classifier_keywords(candidates)
 
 

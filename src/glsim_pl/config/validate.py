@@ -12,9 +12,12 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from omegaconf import DictConfig
+import torch
+from omegaconf import DictConfig, OmegaConf
 
 from glsim_pl.errors import UserError
+from glsim_pl.models.families import check_selector_support, meta_encoder
+from glsim_pl.models.finetune import apply_finetune, check_finetune
 from glsim_pl.models.selectors import get_selector
 
 __all__ = [
@@ -92,6 +95,7 @@ _OPTIM_RANGES: dict[str, dict[str, Any]] = {
     "warmup_steps": dict(low=0, integer=True),
     "warmup_lr": dict(low=0),
     "min_lr": dict(low=0),
+    "layer_decay": dict(low=0, high=1, low_open=True, optional=True),
 }
 _AUGS_RANGES: dict[str, dict[str, Any]] = {
     "label_smoothing": dict(low=0, high=1, high_open=True),
@@ -126,6 +130,8 @@ def validate_values(cfg: DictConfig) -> None:
     _check_section("dataset", dataset, _DATASET_RANGES)
     _check_section("optim", cfg.get("optim"), _OPTIM_RANGES)
     _check_section("augs", cfg.get("augs"), _AUGS_RANGES)
+    if cfg.get("ema") is not None:
+        check_range("ema.decay", cfg.ema.get("decay"), low=0, high=1, low_open=True, high_open=True, optional=True)
     trainer = cfg.get("trainer")
     _check_section("trainer", trainer, _TRAINER_RANGES)
     epochs = trainer.get("max_epochs") if trainer is not None else None
@@ -160,7 +166,10 @@ def validate_selectors(selector: Any, key: str = "method.selector") -> None:
 def validate_config(cfg: DictConfig) -> None:
     """Train: ``method``, ``model`` and ``dataset.image_size`` describe a model that can be built and run."""
     validate_values(cfg)
+    finetune = check_finetune(OmegaConf.to_container(cfg.finetune, resolve=True) if cfg.get("finetune") else None)
     method, model = cfg.get("method") or {}, cfg.get("model") or {}
+    if finetune["regime"] == "vpt":
+        _check_vpt(model, finetune)
     name = method.get("method", "glsim")
     _choice("method.method", name, METHODS)
     size = _positive_int("dataset.image_size", cfg.dataset.get("image_size"))
@@ -177,7 +186,14 @@ def validate_config(cfg: DictConfig) -> None:
             raise UserError(f"method.selector={method.get('selector')!r} with method={name}: the plain ViT has no "
                             "crop, so no selector; drop the override (a multirun merges such jobs)")  # fmt: skip
         return
-    get_selector(method.get("selector", "gls"))
+    spec = get_selector(method.get("selector", "gls"))
+    if spec.records_attention:  # the backbone's structure (meta device, no weights) says whether it can
+        if finetune["regime"] == "vpt":
+            raise UserError(f"method.selector={spec.name!r} reads attention maps, and finetune=vpt adds prompt tokens "
+                            "to them; use method.selector=gls (or random, center, full) with finetune=vpt")  # fmt: skip
+        encoder = meta_encoder(model.get("backbone"), dict(kwargs) if kwargs else None)
+        if encoder is not None:
+            check_selector_support(spec, encoder, model.get("backbone"))
     _choice("method.sim_metric", method.get("sim_metric", "cos"), SIM_METRICS)
     _choice("method.box_rule", method.get("box_rule", "official"), BOX_RULES)
     _choice("method.gate", method.get("gate", "none"), GATES)
@@ -190,3 +206,14 @@ def validate_config(cfg: DictConfig) -> None:
                             f"{size // patch}x{size // patch} grid ({size} px / {patch} px patches)")  # fmt: skip
     else:
         _positive_int("method.top_o", top_o)
+
+
+def _check_vpt(model: Any, finetune: dict[str, Any]) -> None:
+    """finetune=vpt on this backbone's structure (meta device): refused by name where its blocks cannot take prompts."""
+    kwargs = model.get("backbone_kwargs")
+    encoder = meta_encoder(model.get("backbone"), dict(kwargs) if kwargs else None)
+    if encoder is not None:
+        holder = torch.nn.Module()
+        holder.encoder = encoder
+        with torch.device("meta"):
+            apply_finetune(holder, finetune)

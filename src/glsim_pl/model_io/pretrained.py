@@ -33,6 +33,7 @@ from glsim_pl.models import (
     is_official_checkpoint,
     load_official_checkpoint,
 )
+from glsim_pl.models.finetune import has_adapters, merged_copy
 from glsim_pl.models.official import official_model_kwargs
 from glsim_pl.models.weights import read_checkpoint
 from glsim_pl.utils.atomic_io import atomic_write
@@ -58,21 +59,22 @@ WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
 
 # the flat hyperparameters of checkpoints written before they were grouped (a frozen list: the old format)
-_FLAT_NET_KEYS = ("method", "backbone", "img_size", "top_o", "sim_metric", "box_rule", "aggregator_layers",
-                  "pretrained", "pretrained_file", "pretrained_head", "drop_path_rate", "drop_path_uniform",
-                  "layer_norm_eps", "backbone_kwargs", "selector", "gate", "gate_threshold")  # fmt: skip
+# a net group passed alone (save_pretrained) is regrouped through this list too: every classifier keyword belongs here
 _FLAT_OPTIM_KEYS = ("optimizer", "lr", "momentum", "weight_decay", "warmup_steps", "warmup_lr", "min_lr")
+_MODULE_KEYS = ("num_classes", "label_smoothing", "gate_loss_weight", "grad_checkpointing", "class_names")
 
 
 def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's hyperparameters in today's grouped form (``net``, ``optim`` + top-level keys); flat ones from
-    checkpoints written before the grouping are regrouped here, the one place that knows the old form."""
+    """A checkpoint's hyperparameters in today's grouped form (``net``, ``optim`` + the module's own keys); flat ones
+    from checkpoints written before the grouping are regrouped here, the one place that knows the old form. A bare
+    ``net`` group (no module keys) comes back as ``{"net": hparams}``: every key that is neither the module's nor
+    the optimiser's belongs to the classifier, so a new model knob needs no entry here."""
     hp = dict(hparams)
     if "net" in hp:
         return hp
-    net = {key: hp.pop(key) for key in _FLAT_NET_KEYS if key in hp}
     optim = {key: hp.pop(key) for key in _FLAT_OPTIM_KEYS if key in hp}
-    return {**hp, "net": net, "optim": optim}
+    module = {key: hp.pop(key) for key in _MODULE_KEYS if key in hp}
+    return {**module, "net": hp, "optim": optim}
 
 
 def classifier_kwargs(net: dict[str, Any], num_classes: int) -> tuple[str, dict[str, Any]]:
@@ -248,6 +250,10 @@ def save_pretrained(
     method, kwargs = classifier_kwargs(upgrade_hparams(hparams)["net"], net.head.out_features)
     if isinstance(net, GLSim):
         kwargs["selector"] = net.selector
+    if (kwargs.get("finetune") or {}).get("regime") != "vpt":  # vpt's prompts are tokens: the export keeps them
+        kwargs.pop("finetune", None)
+        if has_adapters(net):
+            net = merged_copy(net)  # LoRA / DoRA folded into the weights: the export is a plain encoder, as full FT's
     p = pre.to_dict()
     config = {
         "format": FORMAT, "format_version": 2, "method": method, "backbone": kwargs["backbone"],

@@ -23,16 +23,30 @@ __all__ = ["attention_modules", "capture_attention"]
 Reduce = Callable[[Tensor], Tensor]
 
 
+def _fused_qkv(mod: nn.Module) -> bool:
+    return getattr(mod, "qkv", None) is not None and all(hasattr(mod, a) for a in ("num_heads", "scale"))
+
+
+def _drop_hookable(mod: nn.Module) -> bool:
+    # timm's Eva / RoPE attention: its unfused path passes the softmax probabilities through attn_drop
+    return hasattr(mod, "fused_attn") and isinstance(getattr(mod, "attn_drop", None), nn.Module)
+
+
 def attention_modules(encoder: nn.Module) -> list[nn.Module]:
     """The self-attention module of every encoder block, in depth order (timm ``blocks[i].attn``)."""
     blocks = getattr(encoder, "blocks", None)
     mods = [getattr(b, "attn", None) for b in blocks] if blocks is not None else []
-    if not mods or any(m is None or not all(hasattr(m, a) for a in ("qkv", "num_heads", "scale")) for m in mods):
+    if not mods or any(m is None or not (_fused_qkv(m) or _drop_hookable(m)) for m in mods):
         raise UserError(
-            f"{type(encoder).__name__}: attention-based selectors need timm ViT blocks with a fused qkv attention "
-            "(blocks[i].attn.qkv); use method.selector=gls with this backbone"
+            f"{type(encoder).__name__}: attention-based selectors need timm ViT or Eva blocks (blocks[i].attn); "
+            "use method.selector=gls with this backbone"
         )
     return mods
+
+
+def _is_vit_attention(mod: nn.Module) -> bool:
+    # timm's plain ViT Attention keeps its own explicit forward below (the recorded maps and outputs of existing runs)
+    return _fused_qkv(mod) and type(mod).__name__ == "Attention"
 
 
 def _capturing_forward(self: nn.Module, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
@@ -73,12 +87,23 @@ def capture_attention(
     mods = attention_modules(encoder)
     chosen = [mods[i] for i in (range(len(mods)) if layers is None else layers)]
     maps: list[Tensor] = []
+    keep = reduce or (lambda a: a)
+    hooks, unfused = [], []
     for mod in chosen:
-        mod._glsim_sink, mod._glsim_reduce = maps.append, reduce or (lambda a: a)
-        mod.forward = MethodType(_capturing_forward, mod)
+        if _is_vit_attention(mod):
+            mod._glsim_sink, mod._glsim_reduce = maps.append, keep
+            mod.forward = MethodType(_capturing_forward, mod)
+        else:  # Eva / RoPE attention: the unfused path, probabilities read where they enter attn_drop
+            unfused.append((mod, mod.fused_attn))
+            mod.fused_attn = False
+            hooks.append(mod.attn_drop.register_forward_pre_hook(lambda _m, args: maps.append(keep(args[0].detach()))))
     try:
         yield maps
     finally:
         for mod in chosen:
             for name in ("forward", "_glsim_sink", "_glsim_reduce"):
                 mod.__dict__.pop(name, None)
+        for hook in hooks:
+            hook.remove()
+        for mod, fused in unfused:
+            mod.fused_attn = fused

@@ -1,4 +1,4 @@
-"""The ViT encoder: any timm ViT with a CLS token, built headless, with local or hub weights."""
+"""The ViT encoder: a timm ViT or Eva (CLS token or pooled feature), built headless, with local or hub weights."""
 
 from __future__ import annotations
 
@@ -107,8 +107,9 @@ def create_encoder(
         if pretrained and pretrained_file is None and _is_network_error(exc):
             raise _offline_error(backbone) from exc
         raise
-    if getattr(encoder, "cls_token", None) is None:
-        raise UserError(f"model.backbone={backbone!r} has no CLS token; GLSim needs a ViT with one")
+    if getattr(encoder, "cls_token", None) is None and getattr(encoder, "global_pool", "") in ("", None):
+        raise UserError(f"model.backbone={backbone!r} has neither a CLS token nor a pooled global feature "
+                        "(global_pool); GLSim needs one of them")  # fmt: skip
     if pretrained_file is not None:
         load_weights_file(encoder, pretrained_file)
     if drop_path_uniform and drop_path_rate > 0:

@@ -28,6 +28,8 @@ from glsim_pl.models.attention import capture_attention
 from glsim_pl.models.boxes import BoxRule, select_boxes
 from glsim_pl.models.crop import crop_and_resize
 from glsim_pl.models.encoder import create_encoder
+from glsim_pl.models.families import check_selector_support, global_feature
+from glsim_pl.models.finetune import apply_finetune
 from glsim_pl.models.gate import cascade, check_gate
 from glsim_pl.models.official import convert_official_state_dict, is_official_checkpoint, official_model_kwargs
 from glsim_pl.models.selectors import (
@@ -38,6 +40,7 @@ from glsim_pl.models.selectors import (
     head_mean,
     metric_prefers_largest,
 )
+from glsim_pl.models.tta import with_tta
 from glsim_pl.models.weights import load_head_weights, read_checkpoint
 
 __all__ = [
@@ -89,7 +92,7 @@ class GLSim(nn.Module):
     """GLSim classifier on a timm ViT.
 
     Args:
-        backbone: timm ViT name (any ViT with a CLS token; register tokens are skipped).
+        backbone: timm ViT or Eva name (a CLS token or a pooled feature, docs/foundation.md; registers are skipped).
         num_classes: number of classes K.
         img_size: input side in pixels.
         top_o: number of patches whose bounding box is cropped.
@@ -108,6 +111,9 @@ class GLSim(nn.Module):
         gate: ``none`` (the paper) or ``confidence``: a first-pass head on the global CLS; at evaluation images
             whose first-pass confidence reaches ``gate_threshold`` exit early (:mod:`glsim_pl.models.gate`).
         gate_threshold: tau of the gate (max softmax probability); 0 = first pass only, > 1 = always two passes.
+        finetune: what trains (:mod:`glsim_pl.models.finetune`): None or ``{regime: full}`` (the paper), ``linear``
+            (frozen encoder), ``lora`` / ``dora`` (peft adapters: ``rank``, ``alpha``, ``dropout``, ``targets``),
+            ``vpt`` (deep prompts: ``prompt_tokens``).
 
     Example:
         >>> model = GLSim("vit_tiny_patch16_224", num_classes=200, pretrained=False).eval()
@@ -134,9 +140,11 @@ class GLSim(nn.Module):
         selector: str = "gls",
         gate: str = "none",
         gate_threshold: float = 0.9,
+        finetune: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.selector = selector  # a registered name; the spec itself is kept (it pickles into spawned workers)
+        self.tta = "none"  # test-time augmentation at eval (models/tta.py), set by glsim-eval tta=; not trained
         self.gate, self.gate_threshold = check_gate(gate), float(gate_threshold)
         self.largest = metric_prefers_largest(sim_metric)
         self.sim_metric, self.box_rule, self.top_o = sim_metric, box_rule, top_o
@@ -144,6 +152,8 @@ class GLSim(nn.Module):
             backbone, img_size, pretrained, pretrained_file, drop_path_rate, drop_path_uniform, layer_norm_eps,
             backbone_kwargs,
         )  # fmt: skip
+        self.backbone = backbone
+        check_selector_support(self._selector, self.encoder, backbone)
         dim = self.encoder.num_features
         self.num_prefix_tokens = self.encoder.num_prefix_tokens
         self.patch_px = self.encoder.patch_embed.patch_size[0]
@@ -155,6 +165,8 @@ class GLSim(nn.Module):
             self.gate_head = nn.Linear(dim, num_classes)
             nn.init.zeros_(self.gate_head.weight)
             nn.init.zeros_(self.gate_head.bias)
+        apply_finetune(self, finetune)  # last: the regime freezes or adapts the encoder built above
+        check_selector_support(self._selector, self.encoder, backbone)  # again: vpt's prompts change what can run
 
     def forward_features(self, images: Tensor) -> GLSimFeatures:
         """Encode, select, crop, encode the crop, aggregate. images (B, 3, H, W)."""
@@ -173,7 +185,8 @@ class GLSim(nn.Module):
         else:  # the same pass, with attention probabilities recorded
             with capture_attention(self.encoder, layers, head_mean if spec.head_mean else None) as maps:
                 tokens = self.encoder.forward_features(images)
-        cls_global, patches = tokens[:, 0], tokens[:, self.num_prefix_tokens :]  # (B, D), (B, N, D)
+        cls_global = global_feature(self.encoder, tokens)  # (B, D): the CLS token, or the backbone's pooled feature
+        patches = tokens[:, self.num_prefix_tokens :]  # (B, N, D)
         with torch.no_grad():
             inputs = SelectorInputs(cls_global, patches, maps, grid_hw, self.num_prefix_tokens, self.sim_metric)
             scores = spec.scores(inputs)  # (B, N)
@@ -184,7 +197,7 @@ class GLSim(nn.Module):
         """Crop images (M, 3, H, W) to boxes (M, 4), encode the crops, aggregate with cls_global (M, D) -> (M, 2, D)."""
         with torch.no_grad():
             crops = crop_and_resize(images, boxes, images.shape[-2:])  # (M, 3, H, W)
-        cls_local = self.encoder.forward_features(crops)[:, 0]  # (M, D), same encoder
+        cls_local = global_feature(self.encoder, self.encoder.forward_features(crops))  # (M, D), same encoder
         return self.aggregator(torch.stack([cls_global, cls_local], dim=1))  # (M, 2, D)
 
     @property
@@ -194,7 +207,10 @@ class GLSim(nn.Module):
 
     @selector.setter
     def selector(self, name: str) -> None:
-        self._selector = get_selector(name)
+        spec = get_selector(name)
+        if "encoder" in self._modules:  # __init__ checks once the encoder exists
+            check_selector_support(spec, self.encoder, self.backbone)
+        self._selector = spec
 
     def _boxes(self, spec: SelectorSpec, scores: Tensor, grid_hw: tuple[int, int]) -> Tensor:
         """Boxes (B, 4) from scores (B, N): the top-O box, or every patch (the whole image) for ``whole_image``."""
@@ -210,6 +226,11 @@ class GLSim(nn.Module):
 
     def forward(self, images: Tensor) -> GLSimOutput:
         """images (B, 3, H, W) -> GLSimOutput(logits (B, K), boxes (B, 4), scores (B, N)[, first_logits, mask])."""
+        if self.tta != "none" and not self.training:
+            return with_tta(self._forward, images, self.tta)
+        return self._forward(images)
+
+    def _forward(self, images: Tensor) -> GLSimOutput:
         if self.gate == "none":
             feats = self.forward_features(images)
             return GLSimOutput(self.forward_head(feats), feats.boxes, feats.scores)
@@ -264,21 +285,24 @@ class ViTClassifier(nn.Module):
         drop_path_uniform: bool = False,
         layer_norm_eps: float | None = None,
         backbone_kwargs: dict[str, Any] | None = None,
+        finetune: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.encoder = create_encoder(
             backbone, img_size, pretrained, pretrained_file, drop_path_rate, drop_path_uniform, layer_norm_eps,
             backbone_kwargs,
         )  # fmt: skip
+        self.tta = "none"  # as GLSim's
         self.num_prefix_tokens = self.encoder.num_prefix_tokens
         self.patch_px = self.encoder.patch_embed.patch_size[0]
         self.head = nn.Linear(self.encoder.num_features, num_classes)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        apply_finetune(self, finetune)
 
     def forward_features(self, images: Tensor) -> GLSimFeatures:
-        """images (B, 3, H, W) -> tokens (B, 1, D): the final CLS token."""
-        return GLSimFeatures(self.encoder.forward_features(images)[:, :1], None, None)
+        """images (B, 3, H, W) -> tokens (B, 1, D): the final CLS token (or the backbone's pooled feature)."""
+        return GLSimFeatures(global_feature(self.encoder, self.encoder.forward_features(images))[:, None], None, None)
 
     def forward_head(self, feats: GLSimFeatures, pre_logits: bool = False) -> Tensor:
         """CLS (B, D) -> logits (B, K), or the token itself."""
@@ -287,6 +311,11 @@ class ViTClassifier(nn.Module):
 
     def forward(self, images: Tensor) -> GLSimOutput:
         """images (B, 3, H, W) -> GLSimOutput(logits (B, K), None, None)."""
+        if self.tta != "none" and not self.training:
+            return with_tta(self._forward, images, self.tta)
+        return self._forward(images)
+
+    def _forward(self, images: Tensor) -> GLSimOutput:
         return GLSimOutput(self.forward_head(self.forward_features(images)), None, None)
 
     no_weight_decay = GLSim.no_weight_decay

@@ -11,7 +11,16 @@ from torch import nn
 
 from glsim_pl.utils.logging import RankedLogger
 
-__all__ = ["OPTIM_DEFAULTS", "build_optimizer", "param_groups", "schedule_factor", "warmup_cosine", "warn_long_warmup"]
+__all__ = [
+    "OPTIM_DEFAULTS",
+    "build_optimizer",
+    "layer_decay_groups",
+    "layer_id",
+    "param_groups",
+    "schedule_factor",
+    "warmup_cosine",
+    "warn_long_warmup",
+]
 
 # the paper's recipe; ``optim`` (the config group, stored as the module's ``hparams.optim``) overrides any of it
 OPTIM_DEFAULTS: dict[str, Any] = {
@@ -47,9 +56,6 @@ def warmup_cosine(step: int, total: int, lr: float, warmup_steps: int, warmup_lr
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
 
 
-__all__ = ["warmup_cosine", "warn_long_warmup"]
-
-
 def param_groups(net: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """[decayed, not decayed] trainable parameters; biases, norms and timm's ``no_weight_decay`` names not decayed.
 
@@ -63,10 +69,47 @@ def param_groups(net: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def layer_id(name: str, depth: int) -> int:
+    """Depth of a parameter for layer-wise LR decay: 0 the encoder's embeddings (patch, position, CLS, registers),
+    i + 1 the encoder's block i (its adapters and prompts too), depth + 1 everything after the blocks (final norm,
+    pool, aggregator, heads)."""
+    if not name.startswith("encoder."):
+        return depth + 1
+    rest = name[len("encoder.") :]
+    if rest.startswith("blocks."):
+        return int(rest.split(".")[1]) + 1
+    if rest.startswith(("cls_token", "reg_token", "pos_embed", "patch_embed", "mask_token")):
+        return 0
+    return depth + 1
+
+
+def layer_decay_groups(net: nn.Module, weight_decay: float, lr: float, decay: float) -> list[dict[str, Any]]:
+    """:func:`param_groups` split by :func:`layer_id`, each with ``lr * decay ** (depth + 1 - id)``; the head's group
+    (the peak LR, the one the progress lines show) first."""
+    depth = len(net.encoder.blocks)
+    by_layer: dict[int, list[dict[str, Any]]] = {}
+    skip = net.no_weight_decay() if hasattr(net, "no_weight_decay") else set()
+    for name, param in net.named_parameters():
+        if not param.requires_grad:
+            continue
+        layer = layer_id(name, depth)
+        groups = by_layer.setdefault(layer, [
+            {"params": [], "weight_decay": weight_decay, "lr": lr * decay ** (depth + 1 - layer)},
+            {"params": [], "weight_decay": 0.0, "lr": lr * decay ** (depth + 1 - layer)},
+        ])  # fmt: skip
+        groups[1 if param.ndim <= 1 or name in skip else 0]["params"].append(param)
+    return [g for layer in sorted(by_layer, reverse=True) for g in by_layer[layer] if g["params"]]
+
+
 def build_optimizer(net: nn.Module, optim: dict[str, Any], kernel: dict[str, bool]) -> torch.optim.Optimizer:
-    """SGD-Nesterov (the paper) or AdamW over :func:`param_groups`; ``kernel``: e.g. ``{"fused": True}``."""
+    """SGD-Nesterov (the paper) or AdamW over :func:`param_groups` (or :func:`layer_decay_groups` with
+    ``optim.layer_decay``); ``kernel``: e.g. ``{"fused": True}``."""
     hp = {**OPTIM_DEFAULTS, **optim}
-    groups = param_groups(net, hp["weight_decay"])
+    decay = hp.get("layer_decay")
+    if decay is None or decay == 1.0:  # the paper: two groups, one LR
+        groups = param_groups(net, hp["weight_decay"])
+    else:
+        groups = layer_decay_groups(net, hp["weight_decay"], hp["lr"], float(decay))
     if hp["optimizer"] == "sgd":
         return torch.optim.SGD(groups, lr=hp["lr"], momentum=hp["momentum"], nesterov=hp["momentum"] > 0, **kernel)
     if hp["optimizer"] == "adamw":
