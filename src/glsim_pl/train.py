@@ -126,7 +126,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()], **display_overrides
     )
-    log_run_config(loggers, resolved_config(cfg), protocol(cfg))  # every tracker gets the config and protocol
+    log_run_config(loggers, resolved_config(cfg), protocol(cfg, trainer.world_size))  # every tracker gets them
 
     fit_start = time.perf_counter()
     if cfg.get("train", True):
