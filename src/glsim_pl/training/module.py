@@ -76,11 +76,13 @@ class GLSimLitModule(L.LightningModule):
         # Means over the images of every rank. Lightning's own sync_dist mean averages the ranks' image counts as
         # integers, which truncates when the ranks saw different numbers of images (an evaluation split that does not
         # divide by the ranks). Eval steps add one value per image, unweighted, without the NaN check that would read
-        # the device every step (a NaN shows in the mean); the train losses arrive once an epoch, image-weighted.
+        # the device every step (a NaN shows in the mean); the train losses arrive once an epoch, image-weighted, and a
+        # NaN stays NaN (the default would drop it and report the other ranks' mean).
         self.val_loss, self.test_loss = MeanMetric(nan_strategy="disable"), MeanMetric(nan_strategy="disable")
         self.val_second_pass_share = MeanMetric(nan_strategy="disable")
         self.test_second_pass_share = MeanMetric(nan_strategy="disable")
-        self.train_epoch_losses = nn.ModuleDict({"loss_epoch": MeanMetric(), "loss_first": MeanMetric()})
+        nan = float("nan")
+        self.train_epoch_losses = nn.ModuleDict({"loss_epoch": MeanMetric(nan), "loss_first": MeanMetric(nan)})
 
     def forward(self, images: Tensor) -> GLSimOutput:
         """images (B, 3, H, W) -> GLSimOutput."""
