@@ -17,7 +17,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchvision.ops import box_iou
 
 from glsim_pl.models import GLSimOutput, build_classifier
-from glsim_pl.training.metrics import EpochPredictions, build_metrics, per_class_accuracy
+from glsim_pl.training.metrics import EpochPredictions, ImageMean, build_metrics, per_class_accuracy
 from glsim_pl.training.optim import OPTIM_DEFAULTS, build_optimizer, schedule_factor
 
 __all__ = ["GLSimLitModule"]
@@ -73,16 +73,9 @@ class GLSimLitModule(L.LightningModule):
         self.test_per_class = per_class_accuracy(num_classes)
         self.val_acc1_best = MaxMetric()
         self.val_box_iou, self.test_box_iou = MeanMetric(), MeanMetric()
-        # Means over the images of every rank. Lightning's own sync_dist mean averages the ranks' image counts as
-        # integers, which truncates when the ranks saw different numbers of images (an evaluation split that does not
-        # divide by the ranks). Eval steps add one value per image, unweighted, without the NaN check that would read
-        # the device every step (a NaN shows in the mean); the train losses arrive once an epoch, image-weighted, and a
-        # NaN stays NaN (the default would drop it and report the other ranks' mean).
-        self.val_loss, self.test_loss = MeanMetric(nan_strategy="disable"), MeanMetric(nan_strategy="disable")
-        self.val_second_pass_share = MeanMetric(nan_strategy="disable")
-        self.test_second_pass_share = MeanMetric(nan_strategy="disable")
-        nan = float("nan")
-        self.train_epoch_losses = nn.ModuleDict({"loss_epoch": MeanMetric(nan), "loss_first": MeanMetric(nan)})
+        self.val_loss, self.test_loss = ImageMean(), ImageMean()  # means over the images of every rank
+        self.val_second_pass_share, self.test_second_pass_share = ImageMean(), ImageMean()
+        self.train_epoch_losses = nn.ModuleDict({"loss_epoch": ImageMean(), "loss_first": ImageMean()})
 
     def forward(self, images: Tensor) -> GLSimOutput:
         """images (B, 3, H, W) -> GLSimOutput."""
@@ -129,7 +122,7 @@ class GLSimLitModule(L.LightningModule):
         torchmetrics adds up over the ranks (Lightning computes and resets them)."""
         for key, (weighted, images) in self._train_losses.items():
             mean = self.train_epoch_losses[key.removeprefix("train/")]
-            mean.update(weighted / images, weight=images)
+            mean.update(weighted, images)
             self.log(key, mean, prog_bar=key == "train/loss_epoch")
         self._train_losses.clear()
         self._train_predictions.update_metrics(self.train_metrics, "train/")
@@ -191,12 +184,13 @@ class GLSimLitModule(L.LightningModule):
         images, labels = batch[0], batch[1]
         out = self.net(images)
         getattr(self, f"{stage}_metrics").update(out.logits, labels)
-        getattr(self, f"{stage}_loss").update(nn.functional.cross_entropy(out.logits, labels, reduction="none"))
+        loss = nn.functional.cross_entropy(out.logits, labels)
+        getattr(self, f"{stage}_loss").update(loss * len(labels), len(labels))
         if len(batch) > 2 and out.boxes is not None:
             iou = box_iou(out.boxes.float(), batch[2].float()).diagonal()  # (B,) crop box vs object box
             getattr(self, f"{stage}_box_iou").update(iou)
         if out.second_pass is not None:  # gate=confidence: how many images paid for the second pass
-            getattr(self, f"{stage}_second_pass_share").update(out.second_pass.float())
+            getattr(self, f"{stage}_second_pass_share").update(out.second_pass.float().sum(), len(labels))
         return {"logits": out.logits.detach(), "boxes": out.boxes, "scores": out.scores}
 
     def _optimizer_kernel(self) -> dict[str, bool]:
