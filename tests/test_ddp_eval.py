@@ -172,3 +172,32 @@ def test_ddp_preset_runs_where_there_is_no_gpu(make_cfg) -> None:
     assert trainer.world_size == 2
     if not torch.cuda.is_available():
         assert trainer.strategy.root_device.type == "cpu"
+
+
+@pytest.mark.slow
+def test_glsim_eval_command_on_two_devices(tmp_path: Path) -> None:
+    """The command as a user runs it: trainer=ddp (popen: rank 1 re-runs the job) on a machine without a GPU."""
+    import subprocess
+    import sys
+
+    ckpt = tmp_path / "tiny.ckpt"
+    save_lightning_ckpt(ckpt)
+    overrides = [*TINY_DATA, "dataset.test_size=21", "dataset.batch_size=4", f"ckpt_path={ckpt}", "logger=none",
+                 "eval.cost=false", "eval.localization=true", "eval.selectors=[gls,center]"]  # fmt: skip
+    _eval_job(overrides, tmp_path / "one")
+    ddp = [o for o in overrides if o != "trainer.accelerator=cpu"] + ["trainer=ddp", "trainer.devices=2"]
+    cmd = [sys.executable, "-m", "glsim_pl.eval", *ddp, f"hydra.run.dir={tmp_path / 'many'}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "sync_dist" not in proc.stderr
+    _assert_same_reports(_eval_reports(tmp_path / "many"), _eval_reports(tmp_path / "one"), 21)
+
+
+def test_glsim_eval_refuses_spawned_workers(tmp_path: Path) -> None:
+    from glsim_pl.eval import evaluate
+
+    ckpt = tmp_path / "tiny.ckpt"
+    save_lightning_ckpt(ckpt)
+    overrides = [*TINY_DATA, f"ckpt_path={ckpt}", "logger=none", *_ddp(2), "trainer.strategy.start_method=spawn"]
+    with pytest.raises(UserError, match="start_method=popen"):
+        evaluate(compose_tool("eval", overrides, tmp_path / "eval"))
