@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import Tensor, nn
+from torchmetrics import Metric
 
 from glsim_pl.models import GLSimOutput
 from glsim_pl.training.metrics import EpochPredictions, build_metrics
@@ -67,8 +68,9 @@ def _module(logits: Tensor) -> tuple[GLSimLitModule, dict[str, Tensor]]:
     module = GLSimLitModule(K, net=net)
     module.net = _Replay(logits)
     logged: dict[str, Tensor] = {}
-    module.log = lambda name, value, **_: logged.__setitem__(name, value)
-    module.log_dict = lambda values, **_: logged.update(values)
+    value_of = lambda value: value.compute() if isinstance(value, Metric) else value  # as Lightning logs a metric
+    module.log = lambda name, value, **_: logged.__setitem__(name, value_of(value))
+    module.log_dict = lambda values, **_: logged.update({k: value_of(v) for k, v in values.items()})
     return module, logged
 
 

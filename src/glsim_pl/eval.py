@@ -29,6 +29,8 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
+from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from glsim_pl.analysis.cost import measure_cost, model_gflops
@@ -78,6 +80,10 @@ def _choose_dataset(cfg: DictConfig, module: GLSimLitModule) -> None:
 def _test(cfg: DictConfig, module: GLSimLitModule, datamodule: Any, callbacks: list[L.Callback],
           loggers: list[Any] | None = None) -> dict[str, float]:  # fmt: skip
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if trainer.world_size > 1 and isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
+        raise UserError("glsim-eval on several devices runs each rank as its own process: use "
+                        "trainer.strategy.start_method=popen (trainer=ddp's default), torchrun or SLURM tasks; "
+                        "spawned workers would keep the reports to themselves")  # fmt: skip
     trainer.test(module, datamodule=datamodule, verbose=False)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
@@ -121,12 +127,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                               "gflops": model_gflops(module.net, int(datamodule.image_size))}  # fmt: skip
     if module.net.tta != "none":  # the analytic GFLOPs are of one view
         result["tta"] = module.net.tta
+    if cfg.eval.localization:  # every rank takes part in each selector's test
+        result["localization"] = _localization(cfg, module, datamodule, collector, out)
+    if rank_zero_only.rank != 0:  # on several devices the other ranks have helped test; rank 0 writes the reports
+        return result
+    datamodule.trainer = None  # the gate sweep's loaders: whole splits, not this rank's block
     write_class_reports(collector.confusion, out, names, formats, loggers, bool(cfg.eval.confusion_normalize),
                         int(cfg.eval.confused_pairs), int(cfg.eval.confusion_max_classes))  # fmt: skip
     save_error_gallery(collector.mistakes, out / "error_gallery.png", names, getattr(module.net, "patch_px", None),
                        loggers)  # fmt: skip
-    if cfg.eval.localization:
-        result["localization"] = _localization(cfg, module, datamodule, collector, out)
     if cfg.eval.cost:
         device = (
             "cuda" if cfg.trainer.get("accelerator") in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
@@ -169,6 +178,8 @@ def _localization(
         per[selector] = {"acc1": collector.accuracy(), **collector.localization(),
                          "gflops": model_gflops(module.net, img, selector)}  # fmt: skip
     module.net.selector = own
+    if rank_zero_only.rank != 0:
+        return per
     with (out / "localization.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["selector", "acc1", "mean_iou", "iou50", "n"])

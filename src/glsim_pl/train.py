@@ -176,7 +176,7 @@ def _train(cfg: DictConfig, started: Callable[[], None] | None = None) -> dict[s
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()], **display_overrides
     )
-    log_run_config(loggers, resolved_config(cfg), protocol(cfg))  # every tracker gets the config and protocol
+    log_run_config(loggers, resolved_config(cfg), protocol(cfg, trainer.world_size))  # every tracker gets them
 
     start_step = _resumed_step(resumed_from)  # the fit's img/s counts only the steps this process trains
     fit_start = time.perf_counter()

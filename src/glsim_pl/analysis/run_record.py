@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +46,16 @@ def device_name(trainer: Any) -> str:
 _OWN_SPLITS = ("ImageFolderDataModule", "CSVDataModule", "SyntheticDataModule")  # no official test set
 
 
-def protocol(cfg: DictConfig) -> dict[str, Any]:
-    """The evaluation protocol in words: which split trains, which selects, TTA, epochs, sizes."""
+def protocol(cfg: DictConfig, world_size: int | None = None) -> dict[str, Any]:
+    """The evaluation protocol in words: which split trains, which selects, TTA, epochs, sizes.
+
+    ``world_size``: the processes the trainer runs (``trainer.world_size``); the effective batch counts them. Without
+    it, ``trainer.devices`` x ``trainer.num_nodes`` (``auto`` and ``-1`` count as one device: only the trainer knows).
+    """
     ds = cfg.dataset
     paper = ds.get("protocol", "val") == "paper"
     accumulate = int(cfg.trainer.get("accumulate_grad_batches") or 1)
-    devices = cfg.trainer.get("devices", 1)
-    world = (devices if isinstance(devices, int) and devices > 0 else 1) * int(cfg.trainer.get("num_nodes") or 1)
+    world = world_size or _configured_devices(cfg.trainer.get("devices", 1)) * int(cfg.trainer.get("num_nodes") or 1)
     given_val = bool(ds.get("val_root") or ds.get("val_file"))  # folder / CSV datasets: selection on the val given
     if paper:
         train_split = "official train + given val (all of it)" if given_val else "official train (all of it)"
@@ -67,6 +71,18 @@ def protocol(cfg: DictConfig) -> dict[str, Any]:
         "image_size": int(ds.image_size),
         "effective_batch_size": int(ds.batch_size) * accumulate * world,
     }
+
+
+def _configured_devices(devices: Any) -> int:
+    """Devices per node a config names: 4, "4", [0, 1], "0,1"; one for auto, -1 or anything else."""
+    if isinstance(devices, str):
+        devices = devices.strip()
+        if "," in devices:
+            return len([d for d in devices.split(",") if d.strip()])
+        devices = int(devices) if devices.isdigit() else 1
+    if isinstance(devices, Sequence):
+        return len(devices)
+    return devices if isinstance(devices, int) and devices > 0 else 1
 
 
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:
@@ -116,7 +132,7 @@ def run_cost(cfg: DictConfig, trainer: Any, fit_seconds: float | None, start_ste
         gflops = model_gflops(net, int(cfg.dataset.image_size))
         cost["gflops"] = None if gflops is None else round(gflops, 4)
     if fit_seconds and trainer.global_step > start_step:
-        images = (trainer.global_step - start_step) * protocol(cfg)["effective_batch_size"]
+        images = (trainer.global_step - start_step) * protocol(cfg, trainer.world_size)["effective_batch_size"]
         cost["fit_img_s"] = round(images / fit_seconds, 2)
     return cost
 
@@ -168,7 +184,7 @@ def write_run_record(
         "wall_time_s": round(wall_time_s, 2),
         "device": device_name(trainer),
         "git_commit": git_commit(),
-        "protocol": protocol(cfg),
+        "protocol": protocol(cfg, trainer.world_size),
         "data_source": getattr(getattr(trainer, "datamodule", None), "provenance", None) or None,  # dataset=hf version
         "paper": config.get("paper"),
         "config": config,

@@ -40,7 +40,8 @@ class PerClassAccuracyCSV(L.Callback):
         if metric is None or not metric.update_count:
             return
         acc = metric.compute().float().cpu()
-        support = (metric.tp + metric.fn).cpu() if hasattr(metric, "tp") else torch.full_like(acc, float("nan"))
+        with metric.sync_context():  # compute() puts the rank's own counts back; the support is every rank's
+            support = (metric.tp + metric.fn).cpu() if hasattr(metric, "tp") else torch.full_like(acc, float("nan"))
         metric.reset()
         if not trainer.is_global_zero:
             return

@@ -26,7 +26,7 @@ from torchvision.transforms.v2.functional import get_size
 
 from glsim_pl.data.cache import cached_views, check_cache_args, resolve_device_normalize
 from glsim_pl.data.image_io import MAX_PIXELS
-from glsim_pl.data.sampling import EpochSampler, ResumableLoader, SeededCollate, SeededView
+from glsim_pl.data.sampling import EpochSampler, EvalShardSampler, ResumableLoader, SeededCollate, SeededView
 from glsim_pl.data.sources import ImageFileList, describe_left_out
 from glsim_pl.data.transforms import (
     IMAGENET_MEAN,
@@ -361,8 +361,9 @@ class FGVCDataModule(L.LightningDataModule):
 
     def _loader(self, data: Dataset, train: bool) -> DataLoader:
         """Train: a resumable loader whose order and augmentations are functions of (seed, epoch, sample)
-        (see :mod:`glsim_pl.data.sampling`); eval: in order. Each loader draws its worker seeds from its own
-        generator, so creating one never moves the global RNG that dropout / stochastic depth use."""
+        (see :mod:`glsim_pl.data.sampling`); eval: in order, one contiguous block per rank. Each loader draws its
+        worker seeds from its own generator, so creating one never moves the global RNG that dropout / stochastic
+        depth use."""
         augs = self.augs
         mixing = train and (augs.mixup_alpha > 0 or augs.cutmix_alpha > 0)
         collate = MixUpCutMixCollate(self.num_classes, augs.mixup_alpha, augs.cutmix_alpha) if mixing else None
@@ -372,15 +373,25 @@ class FGVCDataModule(L.LightningDataModule):
             persistent_workers=self.persistent_workers and self.num_workers > 0,
             generator=torch.Generator().manual_seed(self.run_seed),
         )  # fmt: skip
-        if not train:
-            return DataLoader(data, shuffle=False, drop_last=False, **common)
         trainer = self.trainer  # set by Lightning during fit; None when a loader is built by hand
         ranks, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        if not train:
+            if ranks == 1:
+                return DataLoader(data, shuffle=False, drop_last=False, **common)
+            return DataLoader(data, sampler=self._eval_shards(data, ranks, rank), drop_last=False, **common)
         sampler = EpochSampler(data, self.run_seed, self.batch_size, drop_last=True, num_replicas=ranks, rank=rank)
         if trainer is not None:  # the epoch Lightning is about to start (also after a resume): workers prefetch
             sampler.set_epoch(trainer.fit_loop.epoch_progress.current.processed)  # before its set_epoch call
         return ResumableLoader(SeededView(data), sampler=sampler, drop_last=True, collate_fn=SeededCollate(collate),
                                **common)  # fmt: skip
+
+    def _eval_shards(self, data: Dataset, ranks: int, rank: int) -> EvalShardSampler:
+        """Each image evaluated once over all ranks (Lightning's own sampler would repeat some to even the ranks)."""
+        if len(data) < ranks:
+            raise UserError(f"dataset '{self.name}': an evaluation split has {len(data)} images, fewer than the "
+                            f"{ranks} devices evaluating it; evaluate it on at most {len(data)} device(s) "
+                            "(trainer.devices)")  # fmt: skip
+        return EvalShardSampler(data, num_replicas=ranks, rank=rank)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """``device_normalize``: a train batch of uint8 crops gets ToDtype + Normalize + RandomErasing here, on the

@@ -30,7 +30,16 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from glsim_pl.utils.logging import RankedLogger
 
-__all__ = ["EpochSampler", "ResumableLoader", "SampleKey", "SeededCollate", "SeededView", "mix_seed", "seeded_rngs"]
+__all__ = [
+    "EpochSampler",
+    "EvalShardSampler",
+    "ResumableLoader",
+    "SampleKey",
+    "SeededCollate",
+    "SeededView",
+    "mix_seed",
+    "seeded_rngs",
+]
 
 log = RankedLogger(__name__)
 _MASK64 = (1 << 64) - 1
@@ -137,6 +146,33 @@ class EpochSampler(DistributedSampler):
             epoch, yielded = epoch + 1, 0
         self._resume_at = (epoch, min(yielded, self.num_samples))
         self.epoch = epoch
+
+
+class EvalShardSampler(DistributedSampler):
+    """This rank's contiguous block of an evaluation split, in order, with no sample repeated or left out.
+
+    ``DistributedSampler`` pads a split to a multiple of the ranks by repeating samples, which an evaluation would
+    count twice. Here rank r takes ``[r * n // W, (r + 1) * n // W)``: the blocks differ by at most one sample (one
+    batch more or less on a rank is fine without gradients), and the ranks' outputs concatenated in rank order are
+    the split in its own order, so whatever is gathered from them adds up as in one process. A
+    ``DistributedSampler``, so Lightning keeps it.
+
+    Args:
+        dataset: the evaluation split (at least ``num_replicas`` samples: every rank must take part in the syncs).
+        num_replicas: number of ranks.
+        rank: this rank.
+    """
+
+    def __init__(self, dataset: Sized, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+        n = len(dataset)
+        self.start, self.stop = rank * n // num_replicas, (rank + 1) * n // num_replicas
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.start, self.stop))
+
+    def __len__(self) -> int:
+        return self.stop - self.start
 
 
 class SeededView(Dataset):

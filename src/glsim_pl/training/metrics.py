@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchmetrics import MetricCollection
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-__all__ = ["EpochPredictions", "build_metrics", "per_class_accuracy"]
+__all__ = ["EpochPredictions", "ImageMean", "build_metrics", "per_class_accuracy"]
 
 
 def build_metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -67,3 +67,28 @@ class EpochPredictions:
             metrics[f"{prefix}acc1_macro"].update(argmax, labels)
             scores = torch.zeros(len(part), self.num_classes, device=rows.device)
             metrics[f"{prefix}acc5"].update(scores.scatter_(1, top, ranks.expand_as(top)), labels)
+
+
+class ImageMean(Metric):
+    """A mean over images: ``update(sum of the batch's values, images)``, both summed over the ranks at ``compute``.
+
+    Lightning's ``self.log(..., sync_dist=True)`` mean averages the ranks' image counts as integers, which truncates
+    when the ranks saw different numbers of images (an evaluation split that does not divide by the ranks).
+    torchmetrics' ``MeanMetric`` reads its NaN check back from the device every update, and with the check disabled it
+    drops the weights. Here nothing is read back (a NaN shows in the mean), and one process adds the same float32
+    numbers in the same order as Lightning's own epoch mean did.
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("total", torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("images", torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, total: Tensor, images: int | Tensor) -> None:
+        self.total = self.total + total
+        self.images = self.images + images
+
+    def compute(self) -> Tensor:
+        return self.total / self.images

@@ -17,7 +17,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchvision.ops import box_iou
 
 from glsim_pl.models import GLSimOutput, build_classifier
-from glsim_pl.training.metrics import EpochPredictions, build_metrics, per_class_accuracy
+from glsim_pl.training.metrics import EpochPredictions, ImageMean, build_metrics, per_class_accuracy
 from glsim_pl.training.optim import OPTIM_DEFAULTS, build_optimizer, schedule_factor
 
 __all__ = ["GLSimLitModule"]
@@ -73,6 +73,9 @@ class GLSimLitModule(L.LightningModule):
         self.test_per_class = per_class_accuracy(num_classes)
         self.val_acc1_best = MaxMetric()
         self.val_box_iou, self.test_box_iou = MeanMetric(), MeanMetric()
+        self.val_loss, self.test_loss = ImageMean(), ImageMean()  # means over the images of every rank
+        self.val_second_pass_share, self.test_second_pass_share = ImageMean(), ImageMean()
+        self.train_epoch_losses = nn.ModuleDict({"loss_epoch": ImageMean(), "loss_first": ImageMean()})
 
     def forward(self, images: Tensor) -> GLSimOutput:
         """images (B, 3, H, W) -> GLSimOutput."""
@@ -115,13 +118,15 @@ class GLSimLitModule(L.LightningModule):
             self.log(f"{name}_step", detached, on_step=True, on_epoch=False, prog_bar=True, batch_size=images)
 
     def on_train_epoch_end(self) -> None:
-        """Epoch-level training loss and accuracy."""
+        """Epoch-level training loss and accuracy, over the images of every rank: metric objects whose sums
+        torchmetrics adds up over the ranks (Lightning computes and resets them)."""
         for key, (weighted, images) in self._train_losses.items():
-            self.log(key, weighted / images, on_step=False, on_epoch=True, prog_bar=key == "train/loss_epoch")
+            mean = self.train_epoch_losses[key.removeprefix("train/")]
+            mean.update(weighted, images)
+            self.log(key, mean, prog_bar=key == "train/loss_epoch")
         self._train_losses.clear()
         self._train_predictions.update_metrics(self.train_metrics, "train/")
-        self.log_dict(self.train_metrics.compute(), sync_dist=False)
-        self.train_metrics.reset()
+        self.log_dict(self.train_metrics)
 
     def on_train_start(self) -> None:
         """The sanity-check validation must not count towards the best accuracy; a resumed run keeps its best."""
@@ -149,15 +154,12 @@ class GLSimLitModule(L.LightningModule):
         return self._shared_eval_step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
-        """Log val metrics and the best val/acc1 so far."""
-        metrics = self.val_metrics.compute()
-        self.val_acc1_best.update(metrics["val/acc1"])
-        self.log_dict(metrics, prog_bar=True)
-        self.log("val/acc1_best", self.val_acc1_best.compute())
-        if self.val_box_iou.update_count:
-            self.log("val/box_iou", self.val_box_iou.compute())
-        self.val_metrics.reset()
-        self.val_box_iou.reset()
+        """Log val metrics (metric objects: synced over the ranks, computed and reset by Lightning) and the best
+        val/acc1 so far, which is the same number on every rank (a max over the ranks passes it through unchanged)."""
+        self.val_acc1_best.update(self.val_metrics["val/acc1"].compute())  # cached: Lightning's compute reuses it
+        self.log_dict(self.val_metrics, prog_bar=True)
+        self.log("val/acc1_best", self.val_acc1_best.compute(), sync_dist=True, reduce_fx="max")
+        self._log_eval_means("val")
 
     def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> dict[str, Tensor]:
         """Test metrics, per-class accuracy and (with ground-truth boxes) crop-box IoU."""
@@ -166,25 +168,29 @@ class GLSimLitModule(L.LightningModule):
         return out
 
     def on_test_epoch_end(self) -> None:
-        """Log test metrics; the per-class vector stays in ``self.test_per_class`` for the CSV."""
-        self.log_dict(self.test_metrics.compute())
-        if self.test_box_iou.update_count:
-            self.log("test/box_iou", self.test_box_iou.compute())
-        self.test_metrics.reset()
-        self.test_box_iou.reset()
+        """Log test metrics (metric objects, as validation's); the per-class vector stays in ``self.test_per_class``
+        for the CSV."""
+        self.log_dict(self.test_metrics)
+        self._log_eval_means("test")
+
+    def _log_eval_means(self, stage: str) -> None:
+        self.log(f"{stage}/loss", getattr(self, f"{stage}_loss"))
+        for name in ("box_iou", "second_pass_share"):  # only models / datasets that have them
+            metric = getattr(self, f"{stage}_{name}")
+            if metric.update_count:
+                self.log(f"{stage}/{name}", metric)
 
     def _shared_eval_step(self, batch: tuple[Tensor, ...], stage: str) -> dict[str, Tensor]:
         images, labels = batch[0], batch[1]
         out = self.net(images)
-        loss = nn.functional.cross_entropy(out.logits, labels)
         getattr(self, f"{stage}_metrics").update(out.logits, labels)
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=len(labels), sync_dist=True)
+        loss = nn.functional.cross_entropy(out.logits, labels)
+        getattr(self, f"{stage}_loss").update(loss * len(labels), len(labels))
         if len(batch) > 2 and out.boxes is not None:
             iou = box_iou(out.boxes.float(), batch[2].float()).diagonal()  # (B,) crop box vs object box
             getattr(self, f"{stage}_box_iou").update(iou)
         if out.second_pass is not None:  # gate=confidence: how many images paid for the second pass
-            share = out.second_pass.float().mean()
-            self.log(f"{stage}/second_pass_share", share, on_step=False, on_epoch=True, batch_size=len(labels))
+            getattr(self, f"{stage}_second_pass_share").update(out.second_pass.float().sum(), len(labels))
         return {"logits": out.logits.detach(), "boxes": out.boxes, "scores": out.scores}
 
     def _optimizer_kernel(self) -> dict[str, bool]:
