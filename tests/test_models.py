@@ -177,11 +177,19 @@ def test_aggregator_init_is_the_official_one() -> None:
     agg = Aggregator(192, layers=2)
     linears = [m for m in agg.modules() if isinstance(m, torch.nn.Linear)]
     assert len(linears) == 8  # qkv, proj, fc1, fc2 per block
+    qkvs = {id(blk.attn.qkv) for blk in agg.blocks}
     for lin in linears:
-        fan_out, fan_in = lin.weight.shape
-        bound = math.sqrt(6.0 / (fan_in + fan_out))
-        assert lin.weight.abs().max() <= bound
-        assert lin.weight.std().item() == pytest.approx(bound / math.sqrt(3.0), rel=0.05)
+        # the fused qkv matrix is the official code's three (D, D) q, k, v projections, each Xavier on its own
+        parts = lin.weight.chunk(3, dim=0) if id(lin) in qkvs else (lin.weight,)
+        for w in parts:
+            fan_out, fan_in = w.shape
+            bound = math.sqrt(6.0 / (fan_in + fan_out))
+            assert w.abs().max() <= bound
+            assert w.std().item() == pytest.approx(bound / math.sqrt(3.0), rel=0.05)
         assert lin.bias.abs().max() < 1e-5 and lin.bias.std().item() == pytest.approx(1e-6, rel=0.25)
+    for blk in agg.blocks:  # each third spreads like Xavier over (D, D): bound sqrt(6 / 2D), not sqrt(6 / 4D)
+        d = blk.attn.qkv.in_features
+        for w in blk.attn.qkv.weight.chunk(3, dim=0):
+            assert w.abs().max().item() > 0.95 * math.sqrt(6.0 / (2 * d))
     norms = [m for m in agg.modules() if isinstance(m, torch.nn.LayerNorm)]
     assert all(bool((n.weight == 1).all()) and bool((n.bias == 0).all()) for n in norms)

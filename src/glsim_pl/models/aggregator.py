@@ -20,6 +20,9 @@ class Aggregator(nn.Module):
         eps: LayerNorm epsilon (1e-12 in the official architecture, 1e-6 in timm's).
 
     Every Linear starts as in the official code: Xavier-uniform weights, N(0, 1e-6) biases (LayerNorms: ones, zeros).
+    The official attention has separate q, k and v projections, each Xavier-uniform over (D, D); timm's Block fuses
+    them into one (3D, D) ``qkv`` matrix, so each third of it is initialised on its own (Xavier over the whole fused
+    matrix would draw from a sqrt(2) narrower range).
     """
 
     def __init__(self, dim: int, layers: int = 1, drop_path: float = 0.0, eps: float = 1e-6) -> None:
@@ -33,6 +36,9 @@ class Aggregator(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.normal_(module.bias, std=1e-6)
+        for blk in self.blocks:  # q, k, v: three (D, D) matrices in the official code
+            for part in blk.attn.qkv.weight.data.chunk(3, dim=0):
+                nn.init.xavier_uniform_(part)
 
     def forward(self, tokens: Tensor) -> Tensor:
         """(B, T, D) -> (B, T, D)."""

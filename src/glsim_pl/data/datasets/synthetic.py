@@ -1,14 +1,18 @@
 """A procedural fine-grained dataset: the embedded default, the tests and CI use it; no files needed.
 
-Every image shows a cluttered background and one grey-brown "bird" (an ellipse with a head) at a random position
-and scale. All classes share that body; they differ only in the hue of a small marking on it (``num_classes`` hues,
-``hue_step`` apart), which sits on a random side of the body. Flips keep the class; colour augmentations change the
-hue, so they are not label-preserving and the data module turns them off. (A chiral code -- class = hue x side --
-was tried first: a tiny from-scratch ViT learnt the hue but not the side within minutes of CPU training.)
-The marking must cover about one patch at the model's input: a from-scratch ViT starts by averaging all patches
-into its CLS token, so a marking much smaller than a patch leaves it at chance level for a seed-dependent number of
-epochs (docs/synthetic.md).
-Each image is a pure function of (seed, split, index), so the set is identical everywhere.
+Every image shows one "bird" (an ellipse with a head) at a random position and scale. The classes differ only in the
+bird's hue (``num_classes`` hues, ``hue_step`` apart). Two looks (``evidence``):
+
+- ``body`` (the default): the whole bird is pale (saturation ``body_sat``) in its class hue, on a saturated ground
+  covered with saturated clutter of random hues. The bird is the evidence, and its box (``boxes``) is what the crop
+  box is compared with. A from-scratch ViT's global-local similarity ranks the flat, pale body patches above the busy
+  saturated ones, so GLSim's crop lands on the bird (docs/synthetic.md).
+- ``marking``: a grey-brown bird on a grey ground with grey clutter, and a small saturated marking of the class hue on
+  a random side of the body. The marking is the evidence, but the selector ranks it *last* (docs/synthetic.md).
+
+``decoys`` adds pale (``body``) or saturated (``marking``) discs of other classes' hues away from the bird.
+Flips keep the class; colour augmentations change the hue, so they are not label-preserving and the data module
+turns them off. Each image is a pure function of (seed, split, index), so the set is identical everywhere.
 """
 
 from __future__ import annotations
@@ -26,25 +30,42 @@ __all__ = ["SyntheticFGVC", "SyntheticDataModule"]
 
 _BODY_RGB = (150, 120, 90)
 _SPLIT_IDS = {"train": 0, "test": 1}
+_EVIDENCE = ("body", "marking")
+
+
+def _hsv(hue: float, sat: float, val: float) -> tuple[int, ...]:
+    return tuple(int(255 * c) for c in colorsys.hsv_to_rgb(hue % 1.0, sat, val))
 
 
 class SyntheticFGVC(Dataset):
-    """Generated images; ``targets`` cycle through the classes, ``boxes`` are the bodies' boxes.
+    """Generated images; ``targets`` cycle through the classes, ``boxes`` are the birds' boxes.
 
     Args:
         size: number of images.
-        num_classes: marking hues, one class each.
+        num_classes: hues, one class each.
         hue_step: hue distance between neighbouring classes (0..1 scale).
         image_px: side of the generated image.
         seed: dataset seed.
         split: ``train`` or ``test`` (different images for the same seed).
-        marking_frac: marking radius as a fraction of the body width.
+        evidence: ``body`` (pale bird in the class hue on saturated clutter) or ``marking`` (grey-brown bird with a
+            saturated marking of the class hue, grey clutter).
+        body_sat: saturation of the bird (``body``).
+        body_frac: range of the bird's width, fraction of the side.
+        clutter: range of the number of clutter shapes.
+        margin: the bird and the decoys keep this far (fraction of the side) from the border.
+        marking_frac: radius of the marking and of the decoys, fraction of the bird's width.
+        decoys: discs of other classes' hues placed away from the bird.
     """
 
     def __init__(self, size: int, num_classes: int = 10, hue_step: float = 0.07, image_px: int = 96, seed: int = 0,
-                 split: str = "train", marking_frac: float = 0.22) -> None:  # fmt: skip
+                 split: str = "train", evidence: str = "body", body_sat: float = 0.3,
+                 body_frac: tuple[float, float] = (0.35, 0.55), clutter: tuple[int, int] = (30, 45),
+                 margin: float = 0.125, marking_frac: float = 0.22, decoys: int = 0) -> None:  # fmt: skip
+        if evidence not in _EVIDENCE:
+            raise ValueError(f"evidence must be one of {_EVIDENCE}, not {evidence!r}")
         self.size, self.num_classes, self.hue_step, self.image_px = size, num_classes, hue_step, image_px
-        self.marking_frac = marking_frac
+        self.evidence, self.body_sat, self.body_frac, self.clutter = evidence, body_sat, tuple(body_frac), tuple(clutter)
+        self.margin, self.marking_frac, self.decoys = margin, marking_frac, decoys
         self.seed, self.split_id = seed, _SPLIT_IDS[split]
         self.targets = [i % self.num_classes for i in range(size)]
         self.boxes = [self._layout(np.random.default_rng(self._key(i)))[0] for i in range(size)]
@@ -54,11 +75,11 @@ class SyntheticFGVC(Dataset):
         return [self.seed, self.split_id, index]
 
     def _layout(self, rng: np.random.Generator) -> tuple[Box, float]:
-        """Body box and tilt, drawn first so that ``boxes`` needs no rendering."""
-        s = self.image_px
-        w = rng.uniform(0.28, 0.5) * s
+        """Bird box and tilt, drawn first so that ``boxes`` needs no rendering."""
+        s, m = self.image_px, self.margin * self.image_px
+        w = rng.uniform(*self.body_frac) * s
         h = w * rng.uniform(0.55, 0.8)
-        x1, y1 = rng.uniform(0, s - w), rng.uniform(0, s - h)
+        x1, y1 = rng.uniform(m, s - m - w), rng.uniform(m, s - m - h)
         return (x1, y1, x1 + w, y1 + h), rng.uniform(-0.15, 0.15)
 
     def class_name(self, label: int) -> str:
@@ -77,32 +98,59 @@ class SyntheticFGVC(Dataset):
         rng = np.random.default_rng(self._key(index))
         box, tilt = self._layout(rng)
         label = self.targets[index]
-        s = self.image_px
-        tint = rng.uniform(90, 170) + rng.normal(0, 8, 3)  # low saturation: the marking is the colourful part
+        s, vivid = self.image_px, self.evidence == "body"  # body: saturated ground and clutter
+        if vivid:
+            tint = np.array(_hsv(rng.random(), 0.85, rng.uniform(0.35, 0.75)), dtype=float)
+        else:
+            tint = rng.uniform(90, 170) + rng.normal(0, 8, 3)
         noise = rng.normal(0.0, 12.0, (s, s, 1)) + tint
         image = Image.fromarray(np.clip(noise, 0, 255).astype(np.uint8))
         draw = ImageDraw.Draw(image)
-        for _ in range(int(rng.integers(6, 12))):  # clutter: low-saturation shapes, some body-coloured
-            cx, cy, r = rng.uniform(0, s, 2), rng.uniform(0, s), rng.uniform(3, s / 6)
+        for _ in range(int(rng.integers(*self.clutter))):
+            cx, cy, r = rng.uniform(0, s), rng.uniform(0, s), rng.uniform(3, s / 6)
             grey = rng.uniform(60, 200)
-            rgb = tuple(int(np.clip(grey + d, 0, 255)) for d in rng.normal(0, 10, 3))
-            if rng.random() < 0.3:
-                rgb = tuple(int(c + rng.normal(0, 8)) for c in _BODY_RGB)
+            if vivid:
+                rgb = _hsv(rng.random(), 0.85, grey / 255)
+            else:  # low saturation, some body-coloured
+                rgb = tuple(int(np.clip(grey + d, 0, 255)) for d in rng.normal(0, 10, 3))
+                if rng.random() < 0.3:
+                    rgb = tuple(int(c + rng.normal(0, 8)) for c in _BODY_RGB)
             shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
-            shape([cx[0] - r, cy - r * rng.uniform(0.4, 1), cx[0] + r, cy + r], fill=rgb)
+            shape([cx - r, cy - r * rng.uniform(0.4, 1), cx + r, cy + r], fill=rgb)
         x1, y1, x2, y2 = box
         w, h = x2 - x1, y2 - y1
-        draw.ellipse([x1, y1 + 0.15 * h, x2, y2], fill=_BODY_RGB)  # body
+        hue = label * self.hue_step + rng.normal(0, 0.003)
+        body = _hsv(hue, self.body_sat, 0.8) if vivid else _BODY_RGB
+        draw.ellipse([x1, y1 + 0.15 * h, x2, y2], fill=body)  # body
         head_r = 0.22 * w
         head_x = x1 + head_r if rng.random() < 0.5 else x2 - head_r
-        draw.ellipse([head_x - head_r, y1, head_x + head_r, y1 + 2 * head_r], fill=_BODY_RGB)  # head
-        hue = label * self.hue_step + rng.normal(0, 0.003)
-        marking = tuple(int(255 * c) for c in colorsys.hsv_to_rgb(hue % 1.0, 0.85, 0.9))
-        side = 0.3 if rng.random() < 0.5 else 0.7
-        mx, my = x1 + side * w + tilt * w, y1 + 0.6 * h
-        mr = self.marking_frac * w
-        draw.ellipse([mx - mr, my - mr, mx + mr, my + mr], fill=marking)
+        draw.ellipse([head_x - head_r, y1, head_x + head_r, y1 + 2 * head_r], fill=body)  # head
+        r = self.marking_frac * w
+        if not vivid:
+            side = 0.3 if rng.random() < 0.5 else 0.7
+            mx, my = x1 + side * w + tilt * w, y1 + 0.6 * h
+            draw.ellipse([mx - r, my - r, mx + r, my + r], fill=_hsv(hue, 0.85, 0.9))
+        self._draw_decoys(draw, rng, box, r, label)
         return image
+
+    def _draw_decoys(self, draw: ImageDraw.ImageDraw, rng: np.random.Generator, box: Box, r: float, label: int) -> None:
+        """``decoys`` discs of radius r in other classes' hues, at least 2 r away from the bird's box."""
+        s, m = self.image_px, self.margin * self.image_px
+        x1, y1, x2, y2 = box
+        placed: list[tuple[float, float]] = []
+        for _ in range(self.decoys):
+            for _try in range(50):
+                cx, cy = rng.uniform(m + r, s - m - r, 2)
+                off_body = cx < x1 - 2 * r or cx > x2 + 2 * r or cy < y1 - 2 * r or cy > y2 + 2 * r
+                if off_body and all((cx - px) ** 2 + (cy - py) ** 2 > (3 * r) ** 2 for px, py in placed):
+                    break
+            else:
+                continue
+            placed.append((cx, cy))
+            other = (label + int(rng.integers(1, self.num_classes))) % self.num_classes
+            hue = other * self.hue_step + rng.normal(0, 0.003)
+            rgb = _hsv(hue, self.body_sat, 0.8) if self.evidence == "body" else _hsv(hue, 0.85, 0.9)
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=rgb)
 
 
 class SyntheticDataModule(FGVCDataModule):
@@ -111,22 +159,24 @@ class SyntheticDataModule(FGVCDataModule):
     Args:
         train_size: images in the official train split (val is carved from it).
         test_size: images in the test split.
-        num_classes: marking hues, one class each (from ``dataset.num_classes``).
-        hue_step: hue distance between neighbouring classes.
-        image_px: side of the generated images (resized to ``resize_factor * image_size`` by the transforms).
+        hue_step, image_px, evidence, body_sat, body_frac, clutter, margin, marking_frac, decoys: as in
+            :class:`SyntheticFGVC` (``num_classes`` comes from ``dataset.num_classes``); the generated images are
+            resized to ``resize_factor * image_size`` by the transforms.
         seed: dataset seed (independent of the run's seed, so every run sees the same images).
-        marking_frac: marking radius as a fraction of the body width.
         **kwargs: :class:`FGVCDataModule` arguments.
     """
 
     name = "synthetic"
-    color_preserves_label = False  # the marking's hue is the class
+    color_preserves_label = False  # the bird's hue is the class
 
     def __init__(self, train_size: int = 3000, test_size: int = 1000, hue_step: float = 0.07, image_px: int = 96,
-                 seed: int = 0, marking_frac: float = 0.22, **kwargs) -> None:  # fmt: skip
+                 seed: int = 0, evidence: str = "body", body_sat: float = 0.3,
+                 body_frac: tuple[float, float] = (0.35, 0.55), clutter: tuple[int, int] = (30, 45),
+                 margin: float = 0.125, marking_frac: float = 0.22, decoys: int = 0, **kwargs) -> None:  # fmt: skip
         super().__init__(**kwargs)
         self.options = dict(num_classes=self.num_classes, hue_step=hue_step, image_px=image_px, seed=seed,
-                            marking_frac=marking_frac)  # fmt: skip
+                            evidence=evidence, body_sat=body_sat, body_frac=tuple(body_frac), clutter=tuple(clutter),
+                            margin=margin, marking_frac=marking_frac, decoys=decoys)  # fmt: skip
         self.train_size, self.test_size = train_size, test_size
 
     def read_splits(self) -> Splits:
