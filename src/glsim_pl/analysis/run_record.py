@@ -66,7 +66,7 @@ def protocol(cfg: DictConfig, world_size: int | None = None) -> dict[str, Any]:
         "train_split": train_split,
         "selection_split": "none (final weights are tested)" if paper else f"val ({val}), best val/acc1",
         "test_split": "official test" if ds.get("_target_", "").rsplit(".", 1)[-1] not in _OWN_SPLITS else "test split",
-        "tta": "off",  # evaluation is a single centre crop; there is no test-time augmentation in this package
+        "tta": "off",  # the run's test pass is a single centre crop (glsim-eval tta=hflip records its own)
         "epochs": int(cfg.trainer.max_epochs),
         "image_size": int(ds.image_size),
         "effective_batch_size": int(ds.batch_size) * accumulate * world,
