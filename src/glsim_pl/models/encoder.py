@@ -22,13 +22,13 @@ log = logging.getLogger(__name__)  # not utils.logging: models/ imports no Light
 __all__ = ["create_encoder", "hub_cache_only_if_unreachable", "load_weights_file"]
 
 _NETWORK_ERROR_MODULES = ("huggingface_hub", "httpx", "httpcore", "requests", "urllib", "socket")
-HUB_CHECK_TIMEOUT_S = 5.0  # one request; the Hub client itself retries a refused connection for about a minute
+HUB_CHECK_SECONDS = 5.0  # one request; the Hub client itself retries a refused connection for about a minute
 
 
 @contextmanager
 def hub_cache_only_if_unreachable() -> Iterator[bool]:
     """Inside: downloads from the Hub as usual, or, when its endpoint does not answer one request within
-    ``HUB_CHECK_TIMEOUT_S``, from the local cache only (offline mode), so a missing file fails at once instead of
+    ``HUB_CHECK_SECONDS``, from the local cache only (offline mode), so a missing file fails at once instead of
     after the client's retries. Yields whether the Hub was found unreachable."""
     from huggingface_hub import constants
     from huggingface_hub.utils import get_session
@@ -37,7 +37,7 @@ def hub_cache_only_if_unreachable() -> Iterator[bool]:
         yield False
         return
     try:
-        get_session().head(constants.ENDPOINT, timeout=HUB_CHECK_TIMEOUT_S)  # any HTTP answer: reachable
+        get_session().head(constants.ENDPOINT, timeout=HUB_CHECK_SECONDS)  # any HTTP answer: reachable
         reachable = True
     except Exception:  # refused, timed out, no route, proxy failure: the client's own error types vary
         reachable = False
