@@ -16,21 +16,10 @@ from glsim_pl.models import GLSim
 from glsim_pl.models.finetune import has_adapters, has_prompts, merged_copy, param_counts
 from glsim_pl.models.glsim import ViTClassifier
 from glsim_pl.train import train
+from tests.helpers.checkpoints import sgd_steps
 from tests.helpers.configs import TINY_KW, compose_tool
 
 LORA = {"regime": "lora", "rank": 2, "alpha": 4}
-
-
-def _steps(net: torch.nn.Module, steps: int = 3) -> None:
-    torch.manual_seed(0)
-    images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
-    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.5, momentum=0.9, weight_decay=0.1)
-    net.train()
-    for _ in range(steps):
-        loss = torch.nn.functional.cross_entropy(net(images).logits, labels)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
 
 
 def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -46,7 +35,7 @@ def test_linear_freezes_the_encoder_bit_identically(cls: type) -> None:
     if cls is GLSim:
         assert any(n.startswith("aggregator.") for n in trainable)
     encoder, rest = _snapshot(net.encoder), _snapshot(net.head)
-    _steps(net)
+    sgd_steps(net, lr=0.5, momentum=0.9, weight_decay=0.1)
     assert all(torch.equal(v, encoder[k]) for k, v in net.encoder.state_dict().items())
     assert not torch.equal(net.head.weight, rest["weight"])
 
@@ -65,7 +54,7 @@ def test_adapters_train_and_the_base_weights_stay(regime: str) -> None:
     assert adapters and all("patch_embed" not in k for k in adapters)  # Linear layers of the blocks only
     if regime == "dora":
         assert any("lora_magnitude_vector" in k for k in _snapshot(net.encoder))
-    _steps(net)
+    sgd_steps(net, lr=0.5, momentum=0.9, weight_decay=0.1)
     state = net.encoder.state_dict()
     assert all(torch.equal(state[k], v) for k, v in base.items())
     assert any(not torch.equal(state[k], v) for k, v in adapters.items())
@@ -86,7 +75,7 @@ def test_targets_pick_layers_and_bad_values_are_refused() -> None:
 @pytest.mark.parametrize("regime", ["lora", "dora"])
 def test_merged_copy_gives_the_adapted_logits(regime: str) -> None:
     net = GLSim(num_classes=3, finetune={**LORA, "regime": regime}, **TINY_KW)
-    _steps(net)
+    sgd_steps(net, lr=0.5, momentum=0.9, weight_decay=0.1)
     net.eval()
     merged = merged_copy(net).eval()
     assert not has_adapters(merged) and has_adapters(net)
@@ -109,7 +98,7 @@ def test_vpt_deep_prompts_train_in_a_frozen_encoder() -> None:
     assert tokens.shape == (2, 1 + 16, 32)  # prompts removed after the last block: CLS + the 4x4 grid
     frozen = {k: v for k, v in _snapshot(net.encoder).items() if "vpt_prompt" not in k}
     prompts = {k: v for k, v in _snapshot(net.encoder).items() if "vpt_prompt" in k}
-    _steps(net)
+    sgd_steps(net, lr=0.5, momentum=0.9, weight_decay=0.1)
     state = net.encoder.state_dict()
     assert all(torch.equal(state[k], v) for k, v in frozen.items())
     assert all(not torch.equal(state[k], v) for k, v in prompts.items())

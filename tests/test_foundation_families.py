@@ -15,6 +15,7 @@ from glsim_pl.models import GLSim
 from glsim_pl.models.families import global_feature, usable_selectors
 from glsim_pl.models.glsim import ViTClassifier
 from glsim_pl.models.selectors import SELECTORS, get_selector
+from tests.helpers.checkpoints import sgd_steps
 from tests.helpers.configs import compose_cfg
 
 TINY = {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
@@ -39,21 +40,6 @@ def _kw(family: str, **extra) -> dict:
             "backbone_kwargs": {**TINY, **kwargs}, **extra}  # fmt: skip
 
 
-def _train_steps(net: torch.nn.Module, steps: int = 3) -> list[float]:
-    torch.manual_seed(0)
-    images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
-    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.1)
-    losses = []
-    net.train()
-    for _ in range(steps):
-        loss = torch.nn.functional.cross_entropy(net(images).logits, labels)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("method", ["vit", "glsim"])
 def test_family_trains(family: str, method: str) -> None:
@@ -61,7 +47,7 @@ def test_family_trains(family: str, method: str) -> None:
     net = GLSim(num_classes=3, **_kw(family)) if method == "glsim" else ViTClassifier(
         num_classes=3, **{k: v for k, v in _kw(family).items() if k != "top_o"})  # fmt: skip
     before = {k: v.clone() for k, v in net.encoder.state_dict().items()}
-    losses = _train_steps(net)
+    losses = sgd_steps(net)
     assert all(torch.isfinite(torch.tensor(losses)))
     changed = [k for k, v in net.encoder.state_dict().items() if not torch.equal(v, before[k])]
     assert changed, "the encoder received no gradient"

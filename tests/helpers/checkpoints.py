@@ -25,7 +25,7 @@ def save_lightning_ckpt(path: Path, num_classes: int = 10, **kwargs) -> GLSimLit
     return module
 
 
-__all__ = ["TINY_CLASSIFIER", "TINY_GATED", "gated_model", "save_lightning_ckpt", "tiny_classifier"]
+__all__ = ["TINY_CLASSIFIER", "TINY_GATED", "gated_model", "save_lightning_ckpt", "sgd_steps", "tiny_classifier"]
 
 
 TINY_GATED = dict(img_size=32, backbone_kwargs=dict(patch_size=8, embed_dim=32, depth=2, num_heads=2))
@@ -53,3 +53,20 @@ def tiny_classifier(method: str, depth: int = 2, seed: int = 0) -> nn.Module:
         if p.ndim == 2 and not p.abs().sum():
             nn.init.normal_(p, std=0.2)
     return net
+
+
+def sgd_steps(net: nn.Module, steps: int = 3, **sgd: float) -> list[float]:
+    """``steps`` SGD steps of ``net`` on 4 fixed random 32 px images of classes 0-2 (only what requires grad moves);
+    the losses, step by step."""
+    torch.manual_seed(0)
+    images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
+    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], **{"lr": 0.1, **sgd})
+    losses = []
+    net.train()
+    for _ in range(steps):
+        loss = torch.nn.functional.cross_entropy(net(images).logits, labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses

@@ -37,6 +37,16 @@ def _hsv(hue: float, sat: float, val: float) -> tuple[int, ...]:
     return tuple(int(255 * c) for c in colorsys.hsv_to_rgb(hue % 1.0, sat, val))
 
 
+def _draw_bird(draw: ImageDraw.ImageDraw, rng: np.random.Generator, box: Box, fill: tuple[int, ...]) -> None:
+    """Body (an ellipse in the box's lower 85 %) and head (on a random side), in ``fill``."""
+    x1, y1, x2, y2 = box
+    w, h = x2 - x1, y2 - y1
+    draw.ellipse([x1, y1 + 0.15 * h, x2, y2], fill=fill)
+    head_r = 0.22 * w
+    head_x = x1 + head_r if rng.random() < 0.5 else x2 - head_r
+    draw.ellipse([head_x - head_r, y1, head_x + head_r, y1 + 2 * head_r], fill=fill)
+
+
 class SyntheticFGVC(Dataset):
     """Generated images; ``targets`` cycle through the classes, ``boxes`` are the birds' boxes.
 
@@ -101,39 +111,20 @@ class SyntheticFGVC(Dataset):
         label = self.targets[index]
         if self.evidence == "marking":
             return self._draw_marking(rng, box, tilt, label)
-        s, vivid = self.image_px, self.evidence == "body"  # body: saturated ground and clutter
-        if vivid:
-            tint = np.array(_hsv(rng.random(), 0.85, rng.uniform(0.35, 0.75)), dtype=float)
-        else:
-            tint = rng.uniform(90, 170) + rng.normal(0, 8, 3)
+        s = self.image_px  # the bird's look: saturated ground and clutter, the bird pale in its class hue
+        tint = np.array(_hsv(rng.random(), 0.85, rng.uniform(0.35, 0.75)), dtype=float)
         noise = rng.normal(0.0, 12.0, (s, s, 1)) + tint
         image = Image.fromarray(np.clip(noise, 0, 255).astype(np.uint8))
         draw = ImageDraw.Draw(image)
         for _ in range(int(rng.integers(*self.clutter))):
             cx, cy, r = rng.uniform(0, s), rng.uniform(0, s), rng.uniform(3, s / 6)
-            grey = rng.uniform(60, 200)
-            if vivid:
-                rgb = _hsv(rng.random(), 0.85, grey / 255)
-            else:  # low saturation, some body-coloured
-                rgb = tuple(int(np.clip(grey + d, 0, 255)) for d in rng.normal(0, 10, 3))
-                if rng.random() < 0.3:
-                    rgb = tuple(int(c + rng.normal(0, 8)) for c in _BODY_RGB)
+            grey = rng.uniform(60, 200)  # drawn before the hue: the order fixes every image of the set
+            rgb = _hsv(rng.random(), 0.85, grey / 255)
             shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
             shape([cx - r, cy - r * rng.uniform(0.4, 1), cx + r, cy + r], fill=rgb)
-        x1, y1, x2, y2 = box
-        w, h = x2 - x1, y2 - y1
         hue = label * self.hue_step + rng.normal(0, 0.003)
-        body = _hsv(hue, self.body_sat, 0.8) if vivid else _BODY_RGB
-        draw.ellipse([x1, y1 + 0.15 * h, x2, y2], fill=body)  # body
-        head_r = 0.22 * w
-        head_x = x1 + head_r if rng.random() < 0.5 else x2 - head_r
-        draw.ellipse([head_x - head_r, y1, head_x + head_r, y1 + 2 * head_r], fill=body)  # head
-        r = self.marking_frac * w
-        if not vivid:
-            side = 0.3 if rng.random() < 0.5 else 0.7
-            mx, my = x1 + side * w + tilt * w, y1 + 0.6 * h
-            draw.ellipse([mx - r, my - r, mx + r, my + r], fill=_hsv(hue, 0.85, 0.9))
-        self._draw_decoys(draw, rng, box, r, label)
+        _draw_bird(draw, rng, box, _hsv(hue, self.body_sat, 0.8))
+        self._draw_decoys(draw, rng, box, self.marking_frac * (box[2] - box[0]), label)
         return image
 
     def _draw_marking(self, rng: np.random.Generator, box: Box, tilt: float, label: int) -> Image.Image:
@@ -153,12 +144,9 @@ class SyntheticFGVC(Dataset):
                 rgb = tuple(int(c + rng.normal(0, 8)) for c in _BODY_RGB)
             shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
             shape([cx - r, cy - r * rng.uniform(0.4, 1), cx + r, cy + r], fill=rgb)
+        _draw_bird(draw, rng, box, _BODY_RGB)
         x1, y1, x2, y2 = box
         w, h = x2 - x1, y2 - y1
-        draw.ellipse([x1, y1 + 0.15 * h, x2, y2], fill=_BODY_RGB)  # body
-        head_r = 0.22 * w
-        head_x = x1 + head_r if rng.random() < 0.5 else x2 - head_r
-        draw.ellipse([head_x - head_r, y1, head_x + head_r, y1 + 2 * head_r], fill=_BODY_RGB)  # head
         hue = label * self.hue_step + rng.normal(0, 0.003)
         side = 0.3 if rng.random() < 0.5 else 0.7
         mx, my, r = x1 + side * w + tilt * w, y1 + 0.6 * h, self.marking_frac * w
