@@ -82,3 +82,49 @@ def test_sweep_job_refused_leaves_its_folder_as_it_was_and_the_sweep_fails(tmp_p
     assert proc.returncode == 1
     assert "sweep: 1 job(s) failed" in proc.stdout + proc.stderr and "refused: output folder" in proc.stdout
     assert _snapshot(sweep / "0") == before
+
+
+def test_held_log_lines_are_written_when_kept_and_gone_when_dropped(tmp_path: Path) -> None:
+    import logging
+
+    from glsim_pl.utils.logging import HeldFileLines
+
+    log_file = tmp_path / "train.log"
+    log_file.write_text("the earlier run's log\n")
+    handler, root = logging.FileHandler(log_file), logging.getLogger()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root.addHandler(handler)
+    level, root.level = root.level, logging.INFO
+    try:
+        held = HeldFileLines(tmp_path)
+        logging.getLogger("glsim_pl.test").info("a refused run's line")
+        held.release(keep=False)
+        handler.flush()
+        assert log_file.read_text() == "the earlier run's log\n"
+        held = HeldFileLines(tmp_path)
+        logging.getLogger("glsim_pl.test").info("a started run's line")
+        assert log_file.read_text() == "the earlier run's log\n"  # held until the run has passed its checks
+        held.release(keep=True)
+        logging.getLogger("glsim_pl.test").info("and the next one")
+        handler.flush()
+        assert log_file.read_text().splitlines() == [
+            "the earlier run's log",
+            "a started run's line",
+            "and the next one",
+        ]
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        root.level = level
+
+
+@pytest.mark.slow
+def test_resume_refused_for_other_values_leaves_the_run_folder_as_it_was(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    first = _train(tmp_path, f"hydra.run.dir={run}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = _snapshot(run)
+    refused = _train(tmp_path, f"hydra.run.dir={run}", "ckpt_path=last", "optim.weight_decay=0.5")
+    assert refused.returncode == 1, refused.stderr[-2000:]
+    assert "this resume differs from the run that saved it in optim.weight_decay" in refused.stderr
+    assert _snapshot(run) == before  # train.log included: the lines logged before the check are dropped

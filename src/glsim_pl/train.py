@@ -46,7 +46,7 @@ from glsim_pl.training.run_guard import (
     run_identity,
 )
 from glsim_pl.utils.compile import prepare_classifier, uses_cuda
-from glsim_pl.utils.logging import RankedLogger, quiet_library_notices
+from glsim_pl.utils.logging import HeldFileLines, RankedLogger, quiet_library_notices
 from glsim_pl.utils.trackers import continue_logger_runs, describe_loggers, finish_trackers, log_run_config
 
 __all__ = ["main", "train"]
@@ -93,17 +93,26 @@ def _inactive_callbacks(cfg: DictConfig) -> set[str]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit on train, select on val, test the best checkpoint; returns the logged metrics (never the model)."""
     out, staged = cfg.paths.output_dir, _staged_config_subdir()
+    held = None
     try:
         # first, before a line is logged: a run refused here leaves the folder byte for byte as it was
         with claim_output_dir(out, check=lambda: _refuse_a_finished_run(cfg)):  # a second run: refused by name
             import_user_modules(cfg.get("imports"))  # what they register (a selector) is then a valid choice
             validate_config(cfg)  # every value and the model arguments, before any data or weights are read
-            return _train(cfg, started=lambda: keep_saved_config(out, staged))
+            held = HeldFileLines(out)  # train.log gets the lines once the run has passed every check (resume's too)
+
+            def started() -> None:
+                held.release(keep=True)
+                keep_saved_config(out, staged)
+
+            return _train(cfg, started=started)
     except FolderRefused:
         drop_staged_config(out, staged)
         raise
     finally:
-        _settle_staged_config(out, staged)
+        earlier_run = _settle_staged_config(out, staged)
+        if held is not None:  # failed before it started: a fresh folder keeps its lines, an earlier run's log stays
+            held.release(keep=not earlier_run)
 
 
 def _staged_config_subdir() -> str | None:
@@ -116,15 +125,17 @@ def _staged_config_subdir() -> str | None:
         return None
 
 
-def _settle_staged_config(out: str, staged: str | None) -> None:
+def _settle_staged_config(out: str, staged: str | None) -> bool:
     """A run that failed before it started: a fresh folder keeps the config (the aggregation lists the job), a folder
-    of an earlier run keeps that run's config."""
+    of an earlier run keeps that run's config. True when the folder is an earlier run's."""
+    earlier_run = (Path(out) / SAVED_CONFIG / "config.yaml").is_file()
     if staged is None or not (Path(out) / staged).is_dir():
-        return
-    if (Path(out) / SAVED_CONFIG / "config.yaml").is_file():
+        return earlier_run
+    if earlier_run:
         drop_staged_config(out, staged, detach_log=False)
     else:
         keep_saved_config(out, staged)
+    return earlier_run
 
 
 def _refuse_a_finished_run(cfg: DictConfig) -> None:

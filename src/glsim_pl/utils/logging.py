@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import logging.handlers
 import warnings
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_only
 
-__all__ = ["RankedLogger", "quiet_library_notices"]
+__all__ = ["HeldFileLines", "RankedLogger", "quiet_library_notices"]
 
 
 class RankedLogger(logging.LoggerAdapter):
@@ -65,3 +67,32 @@ class quiet_library_notices(contextlib.ContextDecorator):
         for name in _NOTICE_LOGGERS:
             logging.getLogger(name).removeFilter(self._filter)
         self._warnings.__exit__(*exc)
+
+
+class HeldFileLines:
+    """Holds the records that the root logger's file handlers writing into ``folder`` would write, until
+    :meth:`release`: kept (written in order) or dropped. A run refused after its first lines leaves its folder's log
+    as it was; a run that goes ahead loses nothing."""
+
+    def __init__(self, folder: str | Path) -> None:
+        root, target = logging.getLogger(), Path(folder).resolve()
+        self._swaps: list[tuple[logging.Handler, logging.handlers.MemoryHandler]] = []
+        for handler in list(root.handlers):
+            if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).resolve().parent == target:
+                held = logging.handlers.MemoryHandler(10**6, flushLevel=logging.CRITICAL + 1, target=handler,
+                                                      flushOnClose=False)  # fmt: skip
+                held.setLevel(handler.level)
+                root.removeHandler(handler)
+                root.addHandler(held)
+                self._swaps.append((handler, held))
+
+    def release(self, keep: bool) -> None:
+        """Write the held lines (``keep``) or drop them; the file handlers take over again. Idempotent."""
+        root = logging.getLogger()
+        for handler, held in self._swaps:
+            if keep:
+                held.flush()
+            root.removeHandler(held)
+            held.buffer.clear()
+            root.addHandler(handler)
+        self._swaps = []
