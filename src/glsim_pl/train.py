@@ -32,8 +32,7 @@ from glsim_pl.config.validate import validate_config
 from glsim_pl.data.verify import write_removed_files
 from glsim_pl.errors import UserError, exit_on_user_error, user_message
 from glsim_pl.models.finetune import param_counts
-from glsim_pl.models.weights import read_checkpoint
-from glsim_pl.training.checkpointing import AtomicCheckpointIO, check_checkpoint_readable, checkpoint_step
+from glsim_pl.training.checkpointing import AtomicCheckpointIO, check_checkpoint_readable, resume_steps
 from glsim_pl.training.module import GLSimLitModule
 from glsim_pl.training.run_guard import (
     SAVED_CONFIG,
@@ -175,8 +174,10 @@ def _train(cfg: DictConfig, started: Callable[[], None] | None = None) -> dict[s
     prepare_classifier(module.net, cfg.get("compile"), cfg.get("compile_mode"), cuda, int(datamodule.batch_size))
     loggers = instantiate_collection(cfg.get("logger"))
     resumed_from = resume or _slurm_requeue_path(cfg)
+    # the fit's img/s counts only the optimizer steps this process trains (start_step on)
+    logging_step, start_step = resume_steps(resumed_from) if resumed_from else (0, 0)
     if resumed_from:  # same TensorBoard / CSV version folder
-        continue_logger_runs(loggers, resumed_from, checkpoint_step(resumed_from))
+        continue_logger_runs(loggers, resumed_from, logging_step)
     callbacks = instantiate_collection(cfg.get("callbacks"), skip=_inactive_callbacks(cfg))
     callbacks = [c for c in callbacks if loggers or not isinstance(c, LearningRateMonitor)]  # it needs a logger
     display, display_overrides = display_callbacks(cfg.get("progress"), cfg.trainer, cuda, callbacks)  # lines / bar
@@ -189,7 +190,6 @@ def _train(cfg: DictConfig, started: Callable[[], None] | None = None) -> dict[s
     )
     log_run_config(loggers, resolved_config(cfg), protocol(cfg, trainer.world_size))  # every tracker gets them
 
-    start_step = _resumed_step(resumed_from)  # the fit's img/s counts only the steps this process trains
     fit_start = time.perf_counter()
     if cfg.get("train", True):
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
@@ -211,10 +211,6 @@ def _train(cfg: DictConfig, started: Callable[[], None] | None = None) -> dict[s
     _summary(cfg, trainer, metrics)
     finish_trackers(trainer.loggers)  # the next job of a sweep (same process) gets its own W&B run
     return metrics
-
-
-def _resumed_step(ckpt_path: str | Path | None) -> int:
-    return int(read_checkpoint(ckpt_path, mmap=True).get("global_step", 0)) if ckpt_path else 0
 
 
 def _input_metrics(cfg: DictConfig, datamodule: Any, module: GLSimLitModule) -> dict[str, float]:

@@ -32,7 +32,6 @@ __all__ = [
     "check_gate",
     "confidence",
     "merge",
-    "second_pass_share",
     "split",
 ]
 
@@ -83,11 +82,6 @@ def cascade(first_logits: Tensor, threshold: float, second: Callable[[Tensor], T
     if index.numel() == first_logits.shape[0]:  # nobody exited: nothing to scatter back
         return second(index).to(first_logits.dtype), mask
     return merge(first_logits, second(index), index), mask
-
-
-def second_pass_share(mask: Tensor | None) -> Tensor | None:
-    """(B,) bool -> share of images that took the second pass (0-dim float), None without a gate."""
-    return None if mask is None else mask.float().mean()
 
 
 _NO_GATE = "eval.gate_sweep=true needs a checkpoint trained with method.gate=confidence (it has no first-pass head)"

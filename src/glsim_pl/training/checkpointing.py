@@ -19,7 +19,12 @@ from glsim_pl.errors import UserError
 from glsim_pl.models.weights import read_checkpoint
 from glsim_pl.utils.atomic_io import atomic_torch_save
 
-__all__ = ["checkpoint_step", "AtomicCheckpointIO", "check_checkpoint_readable", "newest_loadable_checkpoint"]
+__all__ = [
+    "resume_steps",
+    "AtomicCheckpointIO",
+    "check_checkpoint_readable",
+    "newest_loadable_checkpoint",
+]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -66,8 +71,10 @@ def check_checkpoint_readable(path: Path, key: str = "ckpt_path") -> None:
     raise UserError(f"{key}: {path} cannot be read as a checkpoint ({reason}); {hint}")
 
 
-def checkpoint_step(path: str | Path) -> int:
-    """The logging step a checkpoint resumes at (Lightning logs at the count of batches that stepped)."""
+def resume_steps(path: str | Path) -> tuple[int, int]:
+    """(logging step, optimizer step) a checkpoint resumes at, from one memory-mapped read (Lightning logs at the
+    count of batches that stepped)."""
     ckpt = read_checkpoint(path, mmap=True)
     loop = ckpt.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
-    return int(loop.get("_batches_that_stepped", ckpt.get("global_step", 0)))
+    optimizer_step = int(ckpt.get("global_step", 0))
+    return int(loop.get("_batches_that_stepped", optimizer_step)), optimizer_step
