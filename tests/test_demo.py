@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import os
 import shutil
@@ -14,8 +15,10 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image
 
+from glsim_pl.data.datasets.synthetic import SyntheticFGVC, write_examples
 from glsim_pl.data.image_io import read_image
 from glsim_pl.demo import (
     MISSING_GRADIO,
@@ -180,6 +183,18 @@ def test_examples_ship_small_and_readable() -> None:
     for f in files:
         assert os.path.getsize(f) < 8_000
         assert read_image(f).mode == "RGB"
+
+
+def test_examples_are_the_default_look(tmp_path: Path) -> None:
+    """The shipped examples are what ``write_examples`` draws with conf/dataset/synthetic.yaml (not an old look)."""
+    cfg = OmegaConf.load(Path(__file__).parents[1] / "conf" / "dataset" / "synthetic.yaml").dataset
+    keys = inspect.signature(SyntheticFGVC).parameters.keys() - {"size", "split"}
+    fresh = write_examples(tmp_path, {k: OmegaConf.to_object(cfg)[k] for k in keys if k in cfg})
+    shipped = {Path(f).name: f for f in example_images()}
+    assert sorted(shipped) == sorted(f.name for f in fresh)
+    for f in fresh:
+        a, b = (np.asarray(read_image(x), dtype=float) for x in (f, shipped[f.name]))
+        assert a.shape == b.shape and np.abs(a - b).mean() < 2.0, f.name
 
 
 def test_bad_options_and_a_taken_port_are_one_line(tmp_path: Path) -> None:

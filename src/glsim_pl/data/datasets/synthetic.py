@@ -18,6 +18,7 @@ turns them off. Each image is a pure function of (seed, split, index), so the se
 from __future__ import annotations
 
 import colorsys
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -26,7 +27,7 @@ from torch.utils.data import Dataset
 from glsim_pl.data.base import FGVCDataModule, Splits
 from glsim_pl.data.sources import Box
 
-__all__ = ["SyntheticFGVC", "SyntheticDataModule"]
+__all__ = ["SyntheticFGVC", "SyntheticDataModule", "write_examples"]
 
 _BODY_RGB = (150, 120, 90)
 _SPLIT_IDS = {"train": 0, "test": 1}
@@ -208,3 +209,24 @@ class SyntheticDataModule(FGVCDataModule):
         train = SyntheticFGVC(self.train_size, split="train", **self.options)
         test = SyntheticFGVC(self.test_size, split="test", **self.options)
         return Splits(train, test, [train.class_name(k) for k in range(train.num_classes)])
+
+
+def write_examples(out_dir: str | Path, options: dict | None = None, labels: tuple[int, ...] = (3, 7)) -> list[Path]:
+    """The demo's example images: the first test image of each label, and a wide (3:2) cut of one more class.
+
+    ``options``: :class:`SyntheticFGVC` keywords (``conf/dataset/synthetic.yaml``'s look); files are named by class.
+    """
+    data = SyntheticFGVC(200, split="test", **(options or {}))
+    out = Path(out_dir)
+    written = []
+    for label in (*labels, 5):
+        index = data.targets.index(label)
+        image, (_, y1, _, y2) = data[index][0], data.boxes[index]
+        name = f"synthetic_{data.class_name(label)}"
+        if label == 5:  # not square: original and model-input pixels differ on both axes
+            side = data.image_px
+            top = int(np.clip((y1 + y2) / 2 - side / 3, 0, side - 2 * side // 3))
+            image, name = image.crop((0, top, side, top + 2 * side // 3)), name + "_wide"
+        written.append(out / f"{name}.jpg")
+        image.save(written[-1], quality=90)
+    return written
