@@ -12,7 +12,7 @@ from glsim_pl.analysis.lr_search import choose_lr_wd, scaled_lr
 from glsim_pl.analysis.run_record import protocol
 from glsim_pl.errors import UserError
 from tests.helpers.configs import TINY
-from tests.helpers.data_trees import TREES, build_datamodule, write_vpt_splits
+from tests.helpers.data_trees import TREES, build_datamodule, write_image, write_vpt_splits
 
 # tree -> the folder VPT's split files' paths start in
 VPT_TREES = {"cub": "images", "nabirds": "images", "dogs": "Images", "flowers": "", "cars_annos": ""}
@@ -86,6 +86,17 @@ def test_bad_split_files_and_datasets_are_refused(make_cfg, tmp_path: Path) -> N
     _, dm = build_datamodule(make_cfg, tree, "dataset.protocol=vpt")
     with pytest.raises(UserError, match="train.json: image .* has class 'a'"):
         dm.setup("fit")
+    mixed = dict(lists["train"])
+    mixed[next(rel for rel, c in mixed.items() if c != 3)] = 3  # one image of another official class under class 3
+    (tree.root / "train.json").write_text(json.dumps(mixed))
+    _, dm = build_datamodule(make_cfg, tree, "dataset.protocol=vpt")
+    with pytest.raises(UserError, match="train.json: class 3 holds images of two official classes"):
+        dm.setup("fit")
+    write_image(tree.root / "images" / "extra" / "x.jpg")  # not in the official lists: no official names
+    (tree.root / "train.json").write_text(json.dumps({**lists["train"], "extra/x.jpg": 3}))
+    _, dm = build_datamodule(make_cfg, tree, "dataset.protocol=vpt")
+    dm.setup("fit")
+    assert dm.class_names == ["3", "10", "17"] and len(dm.data_train) == len(lists["train"]) + 1
     pets = TREES["pets"](tmp_path / "p")
     with pytest.raises(UserError, match="dataset.protocol=vpt with dataset 'pets': VPT publishes FGVC splits for"):
         build_datamodule(make_cfg, pets, "dataset.protocol=vpt")
