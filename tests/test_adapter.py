@@ -98,6 +98,7 @@ def test_config_composes_and_validates(make_cfg) -> None:
 def test_export_and_onnx_keep_the_adapters(tmp_path: Path) -> None:
     ort = pytest.importorskip("onnxruntime", reason="format=onnx needs the [onnx] extra (part of [dev])")
     from glsim_pl.data.preprocessing import Preprocessing
+    from glsim_pl.model_io.checkpoints import load_module
     from glsim_pl.model_io.onnx import export_onnx
     from glsim_pl.model_io.pretrained import save_pretrained
 
@@ -107,11 +108,12 @@ def test_export_and_onnx_keep_the_adapters(tmp_path: Path) -> None:
     hparams = {"net": {"method": "glsim", "num_classes": 3, **TINY_KW, "finetune": ADAPTER}}
     folder = save_pretrained(net, hparams, tmp_path / "e", ["a", "b", "c"], Preprocessing(input_size=32))
     loaded = glsim_pl.load_pretrained(folder)
-    assert has_bottleneck_adapters(loaded.encoder)
+    module, kind = load_module(folder)  # what eval, predict and the demo load
+    assert kind == "export" and has_bottleneck_adapters(loaded.encoder) and has_bottleneck_adapters(module.net.encoder)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         eager = net(x)
-        assert torch.equal(loaded(x).logits, eager.logits)
+        assert torch.equal(loaded(x).logits, eager.logits) and torch.equal(module.net.eval()(x).logits, eager.logits)
     session = ort.InferenceSession(str(export_onnx(net, tmp_path / "m.onnx", 32)), providers=["CPUExecutionProvider"])
     logits, _ = session.run(None, {"images": x.numpy()})
     np.testing.assert_allclose(logits, eager.logits.numpy(), atol=1e-4, rtol=0)
