@@ -1,4 +1,4 @@
-"""Fine-tuning regimes (finetune=full|linear|lora|dora): what trains, what stays frozen, export, eval and resume."""
+"""Fine-tuning regimes (finetune=full|linear|lora|dora|vpt|adapter): what trains, what stays frozen, export, resume."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from glsim_pl.errors import UserError
 from glsim_pl.export import export
 from glsim_pl.model_io.checkpoints import load_module
 from glsim_pl.models import GLSim
-from glsim_pl.models.finetune import has_adapters, has_prompts, merged_copy, param_counts
+from glsim_pl.models.finetune import has_adapters, has_bottleneck_adapters, has_prompts, merged_copy, param_counts
 from glsim_pl.models.glsim import ViTClassifier
 from glsim_pl.train import train
 from tests.helpers.checkpoints import sgd_steps
@@ -142,7 +142,7 @@ def test_config_time_refusal(make_cfg) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("regime", ["linear", "lora", "vpt"])
+@pytest.mark.parametrize("regime", ["linear", "lora", "vpt", "adapter"])
 def test_train_eval_export_resume(make_cfg, tmp_path: Path, regime: str) -> None:
     out = tmp_path / regime
     metrics = train(make_cfg(f"finetune={regime}", "logger=none", output_dir=out))
@@ -157,6 +157,8 @@ def test_train_eval_export_resume(make_cfg, tmp_path: Path, regime: str) -> None
     export(compose_tool("export", [f"ckpt_path={best}", f"out={tmp_path / 'exported'}"], tmp_path / "x"))
     exported = glsim_pl.load_pretrained(tmp_path / "exported")
     assert not has_adapters(exported) and has_prompts(exported.encoder) == (regime == "vpt")  # prompts stay tokens
+    adapted = has_bottleneck_adapters(module.net.encoder)
+    assert has_bottleneck_adapters(exported.encoder) == adapted == (regime == "adapter")  # kept: nothing to fold
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(module.net(x).logits, exported(x).logits, atol=1e-5)

@@ -16,6 +16,7 @@ TINY = {"patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
 CASES = {
     "lora": dict(TINY_KW, finetune={"regime": "lora", "rank": 2}),
     "vpt": dict(TINY_KW, finetune={"regime": "vpt", "prompt_tokens": 2}),
+    "adapter": dict(TINY_KW, finetune={"regime": "adapter", "bottleneck": 4}),
     "siglip2_map": dict(TINY_KW, backbone="vit_base_patch16_siglip_224", backbone_kwargs=TINY),
     "dinov3": dict(TINY_KW, backbone="vit_base_patch16_dinov3", backbone_kwargs={**TINY, "global_pool": "token"}),
 }

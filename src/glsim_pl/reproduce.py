@@ -4,6 +4,7 @@
     python -m glsim_pl.reproduce cub --lr 0.01               # skip stage 1 (= make reproduce-cub LR=0.01)
     python -m glsim_pl.reproduce --experiments smoke_reproduce --name smoke -- trainer.max_epochs=1
     python -m glsim_pl.reproduce --cost                      # GPU-hours per row (the estimate of docs/reproduction.md)
+    python -m glsim_pl.reproduce --protocol vpt --experiments vit_cub_vit_b16 -- finetune=linear   # the VPT protocol
 
 For each experiment of the row (``glsim_<row>_vit_b16`` and its baseline ``vit_<row>_vit_b16``):
 
@@ -12,6 +13,10 @@ For each experiment of the row (``glsim_<row>_vit_b16`` and its baseline ``vit_<
    after the last epoch (``val/acc1``, the official rule: it validates once, at the end) picks the LR, ties go to the
    smaller LR; ``--select best`` picks by the best epoch's (``val/acc1_best``) instead;
 2. stage 2, seeds 1, 10, 100 at that LR with the experiment's own protocol (``paper``: all of train, test once).
+
+``--protocol vpt`` (the VPT FGVC protocol, :mod:`glsim_pl.analysis.lr_search`): stage 1 searches base LR x weight
+decay (``--lr-grid``, ``--wd-grid``; LR scaled by effective batch / 256) on VPT's train / val split files
+(``dataset.protocol=vpt``), stage 2 trains the seeds on VPT's train + val and tests (``dataset.protocol=vpt_trainval``).
 
 Each invocation writes its runs to a new folder, ``--dir`` (default ``multirun/reproduce/<name>/<date_time>``); a
 ``--dir`` that already holds runs is refused, so the table only ever shows this invocation's runs. A job that failed is
@@ -31,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from glsim_pl.analysis.aggregate import METRIC, aggregate, load_jobs
+from glsim_pl.analysis.lr_search import VPT_LR_GRID, VPT_WD_GRID, choose_lr_wd, lr_wd_section, scaled_lr
 from glsim_pl.errors import UserError, user_message
 
 __all__ = ["GRID", "SELECT", "choose_lr", "gpu_hours", "main", "reproduce"]
@@ -81,14 +87,44 @@ def _failures(sweep: Path, metric: str, expected: int, code: int | None) -> tupl
     return done, lines
 
 
-def _stage1(experiment: str, grid: tuple[float, ...], seed: str, root: Path, extra: list[str],
-            metric: str) -> tuple[dict[float, float], list[str]]:  # fmt: skip
+def _stage1(experiment: str, grid: list[str], jobs: int, seed: str, root: Path, extra: list[str], metric: str,
+            data: str = "val") -> tuple[list[dict], list[str]]:  # fmt: skip
+    """The grid's runs on a train/val split (``dataset.protocol=<data>``), no test: (finished jobs, failures)."""
     sweep = root / experiment / "lr"
-    lrs = ",".join(str(lr) for lr in grid)
-    code = _multirun([f"experiment={experiment}", f"optim.lr={lrs}", f"seed={seed}", "dataset.protocol=val",
-                      "test=false", *extra], sweep)  # fmt: skip
-    done, failed = _failures(sweep, metric, len(grid), code)
-    return {float(job["config"]["optim"]["lr"]): float(job["metrics"][metric]) for job in done}, failed
+    code = _multirun([f"experiment={experiment}", *grid, f"seed={seed}", f"dataset.protocol={data}", "test=false",
+                      *extra], sweep)  # fmt: skip
+    return _failures(sweep, metric, jobs, code)
+
+
+def _official_stage1(experiment: str, grid: tuple[float, ...], lr: float | None, seed: str, root: Path,
+                     extra: list[str], metric: str) -> tuple[dict[str, Any], list[str], list[str]]:  # fmt: skip
+    """(what was chosen, the seeds' overrides, failures) of the official protocol's LR search."""
+    if lr is not None:
+        return {"lr": float(lr), "stage1": None}, [f"optim.lr={float(lr)}"], []
+    done, failed = _stage1(experiment, [f"optim.lr={','.join(str(v) for v in grid)}"], len(grid), seed, root, extra,
+                           metric)  # fmt: skip
+    results = {float(job["config"]["optim"]["lr"]): float(job["metrics"][metric]) for job in done}
+    chosen = choose_lr(results)
+    return {"lr": chosen, "stage1": {str(k): v for k, v in sorted(results.items())}}, [f"optim.lr={chosen}"], failed
+
+
+def _vpt_stage1(experiment: str, grid: tuple[float, ...], wd_grid: tuple[float, ...], lr: float | None,
+                wd: float | None, batch: int, seed: str, root: Path, extra: list[str],
+                metric: str) -> tuple[dict[str, Any], list[str], list[str]]:  # fmt: skip
+    """(what was chosen, the seeds' overrides, failures) of the VPT protocol's LR x weight-decay search."""
+    c: dict[str, Any] = {"protocol": "vpt", "effective_batch": batch, "stage1": None, "weight_decay": wd}
+    failed: list[str] = []
+    if lr is None:
+        lrs = ",".join(str(scaled_lr(base, batch)) for base in grid)
+        done, failed = _stage1(experiment, [f"optim.lr={lrs}", f"optim.weight_decay={','.join(map(str, wd_grid))}"],
+                               len(grid) * len(wd_grid), seed, root, extra, metric, data="vpt")  # fmt: skip
+        results = {(float(j["config"]["optim"]["lr"]), float(j["config"]["optim"]["weight_decay"])):
+                   float(j["metrics"][metric]) for j in done}  # fmt: skip
+        lr, wd = choose_lr_wd(results)
+        c.update(weight_decay=wd, stage1={f"{k[0]},{k[1]}": v for k, v in sorted(results.items())})
+    c["lr"] = float(lr)
+    final = [f"optim.lr={c['lr']}", *([f"optim.weight_decay={wd}"] if wd is not None else [])]
+    return c, [*final, "dataset.protocol=vpt_trainval"], failed
 
 
 def reproduce(
@@ -101,49 +137,89 @@ def reproduce(
     seeds: str = "1,10,100",
     extra: list[str] | None = None,
     select: str = "final",
+    protocol: str = "official",
+    wd_grid: tuple[float, ...] = VPT_WD_GRID,
+    weight_decay: float | None = None,
+    batch: int | None = None,
 ) -> dict:
     """Run both stages for every experiment; returns ``{experiment: {"lr": chosen, "stage1": {lr: val top-1},
-    "select": rule, "failed": [one line per failed job]}}``. ``select``: stage 1's rule (:data:`SELECT`)."""
+    "select": rule, "failed": [one line per failed job]}}``. ``select``: stage 1's rule (:data:`SELECT`).
+
+    ``protocol="vpt"``: stage 1 over base LRs ``grid`` x ``wd_grid`` (``weight_decay`` with ``lr``: skip it), LRs
+    scaled by the effective batch (``batch``; None: the experiment's config); each entry also holds
+    ``weight_decay``, ``effective_batch``, ``protocol`` and ``stage1`` keyed ``"lr,wd"``."""
     extra = list(extra or [])
     if select not in SELECT:
         raise UserError(f"--select {select!r}: expected one of {', '.join(SELECT)}")
+    if protocol not in ("official", "vpt"):
+        raise UserError(f"--protocol {protocol!r}: expected official or vpt")
     metric = SELECT[select][0]
     _refuse_used_dir(root, experiments)
     out.mkdir(parents=True, exist_ok=True)
     chosen: dict[str, dict[str, Any]] = {}
+    seed = seeds.split(",")[0]
     for experiment in experiments:
-        failed: list[str] = []
-        if lr is None:
-            results, failed = _stage1(experiment, grid, seeds.split(",")[0], root, extra, metric)
-            chosen[experiment] = {"lr": choose_lr(results), "stage1": {str(k): v for k, v in sorted(results.items())}}
+        if protocol == "vpt":
+            size = batch or _effective_batch(experiment, extra)
+            c, final, failed = _vpt_stage1(experiment, grid, wd_grid, lr, weight_decay, size, seed, root, extra, metric)
         else:
-            chosen[experiment] = {"lr": float(lr), "stage1": None}
-        chosen[experiment]["select"] = select if lr is None else "given"
-        print(f"{experiment}: lr {chosen[experiment]['lr']} ({'given' if lr is not None else 'chosen on val'})")
+            c, final, failed = _official_stage1(experiment, grid, lr, seed, root, extra, metric)
+        chosen[experiment] = {**c, "select": select if lr is None else "given"}
+        print(f"{experiment}: lr {c['lr']} ({'given' if lr is not None else 'chosen on val'})")
         sweep = root / experiment / "seeds"
-        code = _multirun([f"experiment={experiment}", f"seed={seeds}", f"optim.lr={chosen[experiment]['lr']}",
-                          *extra], sweep)  # fmt: skip
-        failed += _failures(sweep, METRIC, len(seeds.split(",")), code)[1]
-        chosen[experiment]["failed"] = failed
+        code = _multirun([f"experiment={experiment}", f"seed={seeds}", *final, *extra], sweep)
+        chosen[experiment]["failed"] = failed + _failures(sweep, METRIC, len(seeds.split(",")), code)[1]
     (out / f"{name}_lr.json").write_text(json.dumps(chosen, indent=2))
     if lr is None:
         aggregate(root, out, f"{name}_lr", formats=[], metric=metric, quiet=True, include=["lr"])
     aggregate(root, out, name, include=["seeds"])
-    _add_lr_section(out / f"{name}.md", chosen, name, select)
+    if protocol == "vpt":
+        _insert_section(out / f"{name}.md", lr_wd_section(chosen, grid, wd_grid, SELECT[select][1], name), chosen)
+    else:
+        _add_lr_section(out / f"{name}.md", chosen, name, select, grid)
     return chosen
 
 
-def _add_lr_section(path: Path, chosen: dict[str, dict[str, Any]], name: str, select: str = "final") -> None:
+def _effective_batch(experiment: str, extra: list[str]) -> int:
+    """The effective batch (per-device batch x devices x accumulation) the experiment's runs train with."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from glsim_pl.analysis.run_record import protocol
+    from glsim_pl.config.locate import CONFIG_DIR
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
+            cfg = compose("train", overrides=[f"experiment={experiment}", *extra])
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise UserError(f"--protocol vpt: cannot compose experiment={experiment} {' '.join(extra)} to read its batch "
+                        f"size ({str(exc).splitlines()[0]})") from None  # fmt: skip
+    finally:
+        GlobalHydra.instance().clear()
+    return int(protocol(cfg)["effective_batch_size"])
+
+
+def _add_lr_section(path: Path, chosen: dict[str, dict[str, Any]], name: str, select: str = "final",
+                    grid: tuple[float, ...] = GRID) -> None:  # fmt: skip
     rule = SELECT[select][1]
     lines = ["", f"## Learning rate (stage 1: train/val, best {rule}, ties -> smaller LR)", ""]
-    lines += ["| experiment | " + " | ".join(f"lr {lr}" for lr in GRID) + " | chosen LR |", "|---|" + "---|" * 5]
+    lines += ["| experiment | " + " | ".join(f"lr {lr}" for lr in grid) + " | chosen LR |",
+              "|---|" + "---|" * (len(grid) + 1)]  # fmt: skip
     for experiment, c in chosen.items():
         stage1 = c["stage1"] or {}
-        cells = [f"{100 * stage1[str(lr)]:.2f}" if str(lr) in stage1 else "—" for lr in GRID]
+        cells = [f"{100 * stage1[str(lr)]:.2f}" if str(lr) in stage1 else "—" for lr in grid]
         lines.append(f"| {experiment} | " + " | ".join(cells) + f" | {c['lr']} |")
     if any(c["stage1"] is None for c in chosen.values()):
         lines.append("\n— : stage 1 skipped (LR given on the command line).")
     lines.append(f"\nEvery stage-1 run: `{name}_lr.md`; chosen LRs: `{name}_lr.json`.")
+    _insert_section(path, lines, chosen)
+
+
+def _insert_section(path: Path, lines: list[str], chosen: dict[str, dict[str, Any]]) -> None:
+    """``lines`` and the failed jobs into the results page, before its list of jobs."""
     failed = [f"- {experiment}: {line}" for experiment, c in chosen.items() for line in c.get("failed", [])]
     if failed:
         lines += ["", "## Failed jobs (this invocation; not in the table)", "", *failed]
@@ -197,7 +273,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("row", nargs="?", help=f"a paper row: {', '.join(ROWS)} (GLSim and its ViT baseline)")
     p.add_argument("--experiments", nargs="+", help="experiment names instead of a row")
     p.add_argument("--name", help="results file name (default: the row)")
-    p.add_argument("--lr", type=float, help="skip stage 1 and train the seeds at this LR")
+    p.add_argument("--lr", type=float, help="skip stage 1 and train the seeds at this LR (absolute, not scaled)")
+    p.add_argument(
+        "--protocol",
+        default="official",
+        choices=["official", "vpt"],
+        help="official: LR grid on a val split carved from train; vpt: VPT's split files, LR x WD grid",
+    )
+    p.add_argument("--lr-grid", type=float, nargs="+", help="stage 1's LRs (vpt: base LRs, x effective batch / 256)")
+    p.add_argument("--wd-grid", type=float, nargs="+", default=list(VPT_WD_GRID), help="vpt: stage 1's weight decays")
+    p.add_argument("--wd", type=float, help="vpt with --lr: the seeds' weight decay (default: the experiment's)")
     p.add_argument("--seeds", default="1,10,100")
     p.add_argument(
         "--select",
@@ -218,8 +303,10 @@ def main(argv: list[str] | None = None) -> None:
     name = args.name or args.row or experiments[0]
     root = Path(args.dir or f"multirun/reproduce/{name}/{time.strftime('%Y-%m-%d_%H-%M-%S')}")
     try:
-        chosen = reproduce(experiments, name, root, Path(args.out), args.lr, seeds=args.seeds, extra=extra,
-                           select=args.select)  # fmt: skip
+        grid = tuple(args.lr_grid or (VPT_LR_GRID if args.protocol == "vpt" else GRID))
+        chosen = reproduce(experiments, name, root, Path(args.out), args.lr, grid, seeds=args.seeds, extra=extra,
+                           select=args.select, protocol=args.protocol, wd_grid=tuple(args.wd_grid),
+                           weight_decay=args.wd)  # fmt: skip
     except UserError as exc:
         raise SystemExit(f"error: {user_message(exc)}") from None
     for experiment, c in chosen.items():

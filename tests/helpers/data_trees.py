@@ -367,4 +367,23 @@ def build_datamodule(make_cfg, tree: Tree, *extra: str):
     return cfg, instantiate(cfg.dataset, augs=transform_augs(cfg))
 
 
-__all__ = ["build_datamodule"]
+def write_vpt_splits(make_cfg, tree: Tree, image_dir: str, out: Path | None = None) -> dict[str, dict[str, int]]:
+    """VPT split files for ``tree`` in ``out`` (default: its root), made from its official lists: per class the last
+    official train image -> val.json, the rest -> train.json, the official test -> test.json. The JSON class of
+    official class c is 7 * (K - 1 - c) + 3: non-contiguous and in reverse order, as VPT's renumbering must undo."""
+    _, dm = build_datamodule(make_cfg, tree)
+    splits, base, k = dm.splits, tree.root / image_dir, len(dm.splits.class_names)
+    last = {s.label: i for i, s in enumerate(splits.train.samples)}  # the last train image of each class
+    lists: dict[str, dict[str, int]] = {"train": {}, "val": {}, "test": {}}
+    for split, source in (("train", splits.train), ("test", splits.test)):
+        for i, sample in enumerate(source.samples):
+            name = "val" if split == "train" and last[sample.label] == i else split
+            lists[name][sample.path.relative_to(base).as_posix()] = 7 * (k - 1 - sample.label) + 3
+    folder = out or tree.root
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, rows in lists.items():
+        (folder / f"{split}.json").write_text(json.dumps(rows))
+    return lists
+
+
+__all__ = ["build_datamodule", "write_vpt_splits"]

@@ -47,25 +47,31 @@ _OWN_SPLITS = ("ImageFolderDataModule", "CSVDataModule", "SyntheticDataModule") 
 
 
 def protocol(cfg: DictConfig, world_size: int | None = None) -> dict[str, Any]:
-    """The evaluation protocol in words: which split trains, which selects, TTA, epochs, sizes.
+    """The evaluation protocol in words: its name (``dataset.protocol``), which split trains, which selects, TTA,
+    epochs, sizes.
 
     ``world_size``: the processes the trainer runs (``trainer.world_size``); the effective batch counts them. Without
     it, ``trainer.devices`` x ``trainer.num_nodes`` (``auto`` and ``-1`` count as one device: only the trainer knows).
     """
     ds = cfg.dataset
-    paper = ds.get("protocol", "val") == "paper"
+    name = ds.get("protocol", "val")
+    paper, vpt = name in ("paper", "vpt_trainval"), name in ("vpt", "vpt_trainval")
     accumulate = int(cfg.trainer.get("accumulate_grad_batches") or 1)
     world = world_size or _configured_devices(cfg.trainer.get("devices", 1)) * int(cfg.trainer.get("num_nodes") or 1)
     given_val = bool(ds.get("val_root") or ds.get("val_file"))  # folder / CSV datasets: selection on the val given
-    if paper:
+    if vpt:  # the VPT FGVC split files (data/vpt_splits.py)
+        train_split = "VPT train.json + val.json" if paper else "VPT train.json"
+    elif paper:
         train_split = "official train + given val (all of it)" if given_val else "official train (all of it)"
     else:
         train_split = "train (all of it)" if given_val else f"first {ds.get('train_fraction')} of train/class"
-    val = "given split" if given_val else "rest of train"
+    val = "VPT val.json" if vpt else "given split" if given_val else "rest of train"
+    test = "official test" if ds.get("_target_", "").rsplit(".", 1)[-1] not in _OWN_SPLITS else "test split"
     return {
+        "name": name,
         "train_split": train_split,
         "selection_split": "none (final weights are tested)" if paper else f"val ({val}), best val/acc1",
-        "test_split": "official test" if ds.get("_target_", "").rsplit(".", 1)[-1] not in _OWN_SPLITS else "test split",
+        "test_split": f"{test} (VPT test.json)" if vpt else test,
         "tta": "off",  # the run's test pass is a single centre crop (glsim-eval tta=hflip records its own)
         "epochs": int(cfg.trainer.max_epochs),
         "image_size": int(ds.image_size),

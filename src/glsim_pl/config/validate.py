@@ -168,8 +168,8 @@ def validate_config(cfg: DictConfig) -> None:
     validate_values(cfg)
     finetune = check_finetune(OmegaConf.to_container(cfg.finetune, resolve=True) if cfg.get("finetune") else None)
     method, model = cfg.get("method") or {}, cfg.get("model") or {}
-    if finetune["regime"] == "vpt":
-        _check_vpt(model, finetune)
+    if finetune["regime"] in ("vpt", "adapter"):
+        _check_structure(model, finetune)
     name = method.get("method", "glsim")
     _choice("method.method", name, METHODS)
     size = _positive_int("dataset.image_size", cfg.dataset.get("image_size"))
@@ -208,8 +208,9 @@ def validate_config(cfg: DictConfig) -> None:
         _positive_int("method.top_o", top_o)
 
 
-def _check_vpt(model: Any, finetune: dict[str, Any]) -> None:
-    """finetune=vpt on this backbone's structure (meta device): refused by name where its blocks cannot take prompts."""
+def _check_structure(model: Any, finetune: dict[str, Any]) -> None:
+    """finetune=vpt|adapter on this backbone's structure (meta device): refused by name where its blocks cannot take
+    prompts or adapters."""
     kwargs = model.get("backbone_kwargs")
     encoder = meta_encoder(model.get("backbone"), dict(kwargs) if kwargs else None)
     if encoder is not None:

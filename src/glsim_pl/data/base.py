@@ -7,6 +7,8 @@ Protocols:
   -> train, the rest -> val (at least one image per class stays in train).
 - ``paper``: fit on the whole official train split (and a given val split), no validation, test once (the official
   GLSim protocol).
+- ``vpt`` / ``vpt_trainval``: the VPT FGVC splits (:mod:`glsim_pl.data.vpt_splits`): train on VPT's train.json and
+  select on its val.json, or fit on both without validation; test on its test.json (the official test set).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from glsim_pl.data.transforms import (
     finish_on_device,
 )
 from glsim_pl.data.verify import VERIFY_MODES, DataCheck, default_cache_dir, run_data_check
+from glsim_pl.data.vpt_splits import VPT_PROTOCOLS, vpt_splits
 from glsim_pl.data.workers import resolve_num_workers
 from glsim_pl.errors import UserError
 from glsim_pl.utils.logging import RankedLogger
@@ -134,7 +137,8 @@ class FGVCDataModule(L.LightningDataModule):
         pin_memory: page-locked host memory (faster host-to-GPU copies).
         persistent_workers: keep workers alive across epochs.
         resize_factor: resize side R = int(resize_factor * S) before cropping (paper: 1.34).
-        protocol: ``val`` (select on val, test at the end) or ``paper`` (fit on train+val, test at the end).
+        protocol: ``val`` (select on val, test at the end), ``paper`` (fit on train+val, test at the end), ``vpt``
+            (VPT's train / val / test split files) or ``vpt_trainval`` (fit on VPT's train + val, test).
         train_fraction: share of each class's train rows kept for training under ``val``.
         augs: train augmentation switches (see :class:`AugConfig`).
         normalize: ``imagenet`` (mean/std of the official runs), ``timm`` (mean/std of ``backbone``'s timm
@@ -152,6 +156,7 @@ class FGVCDataModule(L.LightningDataModule):
         cache_dir: folder of ``cache=disk`` files (None: ``~/.cache/glsim_pl/prefix``).
         device_normalize: ``auto`` (when training on CUDA), ``true`` or ``false``: train workers return uint8 crops
             and ToDtype + Normalize + RandomErasing run batched on the device (:meth:`on_after_batch_transfer`).
+        vpt_split_dir: folder of VPT's ``train.json`` / ``val.json`` / ``test.json`` (None: ``root``).
     """
 
     name: ClassVar[str] = "dataset"
@@ -160,6 +165,7 @@ class FGVCDataModule(L.LightningDataModule):
     hflip_preserves_label: ClassVar[bool] = True
     infers_num_classes: ClassVar[bool] = False  # True: num_classes left unset (0 / null) is read from the files
     color_preserves_label: ClassVar[bool] = True
+    vpt_image_dir: ClassVar[str | None] = None  # the folder under root VPT's split files' paths start in; None: no VPT
 
     def __init__(
         self,
@@ -171,7 +177,7 @@ class FGVCDataModule(L.LightningDataModule):
         pin_memory: bool = True,
         persistent_workers: bool = True,
         resize_factor: float = 1.34,
-        protocol: Literal["val", "paper"] = "val",
+        protocol: Literal["val", "paper", "vpt", "vpt_trainval"] = "val",
         train_fraction: float = 0.8,
         augs: dict[str, Any] | None = None,
         normalize: Literal["imagenet", "timm", "custom"] = "imagenet",
@@ -186,16 +192,21 @@ class FGVCDataModule(L.LightningDataModule):
         cache: str = "off",
         cache_dir: str | None = None,
         device_normalize: bool | str = "auto",
+        vpt_split_dir: str | None = None,
     ) -> None:
         super().__init__()
-        if protocol not in ("val", "paper"):
-            raise UserError(f"dataset.protocol={protocol!r}: expected 'val' or 'paper'")
+        if protocol not in ("val", "paper", *VPT_PROTOCOLS):
+            raise UserError(f"dataset.protocol={protocol!r}: expected 'val', 'paper', 'vpt' or 'vpt_trainval'")
+        if protocol in VPT_PROTOCOLS and self.vpt_image_dir is None:
+            raise UserError(f"dataset.protocol={protocol} with dataset '{self.name}': VPT publishes FGVC splits for "
+                            "cub, nabirds, flowers, dogs and cars only")  # fmt: skip
         self.root = Path(root).expanduser().absolute() if root else None
         self.num_classes, self.image_size, self.batch_size = num_classes, image_size, batch_size
         self.num_workers = resolve_num_workers(num_workers)  # "auto": CPUs per device (data/workers.py)
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
         self.resize_size = int(resize_factor * image_size)
         self.protocol, self.train_fraction = protocol, train_fraction
+        self.vpt_split_dir = Path(vpt_split_dir).expanduser().absolute() if vpt_split_dir else self.root
         known = {f.name for f in dataclasses.fields(AugConfig)}
         unknown = set(augs or {}) - known
         if unknown:
@@ -248,6 +259,12 @@ class FGVCDataModule(L.LightningDataModule):
             if missing:
                 raise self.missing_files_error(missing)
         splits = self.read_splits()
+        if self.protocol in VPT_PROTOCOLS:  # the official files give class names and boxes; VPT's files the splits
+            official = [s for s in (splits.train, splits.test, splits.val) if isinstance(s, ImageFileList)]
+            draft, images = self.resize_size if self.fast_decode else None, self.root / (self.vpt_image_dir or "")
+            train, val, test, names = vpt_splits(self.name, official, splits.class_names, images, self.vpt_split_dir,
+                                                 draft)  # fmt: skip
+            splits = Splits(train, test, names, val)
         for source in (splits.train, splits.test, splits.val):
             if hasattr(source, "max_pixels"):
                 source.max_pixels = self.max_image_pixels
@@ -317,14 +334,15 @@ class FGVCDataModule(L.LightningDataModule):
             train_idx = list(range(len(train_src)))
             val_idx = list(range(len(train_src), len(train_src) + len(val_src)))
             train_src = _joined(train_src, val_src)
-            self.val_split = "given"
+            self.val_split = "VPT val.json" if self.protocol in VPT_PROTOCOLS else "given"
         else:  # a format may hold its own val inside the train source (train_val_indices)
             train_idx, val_idx = self.train_val_indices(train_src)
             own = getattr(self, "has_official_val", False)
             self.val_split = "given" if own else f"carved from train (last {1 - self.train_fraction:.0%} of each class)"
-        if self.protocol == "paper":
+        if self.protocol in ("paper", "vpt_trainval"):
             train_idx, val_idx = list(range(len(train_src))), []  # a given val split is fitted on too
-            self.val_split = "none (protocol=paper" + (": the given val split is trained on)" if val_src else ")")
+            given = ": the given val split is trained on)" if val_src else ")"
+            self.val_split = f"none (protocol={self.protocol}{given}"
         self._finish_batch = resolve_device_normalize(self.device_normalize, self.trainer, self.augs)
         augs = self.effective_augs()
         train_tf = build_train_transform(self.image_size, self.resize_size, augs, self.mean, self.std,

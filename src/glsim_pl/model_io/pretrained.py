@@ -33,7 +33,7 @@ from glsim_pl.models import (
     is_official_checkpoint,
     load_official_checkpoint,
 )
-from glsim_pl.models.finetune import has_adapters, merged_copy
+from glsim_pl.models.finetune import EXPORT_KEEPS, has_adapters, merged_copy
 from glsim_pl.models.official import official_model_kwargs
 from glsim_pl.models.weights import read_checkpoint
 from glsim_pl.utils.atomic_io import atomic_write
@@ -250,7 +250,7 @@ def save_pretrained(
     method, kwargs = classifier_kwargs(upgrade_hparams(hparams)["net"], net.head.out_features)
     if isinstance(net, GLSim):
         kwargs["selector"] = net.selector
-    if (kwargs.get("finetune") or {}).get("regime") != "vpt":  # vpt's prompts are tokens: the export keeps them
+    if (kwargs.get("finetune") or {}).get("regime") not in EXPORT_KEEPS:  # prompts, bottleneck adapters stay as such
         kwargs.pop("finetune", None)
         if has_adapters(net):
             net = merged_copy(net)  # LoRA / DoRA folded into the weights: the export is a plain encoder, as full FT's

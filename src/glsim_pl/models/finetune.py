@@ -7,9 +7,13 @@
 - ``vpt``: VPT-deep (Jia et al. 2022): ``prompt_tokens`` learned tokens per block, inserted after the prefix tokens
   (CLS, registers) at the first block, replaced by the next block's at each later one, removed after the last; the
   encoder is frozen. timm ``VisionTransformer`` blocks only (Eva's RoPE covers the patch positions only).
+- ``adapter``: a bottleneck adapter (Houlsby et al. 2019) after the MLP of every block,
+  ``h + scale * up(GELU(down(h)))`` with ``up`` zero-initialised, so the adapted model starts equal to the pretrained
+  one; the encoder is frozen.
 
 GLSim's two passes run the one (adapted) encoder, so the crop pass sees the same adapters as the first pass.
-An export folds the adapters into the weights (:func:`merged_copy`): the exported model is a plain encoder.
+An export folds LoRA / DoRA into the weights (:func:`merged_copy`): the exported model is a plain encoder. Prompts
+and bottleneck adapters have nothing to fold (tokens; a nonlinearity): an export keeps them (:data:`EXPORT_KEEPS`).
 """
 
 from __future__ import annotations
@@ -24,18 +28,23 @@ from torch import nn
 from glsim_pl.errors import UserError
 
 __all__ = [
+    "EXPORT_KEEPS",
     "REGIMES",
+    "BottleneckAdapter",
     "apply_finetune",
     "check_finetune",
     "has_adapters",
+    "has_bottleneck_adapters",
     "has_prompts",
     "merged_copy",
     "param_counts",
 ]
 
-REGIMES = ("full", "linear", "lora", "dora", "vpt")
+REGIMES = ("full", "linear", "lora", "dora", "vpt", "adapter")
+EXPORT_KEEPS = ("vpt", "adapter")  # regimes whose added modules an export keeps, rebuilt from its config.json
 _DEFAULTS: dict[str, Any] = {
     "regime": "full", "rank": 8, "alpha": 16.0, "dropout": 0.0, "targets": None, "prompt_tokens": 10,
+    "bottleneck": 64, "scale": 1.0,
 }  # fmt: skip
 
 
@@ -59,6 +68,12 @@ def check_finetune(finetune: dict[str, Any] | None) -> dict[str, Any]:
     prompts = cfg["prompt_tokens"]
     if isinstance(prompts, bool) or not isinstance(prompts, int) or prompts < 1:
         raise UserError(f"finetune.prompt_tokens={prompts!r}: expected a positive integer")
+    bottleneck = cfg["bottleneck"]
+    if isinstance(bottleneck, bool) or not isinstance(bottleneck, int) or bottleneck < 1:
+        raise UserError(f"finetune.bottleneck={bottleneck!r}: expected a positive integer (the adapter's hidden width)")
+    scale = cfg["scale"]
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 < scale < math.inf:
+        raise UserError(f"finetune.scale={scale!r}: expected a finite number > 0")
     targets = cfg["targets"]
     if targets is not None and (
         isinstance(targets, str) or not targets or not all(isinstance(t, str) and t for t in targets)
@@ -98,6 +113,10 @@ def apply_finetune(net: nn.Module, finetune: dict[str, Any] | None) -> None:
     if regime == "vpt":
         net.encoder.requires_grad_(False)
         _add_deep_prompts(net.encoder, cfg["prompt_tokens"])
+        return
+    if regime == "adapter":
+        net.encoder.requires_grad_(False)
+        _add_bottleneck_adapters(net.encoder, cfg["bottleneck"], float(cfg["scale"]))
         return
     try:
         from peft import LoraConfig, inject_adapter_in_model
@@ -175,3 +194,44 @@ def _replace_prompts(block: nn.Module, args: tuple) -> tuple:
 def _remove_prompts(block: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
     p, k = block.vpt_prefix, block.vpt_prompt.shape[0]
     return torch.cat([out[:, :p], out[:, p + k :]], dim=1)  # (B, P + N, D): the patch grid as without prompts
+
+
+class BottleneckAdapter(nn.Module):
+    """``h + scale * up(GELU(down(h)))`` on a block's MLP output (B, T, D); ``up`` starts at zero (an identity)."""
+
+    def __init__(self, dim: int, hidden: int, scale: float) -> None:
+        super().__init__()
+        self.down = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.up = nn.Linear(hidden, dim)
+        nn.init.zeros_(self.up.weight)  # zero: the adapted model starts as the pretrained one
+        nn.init.zeros_(self.up.bias)
+        self.scale = scale
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.scale * self.up(self.act(self.down(h)))
+
+
+def has_bottleneck_adapters(encoder: nn.Module) -> bool:
+    """True when the encoder's blocks carry bottleneck adapters (``finetune=adapter``)."""
+    return any(isinstance(m, BottleneckAdapter) for m in encoder.modules())
+
+
+def _add_bottleneck_adapters(encoder: nn.Module, hidden: int, scale: float) -> None:
+    """One adapter per block as a child of its MLP (``blocks.i.mlp.adapter``), applied by a forward hook.
+
+    A child plus a hook, not a wrapper module: the pretrained keys (``blocks.i.mlp.fc1`` ...) keep their names, so
+    weights load before or after the adapters are added, and the MLP class (timm's Mlp, SwiGLU, ...) does not matter.
+    """
+    blocks = getattr(encoder, "blocks", None)
+    if blocks is None or not all(isinstance(getattr(b, "mlp", None), nn.Module) for b in blocks):
+        raise UserError(f"finetune=adapter needs transformer blocks with an MLP (blocks[i].mlp); "
+                        f"{type(encoder).__name__} has none; use finetune=lora or linear")  # fmt: skip
+    dim = int(getattr(encoder, "embed_dim", 0) or encoder.num_features)
+    for block in blocks:
+        block.mlp.adapter = BottleneckAdapter(dim, hidden, scale)
+        block.mlp.register_forward_hook(_adapt_mlp_output)
+
+
+def _adapt_mlp_output(mlp: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+    return mlp.adapter(out)

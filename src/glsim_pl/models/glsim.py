@@ -113,7 +113,7 @@ class GLSim(nn.Module):
         gate_threshold: tau of the gate (max softmax probability); 0 = first pass only, > 1 = always two passes.
         finetune: what trains (:mod:`glsim_pl.models.finetune`): None or ``{regime: full}`` (the paper), ``linear``
             (frozen encoder), ``lora`` / ``dora`` (peft adapters: ``rank``, ``alpha``, ``dropout``, ``targets``),
-            ``vpt`` (deep prompts: ``prompt_tokens``).
+            ``vpt`` (deep prompts: ``prompt_tokens``), ``adapter`` (bottleneck adapters: ``bottleneck``, ``scale``).
 
     Example:
         >>> model = GLSim("vit_tiny_patch16_224", num_classes=200, pretrained=False).eval()

@@ -39,6 +39,7 @@ class BirdsFormatDataModule(FGVCDataModule):
     required_files: ClassVar[tuple[str, ...]] = (
         "images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt", "images",
     )  # fmt: skip
+    vpt_image_dir = "images"  # VPT's loader joins its split files' paths to images/ (as images.txt)
 
     @staticmethod
     def display_name(raw: str) -> str:

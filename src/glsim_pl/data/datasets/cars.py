@@ -58,6 +58,7 @@ class CarsDataModule(FGVCDataModule):
 
     name = "cars"
     source_url = "https://ai.stanford.edu/~jkrause/cars/car_dataset.html (car_ims.tgz + cars_annos.mat, or devkit)"
+    vpt_image_dir = ""  # VPT's loader joins its split files' paths to the dataset root
 
     def layout_error(self) -> UserError:
         """Neither layout is complete: say what each needs."""

@@ -53,6 +53,7 @@ class DogsDataModule(FGVCDataModule):
     name = "dogs"
     source_url = "http://vision.stanford.edu/aditya86/ImageNetDogs/ (images.tar, annotation.tar, lists.tar)"
     required_files = ("Images", "train_list.mat", "test_list.mat")
+    vpt_image_dir = "Images"  # VPT's loader joins its split files' paths to Images/
 
     def read_splits(self) -> Splits:
         """``train_list.mat`` -> train, ``test_list.mat`` -> test, in the lists' order."""

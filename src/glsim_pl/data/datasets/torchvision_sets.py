@@ -123,6 +123,7 @@ class Flowers102DataModule(TorchvisionDataModule):
     source_url = "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/ (102flowers.tgz, imagelabels.mat, setid.mat)"
     folder = "flowers-102"
     required_files = ("jpg", "imagelabels.mat", "setid.mat")
+    vpt_image_dir = ""  # VPT's loader joins its split files' paths to the dataset root
 
     def read_splits(self) -> Splits:
         """(trnid, valid) -> train, tstid -> test; labels 1..102 in ``imagelabels.mat`` become 0..101."""
