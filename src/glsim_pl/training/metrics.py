@@ -12,7 +12,7 @@ from torch import Tensor
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-__all__ = ["EpochPredictions", "ImageMean", "build_metrics", "per_class_accuracy"]
+__all__ = ["EpochPredictions", "ExactMean", "ImageMean", "build_metrics", "exact_mean", "per_class_accuracy"]
 
 
 def build_metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -92,3 +92,65 @@ class ImageMean(Metric):
 
     def compute(self) -> Tensor:
         return self.total / self.images
+
+
+# A float32 value is k x 2**(e - 24) with an integer |k| < 2**24 and e in [-148, 128] (torch.frexp's exponent,
+# subnormals included): one int64 bin per exponent holds any sum of such k exactly (2**39 values per bin).
+_SIGNIFICAND_BITS = 24
+_LOWEST_EXPONENT = -148 - _SIGNIFICAND_BITS
+_BINS = 128 - _SIGNIFICAND_BITS - _LOWEST_EXPONENT + 1
+
+
+def _exact_bins(values: Tensor) -> tuple[Tensor, Tensor]:
+    """float32 values -> (the finite ones' exact sum as int64 bins, the sum of the others: 0, +-inf or NaN)."""
+    finite = values.isfinite()
+    significand, exponent = torch.frexp(torch.where(finite, values, 0.0))
+    whole = (significand * 2**_SIGNIFICAND_BITS).long()  # exact: a float32 significand has 24 bits
+    bins = torch.zeros(_BINS, dtype=torch.long, device=values.device)
+    bins.scatter_add_(0, (exponent.long() - _SIGNIFICAND_BITS - _LOWEST_EXPONENT), whole)
+    return bins, torch.where(finite, 0.0, values).sum()
+
+
+def _mean_of_bins(bins: Tensor, special: Tensor, count: int) -> float:
+    """The exact sum over ``count`` as the nearest float64 (Python's int / int rounds once, correctly)."""
+    numerator = sum(int(k) << i for i, k in enumerate(bins.tolist()) if k)
+    if count == 0:
+        return float("nan")
+    return numerator / (count << -_LOWEST_EXPONENT) + float(special)  # + 0.0, or the inf / NaN some value had
+
+
+def exact_mean(values: Tensor) -> float:
+    """Mean of float32 values (any shape) from their exact sum, rounded once: the same bits in any order or split."""
+    values = values.detach().flatten().float()
+    bins, special = _exact_bins(values)
+    return _mean_of_bins(bins, special, values.numel())
+
+
+class ExactMean(Metric):
+    """A mean over images of per-image values, identical to the last bit on any number of ranks and any batching.
+
+    ``update(values)`` takes one float32 value per image. Float sums depend on their order (batch sums, then rank
+    sums, differ from one process's sum in the last bits); here each value goes into an exact integer sum (int64
+    bins by binary exponent, :func:`exact_mean`), which the ranks add up exactly. The state is 277 integers
+    whatever the split size (no per-image storage); nothing is read back from the device before ``compute``. A NaN
+    or inf value shows in the mean. ``compute`` rounds the exact mean once to float64, then to float32 as the other
+    logged metrics.
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("bins", torch.zeros(_BINS, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("special", torch.tensor(0.0), dist_reduce_fx="sum")  # 0, inf or NaN: any order gives the same
+        self.add_state("images", torch.tensor(0), dist_reduce_fx="sum")
+
+    def update(self, values: Tensor) -> None:
+        values = values.detach().flatten().float()
+        bins, special = _exact_bins(values)
+        self.bins, self.special = self.bins + bins, self.special + special
+        self.images = self.images + values.numel()
+
+    def compute(self) -> Tensor:
+        mean = _mean_of_bins(self.bins, self.special, int(self.images))
+        return torch.tensor(mean, dtype=torch.float32, device=self.bins.device)

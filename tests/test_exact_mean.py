@@ -1,0 +1,70 @@
+"""ExactMean / exact_mean: a mean over images with the same bits in any order, batching or split over ranks."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import pytest
+import torch
+from torch import Tensor
+
+from glsim_pl.training.metrics import ExactMean, exact_mean
+
+
+def _values(n: int = 3000, seed: int = 0) -> Tensor:
+    """Losses and IoUs of many magnitudes, subnormals and the float32 extremes included."""
+    g = torch.Generator().manual_seed(seed)
+    parts = [torch.rand(n, generator=g) * 10, torch.randn(n, generator=g) * 1e4, torch.rand(50, generator=g) * 1e-40,
+             torch.tensor([3.0e38, -3.0e38, 1e-45, -1e-45, 0.0, -0.0])]  # fmt: skip
+    return torch.cat(parts)
+
+
+def _reference(values: Tensor) -> float:
+    """The exact mean (rational arithmetic), rounded once."""
+    total = sum((Fraction(v) for v in values.tolist()), Fraction(0))
+    return float(total / len(values))
+
+
+def _float32_sum(values: Tensor) -> float:
+    total = torch.tensor(0.0)
+    for v in values:
+        total = total + v
+    return float(total)
+
+
+def test_exact_mean_is_the_correctly_rounded_mean_in_any_order() -> None:
+    values = _values()
+    shuffled = values[torch.randperm(len(values), generator=torch.Generator().manual_seed(1))]
+    assert exact_mean(values) == _reference(values)
+    assert exact_mean(shuffled) == exact_mean(values)
+    small = values[:200]  # what a float32 running sum would give depends on the order: the test can tell
+    assert _float32_sum(small) != _float32_sum(small.flip(0))
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 3, 7])
+def test_exact_mean_metric_merged_over_ranks_equals_one_pass(ranks: int) -> None:
+    """Each rank's batches in its own metric, the states added as the DDP sync adds them: the one-pass bits."""
+    values = _values(seed=2)
+    metrics = [ExactMean() for _ in range(ranks)]
+    for block, metric in zip(values.tensor_split(ranks), metrics, strict=True):
+        for batch in block.split(5):
+            metric.update(batch)
+    merged = metrics[0]
+    for other in metrics[1:]:
+        merged.merge_state(other)  # torchmetrics applies each state's dist_reduce_fx (sum)
+    one = ExactMean()
+    one.update(values)
+    assert merged.compute().item() == one.compute().item() == torch.tensor(_reference(values)).item()
+    assert one.bins.numel() == 277 and int(one.images) == len(values)  # the state does not grow with the split
+
+
+def test_exact_mean_takes_half_precision_and_keeps_nan_and_inf() -> None:
+    halves = torch.tensor([0.1, 0.2, 0.3], dtype=torch.bfloat16)
+    assert exact_mean(halves) == _reference(halves.float())
+    assert exact_mean(torch.tensor([1.0, float("inf")])) == float("inf")
+    assert math.isnan(exact_mean(torch.tensor([float("inf"), 2.0, float("-inf")])))
+    metric = ExactMean()
+    metric.update(torch.tensor([1.0, float("nan"), 2.0]))
+    assert torch.isnan(metric.compute())
+    assert math.isnan(exact_mean(torch.tensor([])))  # no image: no mean
