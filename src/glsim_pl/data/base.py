@@ -386,12 +386,13 @@ class FGVCDataModule(L.LightningDataModule):
                                **common)  # fmt: skip
 
     def _eval_shards(self, data: Dataset, ranks: int, rank: int) -> EvalShardSampler:
-        """Each image evaluated once over all ranks (Lightning's own sampler would repeat some to even the ranks)."""
+        """Each image evaluated once over all ranks (Lightning's own sampler would repeat some to even the ranks), in
+        the batches one process would form."""
         if len(data) < ranks:
             raise UserError(f"dataset '{self.name}': an evaluation split has {len(data)} images, fewer than the "
                             f"{ranks} devices evaluating it; evaluate it on at most {len(data)} device(s) "
                             "(trainer.devices)")  # fmt: skip
-        return EvalShardSampler(data, num_replicas=ranks, rank=rank)
+        return EvalShardSampler(data, num_replicas=ranks, rank=rank, batch_size=self.batch_size)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """``device_normalize``: a train batch of uint8 crops gets ToDtype + Normalize + RandomErasing here, on the
