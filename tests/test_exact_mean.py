@@ -8,8 +8,11 @@ from fractions import Fraction
 import pytest
 import torch
 from torch import Tensor
+from torchvision.ops import box_iou
 
 from glsim_pl.training.metrics import ExactMean, exact_mean
+from glsim_pl.training.module import GLSimLitModule
+from tests.helpers.configs import TINY_KW
 
 
 def _values(n: int = 3000, seed: int = 0) -> Tensor:
@@ -68,3 +71,27 @@ def test_exact_mean_takes_half_precision_and_keeps_nan_and_inf() -> None:
     metric.update(torch.tensor([1.0, float("nan"), 2.0]))
     assert torch.isnan(metric.compute())
     assert math.isnan(exact_mean(torch.tensor([])))  # no image: no mean
+
+
+def test_module_eval_means_are_exact_means_of_per_image_values() -> None:
+    """test/loss is the exact mean of the per-image cross-entropies (not of batch means), test/box_iou of the
+    per-image IoUs, whatever the batches."""
+    torch.manual_seed(0)
+    module = GLSimLitModule(4, net={**TINY_KW, "top_o": 2}).eval()
+    torch.nn.init.normal_(module.net.head.weight)
+    images, labels = torch.randn(7, 3, 32, 32), torch.tensor([0, 1, 2, 3, 0, 1, 2])
+    boxes = torch.tensor([[0.0, 0.0, 16.0, 16.0]]).repeat(7, 1)
+    logged: dict[str, Tensor] = {}
+    module.log = lambda name, value, **_: logged.__setitem__(name, value.compute())
+    module.log_dict = lambda *_, **__: None
+    with torch.no_grad():
+        parts = (slice(0, 4), slice(4, 7))
+        for part in parts:
+            module.test_step((images[part], labels[part], boxes[part]), 0)
+        module.on_test_epoch_end()
+        outs = [module.net(images[part]) for part in parts]  # the same batches: the same logits
+    logits, crops = torch.cat([o.logits for o in outs]), torch.cat([o.boxes for o in outs]).float()
+    losses = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    ious = box_iou(crops, boxes).diagonal()
+    assert logged["test/loss"].item() == torch.tensor(exact_mean(losses)).item()
+    assert logged["test/box_iou"].item() == torch.tensor(exact_mean(ious)).item()
