@@ -10,6 +10,8 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_iou
 
+from glsim_pl.data.sampling import EvalShardSampler
+from glsim_pl.models import GLSimOutput
 from glsim_pl.training.metrics import ExactMean, exact_mean
 from glsim_pl.training.module import GLSimLitModule
 from tests.helpers.configs import TINY_KW
@@ -95,3 +97,50 @@ def test_module_eval_means_are_exact_means_of_per_image_values() -> None:
     ious = box_iou(crops, boxes).diagonal()
     assert logged["test/loss"].item() == torch.tensor(exact_mean(losses)).item()
     assert logged["test/box_iou"].item() == torch.tensor(exact_mean(ious)).item()
+
+
+class _ReplayByIndex(torch.nn.Module):
+    """Stands in for the classifier: the "images" are split indices, the output their fixed logits."""
+
+    def __init__(self, logits: Tensor) -> None:
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, index: Tensor) -> GLSimOutput:
+        return GLSimOutput(self.logits[index], None, None)
+
+
+def _eval_loss(logits: Tensor, labels: Tensor, blocks: list[range], batch_size: int) -> tuple[float, float]:
+    """test/loss with one module per rank block (states merged as the DDP sync merges them), and what the float32
+    sum of batch means would have given."""
+    modules, float_sum = [], torch.tensor(0.0)
+    for block in blocks:
+        module = GLSimLitModule(4, net={**TINY_KW, "method": "vit"})
+        module.net = _ReplayByIndex(logits)
+        rank_sum = torch.tensor(0.0)
+        for index in torch.tensor(block).split(batch_size):
+            module.test_step((index, labels[index]), 0)
+            rank_sum = rank_sum + torch.nn.functional.cross_entropy(logits[index], labels[index]) * len(index)
+        float_sum, modules = float_sum + rank_sum, [*modules, module]
+    for other in modules[1:]:
+        modules[0].test_loss.merge_state(other.test_loss)
+    return modules[0].test_loss.compute().item(), float(float_sum / len(labels))
+
+
+def test_sharded_eval_loss_equals_one_process_where_float_sums_do_not() -> None:
+    """The ranks' blocks of batches (EvalShardSampler), their loss states added up: one process's test/loss to the
+    last bit, on losses where the float32 sum of batch means differs between the two groupings."""
+    g = torch.Generator().manual_seed(0)
+    n, batch_size = 42, 4
+    labels = torch.randint(0, 4, (n,), generator=g)
+    scales = torch.logspace(-2, 3, n)[torch.randperm(n, generator=g)]
+    logits = torch.randn(n, 4, generator=g) * scales[:, None]  # losses from ~0 to ~1000, mixed
+    one, one_float = _eval_loss(logits, labels, [range(n)], batch_size)
+    float_sums_differ = False
+    for ranks in (2, 3, 5):
+        blocks = [range(s.start, s.stop) for s in (EvalShardSampler(range(n), ranks, r, batch_size) for r in
+                                                    range(ranks))]  # fmt: skip
+        many, many_float = _eval_loss(logits, labels, blocks, batch_size)
+        assert many == one, ranks
+        float_sums_differ |= many_float != one_float
+    assert float_sums_differ  # the data can tell an exact sum from a float one
