@@ -94,29 +94,30 @@ class ImageMean(Metric):
         return self.total / self.images
 
 
-# A float32 value is k x 2**(e - 24) with an integer |k| < 2**24 and e in [-148, 128] (torch.frexp's exponent,
-# subnormals included): one int64 bin per exponent holds any sum of such k exactly (2**39 values per bin).
-_SIGNIFICAND_BITS = 24
-_LOWEST_EXPONENT = -148 - _SIGNIFICAND_BITS
-_BINS = 128 - _SIGNIFICAND_BITS - _LOWEST_EXPONENT + 1
+# A finite float32 value is +-k x 2**(b - 150): k its 24-bit significand (hidden bit included), b its biased exponent
+# field in 1..254 (a subnormal: field 0, read as b = 1 without the hidden bit). One int64 counter per b adds any
+# k exactly (2**39 of them fit). Read from the bits with integer operations only, which every device has.
+_BINS = 254
 
 
 def _exact_bins(values: Tensor) -> tuple[Tensor, Tensor]:
-    """float32 values -> (the finite ones' exact sum as int64 bins, the sum of the others: 0, +-inf or NaN)."""
+    """float32 values -> (the finite ones' exact sum as int64 counters, the sum of the others: 0, +-inf or NaN)."""
     finite = values.isfinite()
-    significand, exponent = torch.frexp(torch.where(finite, values, 0.0))
-    whole = (significand * 2**_SIGNIFICAND_BITS).long()  # exact: a float32 significand has 24 bits
+    bits = torch.where(finite, values, 0.0).contiguous().view(torch.int32)
+    field = (bits >> 23) & 0xFF
+    significand = (bits & 0x7FFFFF) | ((field > 0).int() << 23)
+    signed = torch.where(bits < 0, -significand, significand).long()
     bins = torch.zeros(_BINS, dtype=torch.long, device=values.device)
-    bins.scatter_add_(0, (exponent.long() - _SIGNIFICAND_BITS - _LOWEST_EXPONENT), whole)
+    bins.scatter_add_(0, field.clamp_min(1).long() - 1, signed)
     return bins, torch.where(finite, 0.0, values).sum()
 
 
 def _mean_of_bins(bins: Tensor, special: Tensor, count: int) -> float:
     """The exact sum over ``count`` as the nearest float64 (Python's int / int rounds once, correctly)."""
-    numerator = sum(int(k) << i for i, k in enumerate(bins.tolist()) if k)
+    numerator = sum(int(k) << i for i, k in enumerate(bins.tolist()) if k)  # counter i (b = i + 1): 2**(i - 149)
     if count == 0:
         return float("nan")
-    return numerator / (count << -_LOWEST_EXPONENT) + float(special)  # + 0.0, or the inf / NaN some value had
+    return numerator / (count << 149) + float(special)  # + 0.0, or the inf / NaN some value had
 
 
 def exact_mean(values: Tensor) -> float:
@@ -131,7 +132,7 @@ class ExactMean(Metric):
 
     ``update(values)`` takes one float32 value per image. Float sums depend on their order (batch sums, then rank
     sums, differ from one process's sum in the last bits); here each value goes into an exact integer sum (int64
-    bins by binary exponent, :func:`exact_mean`), which the ranks add up exactly. The state is 277 integers
+    counters by binary exponent, :func:`exact_mean`), which the ranks add up exactly. The state is 254 integers
     whatever the split size (no per-image storage); nothing is read back from the device before ``compute``. A NaN
     or inf value shows in the mean. ``compute`` rounds the exact mean once to float64, then to float32 as the other
     logged metrics.
