@@ -65,8 +65,9 @@ def _assert_same_reports(many: dict[str, Any], one: dict[str, Any], split_size: 
     assert one["result"]["localization"]["gls"]["n"] == split_size
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(("world_size", "split_size"), [(2, 21), (3, 22)], ids=["2proc", "3proc"])
+@pytest.mark.parametrize(
+    ("world_size", "split_size"), [(2, 21), pytest.param(3, 22, marks=pytest.mark.slow)], ids=["2proc", "3proc"]
+)
 def test_glsim_eval_on_several_processes_equals_one(tmp_path: Path, world_size: int, split_size: int) -> None:
     """glsim-eval of a gated model: metrics, per-class CSV, confusion matrix, confused pairs, error gallery and
     localisation per selector identical to one process's, each image counted once (batches of 4: the ranks run
