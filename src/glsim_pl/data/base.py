@@ -361,9 +361,9 @@ class FGVCDataModule(L.LightningDataModule):
 
     def _loader(self, data: Dataset, train: bool) -> DataLoader:
         """Train: a resumable loader whose order and augmentations are functions of (seed, epoch, sample)
-        (see :mod:`glsim_pl.data.sampling`); eval: in order, one contiguous block per rank. Each loader draws its
-        worker seeds from its own generator, so creating one never moves the global RNG that dropout / stochastic
-        depth use."""
+        (see :mod:`glsim_pl.data.sampling`); eval: in order, one contiguous block of whole batches per rank. Each
+        loader draws its worker seeds from its own generator, so creating one never moves the global RNG that
+        dropout / stochastic depth use."""
         augs = self.augs
         mixing = train and (augs.mixup_alpha > 0 or augs.cutmix_alpha > 0)
         collate = MixUpCutMixCollate(self.num_classes, augs.mixup_alpha, augs.cutmix_alpha) if mixing else None
