@@ -19,6 +19,8 @@ def save_lightning_ckpt(path: Path, num_classes: int = 10, **kwargs) -> GLSimLit
     module = GLSimLitModule(num_classes=num_classes, class_names=[f"c{i}" for i in range(num_classes)],
                             net={**TINY_KW, **kwargs})  # fmt: skip
     torch.nn.init.normal_(module.net.head.weight, std=0.5)  # confident, partly wrong predictions
+    if getattr(module.net, "gate_head", None) is not None:  # gate=confidence: confidences spread, not all equal
+        torch.nn.init.normal_(module.net.gate_head.weight, std=0.5)
     ckpt = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
             "pytorch-lightning_version": lightning.__version__}  # fmt: skip
     torch.save(ckpt, path)

@@ -2,7 +2,8 @@
 
 Nothing is written here; :mod:`glsim_pl.analysis.eval_report` renders the PNGs from what this keeps. Under DDP each
 rank sees one contiguous block of the test split (:class:`glsim_pl.data.sampling.EvalShardSampler`); at the epoch
-end every rank gets the whole split's counts, IoUs (in split order) and mistakes, as one process would have them.
+end every rank gets the whole split's counts, IoUs (in split order) and mistakes, as one process would have them;
+the mean IoU comes from an exact sum, so it has the same bits on any number of devices.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from torch import Tensor
 from torchvision.ops import box_iou
 
 from glsim_pl.analysis.eval_report import Mistake
+from glsim_pl.training.metrics import exact_mean
 
 __all__ = ["EvalCollector"]
 
@@ -98,11 +100,15 @@ class EvalCollector(L.Callback):
         self._rank_mistakes()
 
     def localization(self) -> dict[str, float] | None:
-        """Mean IoU of crop box vs object box, fraction with IoU >= 0.5 and count; None without boxes."""
+        """Mean IoU of crop box vs object box, fraction with IoU >= 0.5 and count; None without boxes.
+
+        The mean from the exact sum, as ``test/box_iou`` (:class:`glsim_pl.training.metrics.ExactMean`): the same
+        number, to the last bit, on any number of devices."""
         if not self.ious:
             return None
         iou = torch.cat(self.ious)
-        return {"mean_iou": float(iou.mean()), "iou50": float((iou >= 0.5).float().mean()), "n": len(iou)}
+        mean = float(torch.tensor(exact_mean(iou), dtype=torch.float32))  # float32, as the logged metric
+        return {"mean_iou": mean, "iou50": float((iou >= 0.5).float().mean()), "n": len(iou)}
 
     def accuracy(self) -> float:
         """Top-1 from the confusion matrix."""

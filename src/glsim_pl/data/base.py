@@ -379,9 +379,9 @@ class FGVCDataModule(L.LightningDataModule):
 
     def _loader(self, data: Dataset, train: bool) -> DataLoader:
         """Train: a resumable loader whose order and augmentations are functions of (seed, epoch, sample)
-        (see :mod:`glsim_pl.data.sampling`); eval: in order, one contiguous block per rank. Each loader draws its
-        worker seeds from its own generator, so creating one never moves the global RNG that dropout / stochastic
-        depth use."""
+        (see :mod:`glsim_pl.data.sampling`); eval: in order, one contiguous block of whole batches per rank. Each
+        loader draws its worker seeds from its own generator, so creating one never moves the global RNG that
+        dropout / stochastic depth use."""
         augs = self.augs
         mixing = train and (augs.mixup_alpha > 0 or augs.cutmix_alpha > 0)
         collate = MixUpCutMixCollate(self.num_classes, augs.mixup_alpha, augs.cutmix_alpha) if mixing else None
@@ -404,12 +404,13 @@ class FGVCDataModule(L.LightningDataModule):
                                **common)  # fmt: skip
 
     def _eval_shards(self, data: Dataset, ranks: int, rank: int) -> EvalShardSampler:
-        """Each image evaluated once over all ranks (Lightning's own sampler would repeat some to even the ranks)."""
+        """Each image evaluated once over all ranks (Lightning's own sampler would repeat some to even the ranks), in
+        the batches one process would form."""
         if len(data) < ranks:
             raise UserError(f"dataset '{self.name}': an evaluation split has {len(data)} images, fewer than the "
                             f"{ranks} devices evaluating it; evaluate it on at most {len(data)} device(s) "
                             "(trainer.devices)")  # fmt: skip
-        return EvalShardSampler(data, num_replicas=ranks, rank=rank)
+        return EvalShardSampler(data, num_replicas=ranks, rank=rank, batch_size=self.batch_size)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """``device_normalize``: a train batch of uint8 crops gets ToDtype + Normalize + RandomErasing here, on the

@@ -152,21 +152,29 @@ class EvalShardSampler(DistributedSampler):
     """This rank's contiguous block of an evaluation split, in order, with no sample repeated or left out.
 
     ``DistributedSampler`` pads a split to a multiple of the ranks by repeating samples, which an evaluation would
-    count twice. Here rank r takes ``[r * n // W, (r + 1) * n // W)``: the blocks differ by at most one sample (one
-    batch more or less on a rank is fine without gradients), and the ranks' outputs concatenated in rank order are
-    the split in its own order, so whatever is gathered from them adds up as in one process. A
-    ``DistributedSampler``, so Lightning keeps it.
+    count twice. Here the split's batches of ``batch_size`` (those one process would run) are dealt out in blocks:
+    rank r takes batches ``[r * b // W, (r + 1) * b // W)`` of the ``b`` batches. Every image then sits in the same
+    batch, beside the same images, as in one process, so the model computes the same bits for it (a matrix product
+    may round differently in a batch of another size); the ranks' outputs concatenated in rank order are the split in
+    its own order. The blocks differ by at most one batch (fine without gradients). A split of fewer batches than
+    ranks is dealt out image by image (every rank must take part in the syncs): each image still counted once, its
+    numbers equal to one process's up to that rounding. A ``DistributedSampler``, so Lightning keeps it.
 
     Args:
         dataset: the evaluation split (at least ``num_replicas`` samples: every rank must take part in the syncs).
         num_replicas: number of ranks.
         rank: this rank.
+        batch_size: the evaluation loader's batch size (1: blocks of single images).
     """
 
-    def __init__(self, dataset: Sized, num_replicas: int, rank: int) -> None:
+    def __init__(self, dataset: Sized, num_replicas: int, rank: int, batch_size: int = 1) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
         n = len(dataset)
-        self.start, self.stop = rank * n // num_replicas, (rank + 1) * n // num_replicas
+        batches = -(-n // batch_size)
+        unit = batch_size if batches >= num_replicas else 1
+        units = -(-n // unit)
+        self.start = min(rank * units // num_replicas * unit, n)
+        self.stop = min((rank + 1) * units // num_replicas * unit, n)
 
     def __iter__(self) -> Iterator[int]:
         return iter(range(self.start, self.stop))

@@ -12,7 +12,7 @@ from torch import Tensor
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-__all__ = ["EpochPredictions", "ImageMean", "build_metrics", "per_class_accuracy"]
+__all__ = ["EpochPredictions", "ExactMean", "ImageMean", "build_metrics", "exact_mean", "per_class_accuracy"]
 
 
 def build_metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -92,3 +92,66 @@ class ImageMean(Metric):
 
     def compute(self) -> Tensor:
         return self.total / self.images
+
+
+# A finite float32 value is +-k x 2**(b - 150): k its 24-bit significand (hidden bit included), b its biased exponent
+# field in 1..254 (a subnormal: field 0, read as b = 1 without the hidden bit). One int64 counter per b adds any
+# k exactly (2**39 of them fit). Read from the bits with integer operations only, which every device has.
+_BINS = 254
+
+
+def _exact_bins(values: Tensor) -> tuple[Tensor, Tensor]:
+    """float32 values -> (the finite ones' exact sum as int64 counters, the sum of the others: 0, +-inf or NaN)."""
+    finite = values.isfinite()
+    bits = torch.where(finite, values, 0.0).contiguous().view(torch.int32)
+    field = (bits >> 23) & 0xFF
+    significand = (bits & 0x7FFFFF) | ((field > 0).int() << 23)
+    signed = torch.where(bits < 0, -significand, significand).long()
+    bins = torch.zeros(_BINS, dtype=torch.long, device=values.device)
+    bins.scatter_add_(0, field.clamp_min(1).long() - 1, signed)
+    return bins, torch.where(finite, 0.0, values).sum()
+
+
+def _mean_of_bins(bins: Tensor, special: Tensor, count: int) -> float:
+    """The exact sum over ``count`` as the nearest float64 (Python's int / int rounds once, correctly)."""
+    numerator = sum(int(k) << i for i, k in enumerate(bins.tolist()) if k)  # counter i (b = i + 1): 2**(i - 149)
+    if count == 0:
+        return float("nan")
+    return numerator / (count << 149) + float(special)  # + 0.0, or the inf / NaN some value had
+
+
+def exact_mean(values: Tensor) -> float:
+    """Mean of float32 values (any shape) from their exact sum, rounded once: the same bits in any order or split."""
+    values = values.detach().flatten().float()
+    bins, special = _exact_bins(values)
+    return _mean_of_bins(bins, special, values.numel())
+
+
+class ExactMean(Metric):
+    """A mean over images of per-image values, identical to the last bit on any number of ranks and any batching.
+
+    ``update(values)`` takes one float32 value per image. Float sums depend on their order (batch sums, then rank
+    sums, differ from one process's sum in the last bits); here each value goes into an exact integer sum (int64
+    counters by binary exponent, :func:`exact_mean`), which the ranks add up exactly. The state is 254 integers
+    whatever the split size (no per-image storage); nothing is read back from the device before ``compute``. A NaN
+    or inf value shows in the mean. ``compute`` rounds the exact mean once to float64, then to float32 as the other
+    logged metrics.
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("bins", torch.zeros(_BINS, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("special", torch.tensor(0.0), dist_reduce_fx="sum")  # 0, inf or NaN: any order gives the same
+        self.add_state("images", torch.tensor(0), dist_reduce_fx="sum")
+
+    def update(self, values: Tensor) -> None:
+        values = values.detach().flatten().float()
+        bins, special = _exact_bins(values)
+        self.bins, self.special = self.bins + bins, self.special + special
+        self.images = self.images + values.numel()
+
+    def compute(self) -> Tensor:
+        mean = _mean_of_bins(self.bins, self.special, int(self.images))
+        return torch.tensor(mean, dtype=torch.float32, device=self.bins.device)

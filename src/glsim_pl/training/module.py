@@ -13,11 +13,11 @@ import lightning as L
 import torch
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from torch import Tensor, nn
-from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics import MaxMetric
 from torchvision.ops import box_iou
 
 from glsim_pl.models import GLSimOutput, build_classifier
-from glsim_pl.training.metrics import EpochPredictions, ImageMean, build_metrics, per_class_accuracy
+from glsim_pl.training.metrics import EpochPredictions, ExactMean, ImageMean, build_metrics, per_class_accuracy
 from glsim_pl.training.optim import OPTIM_DEFAULTS, build_optimizer, schedule_factor
 
 __all__ = ["GLSimLitModule"]
@@ -72,9 +72,10 @@ class GLSimLitModule(L.LightningModule):
         self.test_metrics = build_metrics(num_classes, "test/")
         self.test_per_class = per_class_accuracy(num_classes)
         self.val_acc1_best = MaxMetric()
-        self.val_box_iou, self.test_box_iou = MeanMetric(), MeanMetric()
-        self.val_loss, self.test_loss = ImageMean(), ImageMean()  # means over the images of every rank
-        self.val_second_pass_share, self.test_second_pass_share = ImageMean(), ImageMean()
+        # means over the images of every rank, from exact sums: the same bits on any number of devices
+        self.val_loss, self.test_loss = ExactMean(), ExactMean()
+        self.val_box_iou, self.test_box_iou = ExactMean(), ExactMean()
+        self.val_second_pass_share, self.test_second_pass_share = ExactMean(), ExactMean()
         self.train_epoch_losses = nn.ModuleDict({"loss_epoch": ImageMean(), "loss_first": ImageMean()})
 
     def forward(self, images: Tensor) -> GLSimOutput:
@@ -184,13 +185,13 @@ class GLSimLitModule(L.LightningModule):
         images, labels = batch[0], batch[1]
         out = self.net(images)
         getattr(self, f"{stage}_metrics").update(out.logits, labels)
-        loss = nn.functional.cross_entropy(out.logits, labels)
-        getattr(self, f"{stage}_loss").update(loss * len(labels), len(labels))
+        # per image, not the batch mean: a batch sum would depend on how the images were batched and sharded
+        getattr(self, f"{stage}_loss").update(nn.functional.cross_entropy(out.logits, labels, reduction="none"))
         if len(batch) > 2 and out.boxes is not None:
             iou = box_iou(out.boxes.float(), batch[2].float()).diagonal()  # (B,) crop box vs object box
             getattr(self, f"{stage}_box_iou").update(iou)
         if out.second_pass is not None:  # gate=confidence: how many images paid for the second pass
-            getattr(self, f"{stage}_second_pass_share").update(out.second_pass.float().sum(), len(labels))
+            getattr(self, f"{stage}_second_pass_share").update(out.second_pass.float())
         return {"logits": out.logits.detach(), "boxes": out.boxes, "scores": out.scores}
 
     def _optimizer_kernel(self) -> dict[str, bool]:
