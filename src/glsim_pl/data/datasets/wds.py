@@ -18,6 +18,8 @@ import io
 import json
 import os
 import random
+import re
+import shutil
 import tarfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -32,6 +34,8 @@ from torchvision.transforms.v2.functional import get_size
 from glsim_pl.data.base import FGVCDataModule, Splits
 from glsim_pl.data.datasets.hf import HFImageSource, decode_image_bytes
 from glsim_pl.data.image_io import MAX_PIXELS
+from glsim_pl.data.jpeg import MAX_PIXELS as PLAIN_JPEG_MAX_PIXELS
+from glsim_pl.data.jpeg import decode_plain_jpeg
 from glsim_pl.data.transforms import MixUpCutMixCollate, build_eval_transform, build_train_transform
 from glsim_pl.errors import UserError
 from glsim_pl.utils.logging import RankedLogger
@@ -54,11 +58,17 @@ def expand_urls(urls: str | Sequence[str]) -> list[str]:
     return [u for item in items for u in braceexpand.braceexpand(str(item))]
 
 
+_REMOTE = ("pipe:", "http://", "https://", "gs://", "s3://")
+_EXIT = re.compile(r": exit (\d+) \(read\)")  # how webdataset reports a pipe or download command that failed
+
+
 def _count_local(url: str) -> int | None:
     """Samples in a local shard from its tar headers (no image is read); None for a remote URL."""
-    path = Path(url.removeprefix("file:")).expanduser()
-    if url.startswith(("pipe:", "http://", "https://", "gs://", "s3://")) or not path.is_file():
+    if url.startswith(_REMOTE):
         return None
+    path = Path(url.removeprefix("file:")).expanduser()
+    if not path.is_file():
+        raise UserError(f"{url}: no such shard file (check the brace range of the dataset's urls)")
     from webdataset.tariterators import base_plus_ext  # webdataset's own rule for a member's sample key
 
     keys = set()
@@ -86,12 +96,14 @@ class ShardStream(IterableDataset):
         buffer: shuffle buffer size (samples held per worker).
         return_boxes: yield the box of each sample (its ``json`` must have one).
         max_pixels: refuse larger images.
+        num_classes: refuse labels outside ``0..num_classes - 1`` (None: unchecked).
     """
 
     def __init__(self, urls: Sequence[str], transform: Any, seed: int = 0, shuffle: bool = False, rank: int = 0,
                  world_size: int = 1, buffer: int = 1000, return_boxes: bool = False,
-                 max_pixels: int | None = MAX_PIXELS) -> None:  # fmt: skip
+                 max_pixels: int | None = MAX_PIXELS, num_classes: int | None = None) -> None:  # fmt: skip
         self.urls, self.transform, self.seed, self.shuffle = list(urls), transform, seed, shuffle
+        self.num_classes = num_classes
         self.rank, self.world_size, self.buffer = rank, world_size, buffer
         self.return_boxes, self.max_pixels = return_boxes, max_pixels
         self.epoch = 0
@@ -130,7 +142,7 @@ class ShardStream(IterableDataset):
     def samples(self, worker: int = 0, num_workers: int = 1) -> Iterator[Any]:
         """Decoded and transformed samples of slot (rank, worker)."""
         for sample in self.raw(worker, num_workers):
-            image, label, box = decode_sample(sample, self.max_pixels, self.return_boxes)
+            image, label, box = decode_sample(sample, self.max_pixels, self.return_boxes, True, self.num_classes)
             if not self.return_boxes:
                 yield self.transform(image), label
                 continue
@@ -150,17 +162,35 @@ def _read_shard(url: str, wds: Any) -> Iterator[dict[str, Any]]:
         except UserError:
             raise
         except Exception as exc:  # tarfile / IO / pipe errors, raised by webdataset as they come
-            first = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
-            text = first.split(" @ ")[0].splitlines()[0] if first else type(exc).__name__  # webdataset appends the
-            # stream object after " @ "; the url is named once, first
-            raise UserError(f"{url}: cannot read the shard ({type(exc).__name__}: {text}); it may end mid-record "
-                            "(cut short by a copy or an interrupted write)") from None  # fmt: skip
+            raise UserError(_shard_error(url, exc)) from None
         sample.setdefault("__url__", url)
         yield sample
 
 
-def decode_sample(sample: dict[str, Any], max_pixels: int | None, need_box: bool) -> tuple[Image.Image, int, Any]:
-    """(RGB image, label, box or None) of a webdataset sample; a missing or bad field is one line naming it."""
+def _shard_error(url: str, exc: Exception) -> str:
+    """One line for a shard that cannot be read: missing, a failed command / download, or cut short."""
+    if isinstance(exc, FileNotFoundError):
+        return f"{url}: no such shard file"
+    text, remote = str(exc), url.startswith(_REMOTE)
+    how = "the download" if url.startswith(_REMOTE[1:]) else "the command"
+    if remote and (failed := _EXIT.search(text)):
+        return f"{url}: {how} failed (exit status {failed[1]}); check the URL or command by hand"
+    if remote and "empty file" in text:  # a failed download reaches tarfile as an empty stream before its exit status
+        return f"{url}: nothing came back ({how} failed, or the shard is empty); check the URL or command by hand"
+    first = exc.args[0] if exc.args and isinstance(exc.args[0], str) else text
+    text = first.split(" @ ")[0].splitlines()[0] if first else type(exc).__name__  # webdataset appends the stream
+    # object after " @ "; the url is named once, first
+    return (f"{url}: cannot read the shard ({type(exc).__name__}: {text}); it may end mid-record (cut short by a "
+            "copy or an interrupted write)")  # fmt: skip
+
+
+def decode_sample(sample: dict[str, Any], max_pixels: int | None, need_box: bool,
+                  plain_jpeg_tensor: bool = False,
+                  num_classes: int | None = None) -> tuple[Image.Image | torch.Tensor, int, Any]:  # fmt: skip
+    """(RGB image, label, box or None) of a webdataset sample; a missing or bad field is one line naming it.
+    ``plain_jpeg_tensor``: a plain JPEG comes as a (3, H, W) uint8 tensor, decoded as an image file's fast path
+    (:mod:`glsim_pl.data.jpeg`: the same pixels), so shards read no slower than files. ``num_classes``: a label
+    outside ``0..num_classes - 1`` is one line naming the sample."""
     url, key = sample.get("__url__", "?"), sample.get("__key__", "?")
     where = f"{url}: sample {key}"
     ext = next((e for e in IMAGE_EXTS if e in sample), None)
@@ -173,7 +203,13 @@ def decode_sample(sample: dict[str, Any], max_pixels: int | None, need_box: bool
         label = int(bytes(sample["cls"]).decode().strip())
     except (ValueError, UnicodeDecodeError):
         raise UserError(f"{where}.cls: expected a 0-based integer label, found {bytes(sample['cls'])[:20]!r}") from None
-    image, stored = decode_image_bytes(bytes(sample[ext]), f"{where}.{ext}", max_pixels)
+    if num_classes is not None and not 0 <= label < num_classes:
+        raise UserError(f"{where}.cls: label {label} is outside the class list (0..{num_classes - 1})")
+    data = bytes(sample[ext])
+    within_limit = max_pixels is None or max_pixels >= PLAIN_JPEG_MAX_PIXELS
+    image = decode_plain_jpeg(data) if plain_jpeg_tensor and ext in ("jpg", "jpeg") and within_limit else None
+    if image is None:
+        image = decode_image_bytes(data, f"{where}.{ext}", max_pixels)[0]
     box = None
     if need_box:
         meta = json.loads(bytes(sample.get("json", b"{}")).decode() or "{}")
@@ -253,10 +289,34 @@ def _image_bytes(source: Any, index: int) -> tuple[bytes, str]:
     return buffer.getvalue(), "png"
 
 
+def _write_split(folder: Path, split: str, source: Any, indices: list[int], boxes: Any, class_names: list[str],
+                 shard_size: int, bar: Any) -> list[int]:  # fmt: skip
+    """One split's samples as shards of ``shard_size`` under ``folder``; returns the samples per shard."""
+    import webdataset as wds
+
+    folder.mkdir(parents=True)
+    counts: list[int] = []
+    for start in range(0, len(indices), shard_size):
+        name = f"shard-{len(counts):06d}.tar"
+        with wds.TarWriter(str(folder / name), mtime=0) as sink:  # mtime 0: the same input gives the same bytes
+            for position in range(start, min(start + shard_size, len(indices))):
+                index = indices[position]
+                data, ext = _image_bytes(source, index)
+                label = int(source.targets[index])
+                meta: dict[str, Any] = {"class_name": class_names[label], "index": index}
+                if boxes is not None and boxes[index] is not None:
+                    meta["box"] = [float(v) for v in boxes[index]]
+                sink.write({"__key__": f"{split}-{position:09d}", ext: data, "cls": str(label).encode(),
+                            "json": json.dumps(meta).encode()})  # fmt: skip
+                bar.update()
+        counts.append(min(shard_size, len(indices) - start))
+    return counts
+
+
 def write_shards(datamodule: FGVCDataModule, out: Path, shard_size: int, progress: bool = True) -> dict[str, Any]:
     """Write the train / val / test splits of any dataset module as shards under ``out`` (``<split>/shard-
-    NNNNNN.tar`` and ``info.json``); written into ``<out>.partial`` and renamed when complete. Returns the info."""
-    import webdataset as wds
+    NNNNNN.tar`` and ``info.json``); written into ``<out>.partial`` and renamed when complete, removed when the
+    convert fails. Returns the info."""
     from tqdm import tqdm
 
     if shard_size < 1:
@@ -273,39 +333,26 @@ def write_shards(datamodule: FGVCDataModule, out: Path, shard_size: int, progres
             "test": (splits.test, datamodule.data_test.indices)}  # fmt: skip
     partial = out.with_name(out.name + ".partial")
     if partial.exists():
-        import shutil
-
         shutil.rmtree(partial)  # an earlier interrupted convert
     has_boxes = all(getattr(s, "boxes", None) is not None for s in (splits.train, splits.test))
     info: dict[str, Any] = {"format": FORMAT, "class_names": list(splits.class_names), "splits": {},
                             "has_boxes": has_boxes}  # fmt: skip
     total = sum(len(idx) for _, idx in plan.values())
     bar = tqdm(total=total, desc=f"convert -> {out}", unit="img", disable=not progress)
-    for split, (source, indices) in plan.items():
-        if not indices:
-            continue
-        folder = partial / split
-        folder.mkdir(parents=True)
-        counts: list[int] = []
-        boxes = getattr(source, "boxes", None) if has_boxes else None
-        for start in range(0, len(indices), shard_size):
-            name = f"shard-{len(counts):06d}.tar"
-            with wds.TarWriter(str(folder / name), mtime=0) as sink:  # mtime 0: the same input gives the same bytes
-                for position in range(start, min(start + shard_size, len(indices))):
-                    index = indices[position]
-                    data, ext = _image_bytes(source, index)
-                    label = int(source.targets[index])
-                    meta: dict[str, Any] = {"class_name": splits.class_names[label], "index": index}
-                    if boxes is not None and boxes[index] is not None:
-                        meta["box"] = [float(v) for v in boxes[index]]
-                    sink.write({"__key__": f"{split}-{position:09d}", ext: data, "cls": str(label).encode(),
-                                "json": json.dumps(meta).encode()})  # fmt: skip
-                    bar.update()
-            counts.append(min(shard_size, len(indices) - start))
-        info["splits"][split] = {"shards": [f"{split}/shard-{i:06d}.tar" for i in range(len(counts))],
-                                 "counts": counts}  # fmt: skip
-    bar.close()
-    (partial / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n")
+    try:
+        for split, (source, indices) in plan.items():
+            if indices:
+                boxes = getattr(source, "boxes", None) if has_boxes else None
+                counts = _write_split(partial / split, split, source, indices, boxes, splits.class_names, shard_size,
+                                      bar)  # fmt: skip
+                info["splits"][split] = {"shards": [f"{split}/shard-{i:06d}.tar" for i in range(len(counts))],
+                                         "counts": counts}  # fmt: skip
+        (partial / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n")
+    except BaseException:  # an unreadable image, a full disk, Ctrl-C: no half-written output stays behind
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    finally:
+        bar.close()
     if out.exists():
         out.rmdir()  # empty (checked above)
     os.replace(partial, out)
@@ -424,6 +471,11 @@ class WDSDataModule(FGVCDataModule):
         self.check()
         rank, world = self._rank()
         splits = self.shard_info["splits"]
+        for split, entry in splits.items():  # a rank without a shard would have nothing to train or score on
+            if len(entry["urls"]) < world and not (split == "val" and self.protocol == "paper"):
+                raise UserError(f"dataset=wds: the {split} split has {len(entry['urls'])} shard(s), fewer than the "
+                                f"{world} devices reading it; write at least {world} shards (glsim-data convert "
+                                "--shard-size) or run on fewer devices")  # fmt: skip
         train_urls = splits["train"]["urls"]
         counts = splits["train"]["counts"]
         if self.protocol == "paper" and "val" in splits:  # fit on train + val, as every dataset's paper protocol
@@ -434,7 +486,7 @@ class WDSDataModule(FGVCDataModule):
         train_tf = build_train_transform(self.image_size, self.resize_size, augs, self.mean, self.std)
         eval_tf = build_eval_transform(self.image_size, self.resize_size, self.mean, self.std)
         boxes = bool(self.shard_info.get("has_boxes"))
-        common = dict(rank=rank, world_size=world, max_pixels=self.max_image_pixels)
+        common = dict(rank=rank, world_size=world, max_pixels=self.max_image_pixels, num_classes=self.num_classes)
         self.data_train = self.data_val = self.data_test = _Stream()
         self.train_stream = ShardStream(train_urls, train_tf, self.run_seed, True, buffer=self.shuffle_buffer,
                                         **common)  # fmt: skip
