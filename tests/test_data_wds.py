@@ -329,7 +329,8 @@ def test_three_process_fit_takes_the_samples_the_loader_defines(make_cfg, tmp_pa
 
     monkeypatch.setattr(train_module, "instantiate", with_recorder)
     ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=3", "trainer.strategy.start_method=spawn"]
-    cfg = make_cfg(*TINY, "dataset=wds", f"dataset.urls={urls}", "dataset.num_classes=31", "dataset.batch_size=2",
+    cfg = make_cfg(*TINY, "dataset=wds", f"dataset.urls={urls}", f"dataset.test_urls={urls}", "dataset.num_classes=31",
+                   "dataset.batch_size=2",
                    "dataset.num_workers=2", "dataset.shuffle_buffer=4", "seed=3", "trainer.max_epochs=2",
                    "logger=none", "test=false", "callbacks.crop_visualizer=null", *ddp, tiny=False,
                    output_dir=tmp_path / "ddp")  # fmt: skip
@@ -365,7 +366,8 @@ def test_test_split_on_two_and_three_processes_equals_one(make_cfg, tmp_path: Pa
     single = L.Trainer(**quiet).test(module, datamodule=_dm(make_cfg, *data), verbose=False)[0]
     for devices in (2, 3):
         cfg = make_cfg(*TINY, *data, "trainer=ddp", "trainer.accelerator=cpu", f"trainer.devices={devices}",
-                       "trainer.strategy.start_method=spawn", "logger=none", tiny=False)  # fmt: skip
+                       "trainer.strategy.start_method=spawn", "trainer.precision=32-true", "logger=none",
+                       tiny=False)  # fmt: skip
         trainer = instantiate(cfg.trainer, callbacks=[], **quiet)
         many = trainer.test(module, datamodule=_dm(make_cfg, *data), verbose=False)[0]
         assert many["test/acc1"] == pytest.approx(single["test/acc1"], abs=1e-6), devices
@@ -413,10 +415,19 @@ def test_a_missing_shard_a_failed_command_and_too_few_shards_are_one_line(make_c
     with pytest.raises(UserError, match=r"pipe:cat .*absent.tar: (the command failed|nothing came back)") as info:
         list(ShardStream([command], lambda x: x).samples())
     assert "\n" not in str(info.value)
-    dm = _dm(make_cfg, "dataset=wds", f"dataset.urls={urls}", f"dataset.test_urls={urls[:1]}", "dataset.num_classes=1")
-    dm.trainer = SimpleNamespace(global_rank=0, world_size=2)
+    dm = _dm(
+        make_cfg,
+        "dataset=wds",
+        f"dataset.urls={urls}",
+        f"dataset.test_urls={urls[:1]}",
+        "dataset.num_classes=1",
+        "dataset.batch_size=2",
+    )
+    dm.setup()  # as glsim-train does, before the trainer exists
+    dm.trainer = SimpleNamespace(global_rank=0, world_size=2, current_epoch=0)
+    assert len(dm.train_dataloader()) == 1 and dm.train_stream.world_size == 2  # the rank is taken when asked
     with pytest.raises(UserError, match=r"the test split has 1 shard\(s\), fewer than the 2 devices reading it"):
-        dm.setup()
+        dm.test_dataloader()
 
 
 def test_a_convert_that_fails_leaves_nothing_behind(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -469,13 +469,7 @@ class WDSDataModule(FGVCDataModule):
         if self.train_stream is not None:
             return
         self.check()
-        rank, world = self._rank()
         splits = self.shard_info["splits"]
-        for split, entry in splits.items():  # a rank without a shard would have nothing to train or score on
-            if len(entry["urls"]) < world and not (split == "val" and self.protocol == "paper"):
-                raise UserError(f"dataset=wds: the {split} split has {len(entry['urls'])} shard(s), fewer than the "
-                                f"{world} devices reading it; write at least {world} shards (glsim-data convert "
-                                "--shard-size) or run on fewer devices")  # fmt: skip
         train_urls = splits["train"]["urls"]
         counts = splits["train"]["counts"]
         if self.protocol == "paper" and "val" in splits:  # fit on train + val, as every dataset's paper protocol
@@ -486,7 +480,7 @@ class WDSDataModule(FGVCDataModule):
         train_tf = build_train_transform(self.image_size, self.resize_size, augs, self.mean, self.std)
         eval_tf = build_eval_transform(self.image_size, self.resize_size, self.mean, self.std)
         boxes = bool(self.shard_info.get("has_boxes"))
-        common = dict(rank=rank, world_size=world, max_pixels=self.max_image_pixels, num_classes=self.num_classes)
+        common = dict(max_pixels=self.max_image_pixels, num_classes=self.num_classes)  # rank: when a loader is made
         self.data_train = self.data_val = self.data_test = _Stream()
         self.train_stream = ShardStream(train_urls, train_tf, self.run_seed, True, buffer=self.shuffle_buffer,
                                         **common)  # fmt: skip
@@ -495,8 +489,18 @@ class WDSDataModule(FGVCDataModule):
         self.test_stream = ShardStream(splits["test"]["urls"], eval_tf, return_boxes=boxes, **common)
         shards = ", ".join(f"{s} {len(v['urls'])}" for s, v in splits.items())
         sizes = ", ".join(f"{s} {sum(v['counts']) if v['counts'] else '?'}" for s, v in splits.items())
-        log.info(f"dataset=wds: shards {shards}; samples {sizes}; {self.num_classes} classes, rank {rank} of {world}, "
+        log.info(f"dataset=wds: shards {shards}; samples {sizes}; {self.num_classes} classes, "
                  f"protocol={self.protocol}")  # fmt: skip
+
+    def _on_this_rank(self, stream: ShardStream, split: str) -> ShardStream:
+        """``stream`` dealt to this process's rank. Set when Lightning asks for a loader: the trainer (and with it
+        the rank) is attached then, while ``glsim-train`` sets the data up before the trainer exists."""
+        stream.rank, stream.world_size = self._rank()
+        if len(stream.urls) < stream.world_size:  # a rank without a shard would have nothing to train or score on
+            raise UserError(f"dataset=wds: the {split} split has {len(stream.urls)} shard(s), fewer than the "
+                            f"{stream.world_size} devices reading it; write at least {stream.world_size} shards "
+                            "(glsim-data convert --shard-size) or run on fewer devices")  # fmt: skip
+        return stream
 
     def _common(self) -> dict[str, Any]:
         return dict(batch_size=self.batch_size, num_workers=self.num_workers,
@@ -507,7 +511,8 @@ class WDSDataModule(FGVCDataModule):
         augs = self.augs
         mixing = augs.mixup_alpha > 0 or augs.cutmix_alpha > 0
         collate = MixUpCutMixCollate(self.num_classes, augs.mixup_alpha, augs.cutmix_alpha) if mixing else None
-        loader = _EpochLoader(self, self.train_stream, self.train_counts, collate_fn=collate, **self._common())
+        stream = self._on_this_rank(self.train_stream, "train")
+        loader = _EpochLoader(self, stream, self.train_counts, collate_fn=collate, **self._common())
         if self.train_counts is not None:
             n = len(loader)
             if n == 0:
@@ -522,16 +527,16 @@ class WDSDataModule(FGVCDataModule):
                 )
         return loader
 
-    def _eval_loader(self, stream: ShardStream | None) -> DataLoader | list:
+    def _eval_loader(self, stream: ShardStream | None, split: str) -> DataLoader | list:
         if stream is None:
             return []
-        return DataLoader(stream, shuffle=False, drop_last=False, **self._common())
+        return DataLoader(self._on_this_rank(stream, split), shuffle=False, drop_last=False, **self._common())
 
     def val_dataloader(self) -> DataLoader | list:
-        return self._eval_loader(self.val_stream)
+        return self._eval_loader(self.val_stream, "val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.test_stream)
+        return self._eval_loader(self.test_stream, "test")
 
     def read_splits(self) -> Splits:
         raise UserError("dataset=wds is read as a stream; it has no random-access splits")
