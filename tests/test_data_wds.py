@@ -431,7 +431,7 @@ def test_a_missing_shard_a_failed_command_and_too_few_shards_are_one_line(make_c
 
 
 def test_a_convert_that_fails_leaves_nothing_behind(tmp_path: Path, monkeypatch, capsys) -> None:
-    import glsim_pl.data.datasets.wds as wds_module
+    import glsim_pl.data.datasets.wds_convert as wds_module
     from glsim_pl.dataset import main
 
     real, calls = wds_module._image_bytes, []

@@ -49,7 +49,8 @@ def source_loaders(tree: Path, num_classes: int, work: Path, batch: int, size: i
     ``work`` once and reused); the same train images in each."""
     from glsim_pl.data.datasets.birds import CUBDataModule
     from glsim_pl.data.datasets.hf import HFDataModule
-    from glsim_pl.data.datasets.wds import INFO_FILE, WDSDataModule, write_shards
+    from glsim_pl.data.datasets.wds import INFO_FILE, WDSDataModule
+    from glsim_pl.data.datasets.wds_convert import write_shards
 
     cub = _module(CUBDataModule, work, batch, size, root=str(tree), num_classes=num_classes)
     files = _write_parquet(cub, work / "parquet")
