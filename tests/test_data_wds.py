@@ -297,6 +297,36 @@ def test_three_ranks_two_workers_read_each_sample_once_and_agree_on_the_epoch_le
         assert limit >= 1
 
 
+class _Counting(_Blank):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, image):
+        self.calls += 1
+        return super().__call__(image)
+
+
+def test_the_epoch_ends_at_its_last_batch_with_the_same_batches_and_nothing_decoded_past_it(tmp_path: Path) -> None:
+    from torch.utils.data import DataLoader
+
+    from glsim_pl.data.datasets.wds import _EpochLoader
+
+    urls = _write_id_shards(tmp_path / "shards", SIZES)
+    for workers in (0, 2):
+        for rank in range(3):
+            stream = ShardStream(urls, _Counting(), seed=3, shuffle=True, rank=rank, world_size=3, buffer=4)
+            epoch = SimpleNamespace(trainer=SimpleNamespace(current_epoch=1))
+            loader = _EpochLoader(epoch, stream, SIZES, batch_size=2, num_workers=workers)
+            capped = [labels.tolist() for _, labels in loader]
+            assert len(capped) == loader.batches(1) and sum(stream.caps) == 2 * len(capped)
+            if workers == 0:
+                assert stream.transform.calls == 2 * len(capped)  # no sample decoded only to be dropped
+            stream.caps = None  # the same epoch, every worker reading its shards whole
+            whole = [labels.tolist() for _, labels in DataLoader(stream, batch_size=2, num_workers=workers,
+                                                                  drop_last=True)]  # fmt: skip
+            assert capped == whole[: len(capped)]
+
+
 class RecordIds(Callback):
     """Writes the labels (sample ids) of each train batch this rank took, per epoch, to ``<out>/rank<N>.json``."""
 

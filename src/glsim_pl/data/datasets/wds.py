@@ -14,6 +14,7 @@ otherwise the samples past it on the fuller ranks are left out of that epoch (lo
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import re
@@ -104,6 +105,7 @@ class ShardStream(IterableDataset):
         self.rank, self.world_size, self.buffer = rank, world_size, buffer
         self.return_boxes, self.max_pixels = return_boxes, max_pixels
         self.epoch = 0
+        self.caps: list[int] | None = None  # samples each loader worker reads this epoch (None: its shards whole)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -137,8 +139,10 @@ class ShardStream(IterableDataset):
         yield from stream
 
     def samples(self, worker: int = 0, num_workers: int = 1) -> Iterator[Any]:
-        """Decoded and transformed samples of slot (rank, worker)."""
-        for sample in self.raw(worker, num_workers):
+        """Decoded and transformed samples of slot (rank, worker), at most ``caps[worker]`` of them: samples past the
+        epoch's last batch are not decoded only to be dropped."""
+        cap = self.caps[worker] if self.caps is not None and len(self.caps) == num_workers else None
+        for sample in itertools.islice(self.raw(worker, num_workers), cap):
             image, label, box = decode_sample(sample, self.max_pixels, self.return_boxes, True, self.num_classes)
             if not self.return_boxes:
                 yield self.transform(image), label
@@ -224,15 +228,33 @@ class _EpochLoader:
         self.module, self.stream, self.counts, self.loader_kw = module, stream, counts, loader_kw
         self.epoch = 0
 
-    def batches(self, epoch: int) -> int | None:
-        """Full batches every rank can fill in ``epoch`` (None: shard sizes unknown)."""
+    def _per_worker(self, epoch: int) -> list[list[int]] | None:
+        """Full batches each rank's each loader worker can fill in ``epoch`` (None: shard sizes unknown)."""
         if self.counts is None:
             return None
         self.stream.set_epoch(epoch)
         workers, bs = max(1, self.loader_kw["num_workers"]), self.loader_kw["batch_size"]
-        per_rank = [sum(sum(self.counts[i] for i in self.stream.shards_of(r, w, workers)) // bs for w in range(workers))
-                    for r in range(self.stream.world_size)]  # fmt: skip
-        return min(per_rank)
+        return [[sum(self.counts[i] for i in self.stream.shards_of(r, w, workers)) // bs for w in range(workers)]
+                for r in range(self.stream.world_size)]  # fmt: skip
+
+    def batches(self, epoch: int) -> int | None:
+        """Full batches every rank can fill in ``epoch`` (None: shard sizes unknown)."""
+        per_worker = self._per_worker(epoch)
+        return None if per_worker is None else min(sum(ranks) for ranks in per_worker)
+
+    def caps(self, epoch: int) -> list[int] | None:
+        """Samples each of this rank's workers gives to the epoch's first ``batches`` batches: a DataLoader asks its
+        workers for batches in turn, skipping those that have none left."""
+        per_worker = self._per_worker(epoch)
+        if per_worker is None:
+            return None
+        limit, mine = min(sum(ranks) for ranks in per_worker), per_worker[self.stream.rank]
+        taken = [0] * len(mine)
+        while sum(taken) < limit:
+            for w, full in enumerate(mine):
+                if taken[w] < full and sum(taken) < limit:
+                    taken[w] += 1
+        return [t * self.loader_kw["batch_size"] for t in taken]
 
     def __len__(self) -> int:
         n = self.batches(self._current_epoch())
@@ -247,13 +269,14 @@ class _EpochLoader:
     def __iter__(self) -> Iterator[Any]:
         epoch = self._current_epoch()
         limit = self.batches(epoch)
+        self.stream.caps = self.caps(epoch)  # before the workers copy the stream
         self.stream.set_epoch(epoch)
         generator = torch.Generator().manual_seed(self.stream.seed * 100_003 + epoch)
         loader = DataLoader(self.stream, generator=generator, drop_last=True, **self.loader_kw)
         for step, batch in enumerate(loader):
-            if limit is not None and step >= limit:
-                break
             yield batch
+            if limit is not None and step + 1 >= limit:
+                break  # the workers stop there too (caps): nothing past the last batch is decoded
         self.epoch = epoch + 1
 
 
