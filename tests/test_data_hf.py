@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from glsim_pl.config.groups import transform_augs
@@ -192,3 +193,80 @@ def test_integer_labels_take_names_from_their_name_column(make_cfg, tmp_path: Pa
     dm.check()
     assert dm.class_names == ["sp5", "sp7", "sp9"]  # numbered in sorted order of the label values
     assert dm.splits.train.targets == [2, 0, 1, 0, 2, 1] and dm.splits.test.targets == [1, 0]
+
+
+class _StopBeforeEpoch(BaseException):
+    """Not an Exception: nothing in the run handles it, like a kill (the epoch-end last.ckpt is already written)."""
+
+
+@pytest.mark.slow
+def test_one_epoch_then_resume_equals_two_epochs_in_one_go(make_cfg, tmp_path: Path, monkeypatch) -> None:
+    """A parquet dataset (ClassLabel, boxes, val carved from train), loader workers, random augmentations and
+    stochastic depth: epoch 1, stop, ``ckpt_path=last`` for epoch 2 ends with the uninterrupted run's weights (bit
+    for bit) and val / test metrics."""
+    from lightning.pytorch.callbacks import Callback
+
+    import glsim_pl.train as train_module
+
+    class StopAtSecondEpoch(Callback):
+        def on_train_epoch_start(self, trainer, *args) -> None:
+            if trainer.current_epoch == 1:
+                raise _StopBeforeEpoch
+
+    files = _write_parquet(tmp_path, {"train": 30, "test": 9})  # val carved: 24 train rows, 3 steps an epoch
+    run = [*_overrides(files, tmp_path), "logger=none", "callbacks.crop_visualizer=null", "trainer.max_epochs=2",
+           "trainer.deterministic=true", "dataset.num_workers=2", "augs.drop_path_rate=0.1",
+           "augs.random_erasing=0.25", "+trainer.num_sanity_val_steps=0"]  # fmt: skip
+    reference = train_module.train(make_cfg(*run, tiny=False, output_dir=tmp_path / "reference"))
+    build = train_module.instantiate
+
+    def with_stop(cfg, **kwargs):
+        if "callbacks" in kwargs:
+            kwargs["callbacks"] = [*kwargs["callbacks"], StopAtSecondEpoch()]
+        return build(cfg, **kwargs)
+
+    monkeypatch.setattr(train_module, "instantiate", with_stop)
+    with pytest.raises(_StopBeforeEpoch):
+        train_module.train(make_cfg(*run, tiny=False, output_dir=tmp_path / "run"))
+    monkeypatch.setattr(train_module, "instantiate", build)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 3  # one epoch
+    resumed = train_module.train(make_cfg(*run, "ckpt_path=last", tiny=False, output_dir=tmp_path / "run"))
+
+    for key in ("val/acc1", "val/loss", "val/acc1_best", "test/acc1", "test/loss"):
+        assert resumed[key] == reference[key], key
+    weights = [torch.load(d / "checkpoints" / "last.ckpt", weights_only=True) for d in (tmp_path / "reference",
+                                                                                       last.parent.parent)]  # fmt: skip
+    assert weights[0]["global_step"] == weights[1]["global_step"] == 6
+    for name, tensor in weights[0]["state_dict"].items():
+        assert torch.equal(tensor, weights[1]["state_dict"][name]), name
+
+
+def test_a_plain_jpeg_cell_takes_the_image_files_fast_path(make_cfg, tmp_path: Path) -> None:
+    """A JPEG cell decodes to the (3, H, W) uint8 tensor an image file's fast path gives, with the pixels PIL gives;
+    a PNG cell (no fast path) comes as a PIL image."""
+    import io
+
+    import datasets
+    from torchvision.transforms.v2.functional import pil_to_tensor
+
+    rng = np.random.default_rng(3)
+    cells = []
+    for fmt in ("JPEG", "PNG", "JPEG"):
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(buffer, format=fmt)
+        cells.append({"bytes": buffer.getvalue(), "path": None})
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
+    files = {}
+    for split in ("train", "test"):
+        files[split] = tmp_path / f"{split}.parquet"
+        rows = {"image": cells, "label": [0, 1, 0]}
+        datasets.Dataset.from_dict(rows, features=features).to_parquet(str(files[split]))
+    dm = _datamodule(make_cfg, files, tmp_path)
+    dm.check()
+    source = dm.splits.test
+    for index, fast in ((0, True), (1, False), (2, True)):
+        image, label, _ = source.fast_item(index)
+        assert isinstance(image, torch.Tensor) == fast and label == source.targets[index]
+        want = pil_to_tensor(source[index][0])
+        assert torch.equal(image if fast else pil_to_tensor(image), want)

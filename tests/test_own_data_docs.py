@@ -107,3 +107,27 @@ def test_own_dataset_without_a_class_is_one_line(make_cfg, tmp_path: Path) -> No
     cfg = make_cfg("dataset=own", "dataset._target_=nowhere_pkg.Leaves", f"dataset.root={tmp_path}", tiny=False)
     with pytest.raises(UserError, match=r"^dataset\._target_=nowhere_pkg\.Leaves: cannot import it \(.*nowhere_pkg"):
         instantiate(cfg.dataset)
+
+
+def test_the_page_opens_with_a_command_for_each_source_that_composes(tmp_path: Path) -> None:
+    """The first block names folder, CSV, a Hub id, local parquet, shards, convert and download; each train and
+    convert command's overrides compose into the dataset config they name (the shell's quoting applied)."""
+    import shlex
+
+    from tests.helpers.configs import compose_cfg
+
+    block = re.search(r"```bash\n(.*?)```", DOC.read_text(), re.S).group(1).replace("\\\n", " ")
+    commands = [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
+    targets = {}
+    for words in commands:
+        if words[:3] == ["python", "-m", "glsim_pl.train"] or words[:2] == ["glsim-data", "convert"]:
+            overrides = [w for w in words if "=" in w and not w.startswith("--")]
+            dataset = compose_cfg(overrides, tmp_path).dataset
+            key = dataset._target_.rsplit(".", 1)[1]
+            if key == "HFDataModule":
+                key += ":data_files" if dataset.data_files else ":name"
+            targets[key] = dataset
+    assert set(targets) >= {"ImageFolderDataModule", "CSVDataModule", "HFDataModule:name", "HFDataModule:data_files",
+                            "WDSDataModule"}  # fmt: skip
+    assert set(targets["HFDataModule:data_files"].data_files) == {"train", "test"}  # a dict, not one string
+    assert ["glsim-data", "download", "cub"] in [w[:3] for w in commands]

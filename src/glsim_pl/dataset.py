@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
             raise UserError(f"glsim-data: {bad!r} is not a config override (expected key=value, e.g. dataset=cub)")
         datamodule = load_datamodule(overrides)
         if args.command == "convert":
-            from glsim_pl.data.datasets.wds import write_shards
+            from glsim_pl.data.datasets.wds_convert import write_shards
 
             written = write_shards(datamodule, args.out, args.shard_size, progress=not args.no_progress)
             sizes = ", ".join(

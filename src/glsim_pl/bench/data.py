@@ -1,7 +1,9 @@
 """Input-pipeline throughput per CPU core: ours (cache off / on, device normalisation off / on), the official code's
-PIL + torchvision-v1 pipeline and timm's train pipeline, on the same JPEGs, in one run.
+PIL + torchvision-v1 pipeline, timm's train pipeline, and the same JPEGs read from image files, from parquet and from
+tar shards, in one run.
 
     python -m glsim_pl.bench data                       # 400 generated CUB-size JPEGs (500x375), one core
+    python -m glsim_pl.bench data --only sources --rounds 7   # the three places data lives, nothing else
     python -m glsim_pl.bench data --root /path/to/jpegs --images 0
 
 Every pipeline runs the paper's train transform (Resize 300 bicubic -> RandomCrop 224 -> flip -> TrivialAugmentWide
@@ -18,6 +20,9 @@ hits all alike; the table gives min / median / max over rounds and each row's me
   Normalize + erasing run batched on the GPU (not timed here: a few microseconds per image there).
 - ``ours, cache=ram`` (+ ``device_normalize``): the decode + resize prefix read from ``dataset.cache=ram`` (the
   cache's build rate is printed apart: a one-off cost).
+- ``folder`` / ``hf`` / ``wds``: one JPEG tree in CUB's layout, written once more as a parquet file of the files'
+  bytes and as WebDataset shards (:mod:`glsim_pl.bench._sources`); each read by its own dataset module's train
+  loader (``dataset=cub`` / ``hf`` / ``wds``, cache off): reading, decoding and the same transform, per image.
 Decoding alone is timed too: PIL vs ``torchvision.io.decode_jpeg`` (both libjpeg-turbo) on the same files, and
 PIL's reduced-scale decode (``draft``, ``dataset.fast_decode``) on images twice the resize side (1000x750).
 """
@@ -32,6 +37,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -39,6 +45,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2 as T
 
 from glsim_pl.bench._jpeg_tree import write_cub_tree
+from glsim_pl.bench._sources import SOURCE_ROWS, source_loaders
 from glsim_pl.data.base import TransformedView
 from glsim_pl.data.cache import PrefixCache
 from glsim_pl.data.sampling import EpochSampler, SeededCollate, SeededView
@@ -185,6 +192,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--image-size", type=int, default=224, help="crop side S (resize to 1.34 S first)")
     parser.add_argument("--rounds", type=int, default=3, help="timed passes per pipeline, after one warm-up pass")
+    parser.add_argument("--only", choices=["all", "sources"], default="all",
+                        help="sources: only the folder / parquet / shards rows (and no decoding table)")  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     root = args.root
@@ -195,28 +204,46 @@ def main(argv: list[str] | None = None) -> None:
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in _SUFFIXES)
     if not files:
         raise SystemExit(f"error: no .jpg/.jpeg/.png files under {root} (use --images 400 to generate some)")
-    big_root = write_cub_tree(args.root / "large_40", 40, 4, (1000, 750), workers=os.cpu_count() or 1)
-    big = sorted((big_root / "images").rglob("*.jpg"))
-
-    loaders, build_rate = _pipelines(files, args.image_size, args.batch_size)
+    loaders: dict[str, Any] = {}
+    build_rate = None
+    if args.only == "all":
+        loaders, build_rate = _pipelines(files, args.image_size, args.batch_size)
+    if (root / "classes.txt").is_file():  # a CUB-layout tree: also read as parquet and as shards
+        classes = len((root / "classes.txt").read_text().splitlines())
+        work = args.root / f"sources_{root.name}"
+        loaders.update(source_loaders(root, classes, work, args.batch_size, args.image_size))
+    elif args.only == "sources":
+        raise SystemExit(f"error: --only sources needs a CUB-layout tree (images.txt, classes.txt) at {root}")
     rates: dict[str, list[float]] = {name: [] for name in loaders}
     for round_ in range(args.rounds + 1):  # round 0 warms caches and lazy imports: not timed
         for name, loader in loaders.items():
             rate = _time_pass(loader)
             if round_:
                 rates[name].append(rate)
-    decode = _decode_rates(files[:100], big, int(1.34 * args.image_size))
+    decode = {}
+    if args.only == "all":
+        big_root = write_cub_tree(args.root / "large_40", 40, 4, (1000, 750), workers=os.cpu_count() or 1)
+        decode = _decode_rates(files[:100], sorted((big_root / "images").rglob("*.jpg")), int(1.34 * args.image_size))
 
     cpu = _cpu_model()
     print(f"{len(files)} images ({_size(files[0])}) from {root}; one process, one thread, batch {args.batch_size}, "
           f"crop {args.image_size}; {cpu}, {os.cpu_count()} CPUs, torch {torch.__version__}")  # fmt: skip
-    print("\n| pipeline | img/s per core (median) | min | max | vs official |\n|---|---|---|---|---|")
-    base = statistics.median(rates["official (PIL + torchvision v1)"])
+    reference = "official (PIL + torchvision v1)" if args.only == "all" else SOURCE_ROWS[0]
+    base = statistics.median(rates[reference])
+    print(f"\n| pipeline | img/s per core (median) | min | max | vs {reference.split(' (')[0].split(':')[0]} |")
+    print("|---|---|---|---|---|")
     for name, values in rates.items():
         med = statistics.median(values)
         print(f"| {name} | {med:.0f} | {min(values):.0f} | {max(values):.0f} | {med / base:.2f}x |")
-    print(f"\ncache=ram build: {build_rate:.0f} img/s per core (decode + resize, once)")
-    print("\n| decoding | img/s per core |\n|---|---|")
+    if SOURCE_ROWS[0] in rates:  # per round: the rounds alternate, so a round's ratio sees the same machine load
+        for name in SOURCE_ROWS[1:]:
+            ratios = [b / a for a, b in zip(rates[SOURCE_ROWS[0]], rates[name], strict=True)]
+            print(f"{name.split(':')[0]} / folder per round: median {statistics.median(ratios):.2f}x (min "
+                  f"{min(ratios):.2f}x, max {max(ratios):.2f}x)")  # fmt: skip
+    if build_rate is not None:
+        print(f"\ncache=ram build: {build_rate:.0f} img/s per core (decode + resize, once)")
+    if decode:
+        print("\n| decoding | img/s per core |\n|---|---|")
     for name, rate in decode.items():
         print(f"| {name} | {rate:.0f} |")
 

@@ -25,7 +25,7 @@ import torch
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
                         category=DeprecationWarning)  # fmt: skip
 
-__all__ = ["MAX_PIXELS", "plain_jpeg_info", "read_plain_jpeg"]
+__all__ = ["MAX_PIXELS", "decode_plain_jpeg", "plain_jpeg_info", "read_plain_jpeg"]
 
 MAX_PIXELS = 89_478_485  # PIL's warning limit: larger files go through the checked path
 _PLAIN_SOF = {0xC0, 0xC1, 0xC2}  # baseline, extended sequential, progressive (Huffman)
@@ -97,17 +97,23 @@ def plain_jpeg_info(data: bytes) -> tuple[int, int] | None:
 
 def read_plain_jpeg(path: str | Path) -> torch.Tensor | None:
     """(3, H, W) uint8 RGB of a plain JPEG file, or None (not plain, unreadable: use the checked reader)."""
-    try:
-        from torchvision.io import ImageReadMode, decode_jpeg
-    except ImportError:  # a torchvision without its decoders
-        return None
-
     if Path(path).suffix.lower() not in (".jpg", ".jpeg"):
         return None
     try:
         data = Path(path).read_bytes()
     except OSError:
         return None
+    return decode_plain_jpeg(data)
+
+
+def decode_plain_jpeg(data: bytes) -> torch.Tensor | None:
+    """(3, H, W) uint8 RGB of plain JPEG bytes (a file's, a parquet cell's, a shard member's), or None (not plain,
+    undecodable: use the checked reader)."""
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except ImportError:  # a torchvision without its decoders
+        return None
+
     size = plain_jpeg_info(data)
     if size is None:
         return None

@@ -14,10 +14,10 @@ otherwise the samples past it on the fuller ranks are left out of that epoch (lo
 
 from __future__ import annotations
 
-import io
+import itertools
 import json
-import os
 import random
+import re
 import tarfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -30,13 +30,15 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2.functional import get_size
 
 from glsim_pl.data.base import FGVCDataModule, Splits
-from glsim_pl.data.datasets.hf import HFImageSource, decode_image_bytes
+from glsim_pl.data.datasets.hf import decode_image_bytes
 from glsim_pl.data.image_io import MAX_PIXELS
+from glsim_pl.data.jpeg import MAX_PIXELS as PLAIN_JPEG_MAX_PIXELS
+from glsim_pl.data.jpeg import decode_plain_jpeg
 from glsim_pl.data.transforms import MixUpCutMixCollate, build_eval_transform, build_train_transform
 from glsim_pl.errors import UserError
 from glsim_pl.utils.logging import RankedLogger
 
-__all__ = ["INFO_FILE", "ShardStream", "WDSDataModule", "expand_urls", "write_shards"]
+__all__ = ["FORMAT", "INFO_FILE", "ShardStream", "WDSDataModule", "expand_urls"]
 
 log = RankedLogger(__name__)
 
@@ -54,11 +56,17 @@ def expand_urls(urls: str | Sequence[str]) -> list[str]:
     return [u for item in items for u in braceexpand.braceexpand(str(item))]
 
 
+_REMOTE = ("pipe:", "http://", "https://", "gs://", "s3://")
+_EXIT = re.compile(r": exit (\d+) \(read\)")  # how webdataset reports a pipe or download command that failed
+
+
 def _count_local(url: str) -> int | None:
     """Samples in a local shard from its tar headers (no image is read); None for a remote URL."""
-    path = Path(url.removeprefix("file:")).expanduser()
-    if url.startswith(("pipe:", "http://", "https://", "gs://", "s3://")) or not path.is_file():
+    if url.startswith(_REMOTE):
         return None
+    path = Path(url.removeprefix("file:")).expanduser()
+    if not path.is_file():
+        raise UserError(f"{url}: no such shard file (check the brace range of the dataset's urls)")
     from webdataset.tariterators import base_plus_ext  # webdataset's own rule for a member's sample key
 
     keys = set()
@@ -86,15 +94,18 @@ class ShardStream(IterableDataset):
         buffer: shuffle buffer size (samples held per worker).
         return_boxes: yield the box of each sample (its ``json`` must have one).
         max_pixels: refuse larger images.
+        num_classes: refuse labels outside ``0..num_classes - 1`` (None: unchecked).
     """
 
     def __init__(self, urls: Sequence[str], transform: Any, seed: int = 0, shuffle: bool = False, rank: int = 0,
                  world_size: int = 1, buffer: int = 1000, return_boxes: bool = False,
-                 max_pixels: int | None = MAX_PIXELS) -> None:  # fmt: skip
+                 max_pixels: int | None = MAX_PIXELS, num_classes: int | None = None) -> None:  # fmt: skip
         self.urls, self.transform, self.seed, self.shuffle = list(urls), transform, seed, shuffle
+        self.num_classes = num_classes
         self.rank, self.world_size, self.buffer = rank, world_size, buffer
         self.return_boxes, self.max_pixels = return_boxes, max_pixels
         self.epoch = 0
+        self.caps: list[int] | None = None  # samples each loader worker reads this epoch (None: its shards whole)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -128,9 +139,11 @@ class ShardStream(IterableDataset):
         yield from stream
 
     def samples(self, worker: int = 0, num_workers: int = 1) -> Iterator[Any]:
-        """Decoded and transformed samples of slot (rank, worker)."""
-        for sample in self.raw(worker, num_workers):
-            image, label, box = decode_sample(sample, self.max_pixels, self.return_boxes)
+        """Decoded and transformed samples of slot (rank, worker), at most ``caps[worker]`` of them: samples past the
+        epoch's last batch are not decoded only to be dropped."""
+        cap = self.caps[worker] if self.caps is not None and len(self.caps) == num_workers else None
+        for sample in itertools.islice(self.raw(worker, num_workers), cap):
+            image, label, box = decode_sample(sample, self.max_pixels, self.return_boxes, True, self.num_classes)
             if not self.return_boxes:
                 yield self.transform(image), label
                 continue
@@ -150,17 +163,35 @@ def _read_shard(url: str, wds: Any) -> Iterator[dict[str, Any]]:
         except UserError:
             raise
         except Exception as exc:  # tarfile / IO / pipe errors, raised by webdataset as they come
-            first = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
-            text = first.split(" @ ")[0].splitlines()[0] if first else type(exc).__name__  # webdataset appends the
-            # stream object after " @ "; the url is named once, first
-            raise UserError(f"{url}: cannot read the shard ({type(exc).__name__}: {text}); it may end mid-record "
-                            "(cut short by a copy or an interrupted write)") from None  # fmt: skip
+            raise UserError(_shard_error(url, exc)) from None
         sample.setdefault("__url__", url)
         yield sample
 
 
-def decode_sample(sample: dict[str, Any], max_pixels: int | None, need_box: bool) -> tuple[Image.Image, int, Any]:
-    """(RGB image, label, box or None) of a webdataset sample; a missing or bad field is one line naming it."""
+def _shard_error(url: str, exc: Exception) -> str:
+    """One line for a shard that cannot be read: missing, a failed command / download, or cut short."""
+    if isinstance(exc, FileNotFoundError):
+        return f"{url}: no such shard file"
+    text, remote = str(exc), url.startswith(_REMOTE)
+    how = "the download" if url.startswith(_REMOTE[1:]) else "the command"
+    if remote and (failed := _EXIT.search(text)):
+        return f"{url}: {how} failed (exit status {failed[1]}); check the URL or command by hand"
+    if remote and "empty file" in text:  # a failed download reaches tarfile as an empty stream before its exit status
+        return f"{url}: nothing came back ({how} failed, or the shard is empty); check the URL or command by hand"
+    first = exc.args[0] if exc.args and isinstance(exc.args[0], str) else text
+    text = first.split(" @ ")[0].splitlines()[0] if first else type(exc).__name__  # webdataset appends the stream
+    # object after " @ "; the url is named once, first
+    return (f"{url}: cannot read the shard ({type(exc).__name__}: {text}); it may end mid-record (cut short by a "
+            "copy or an interrupted write)")  # fmt: skip
+
+
+def decode_sample(sample: dict[str, Any], max_pixels: int | None, need_box: bool,
+                  plain_jpeg_tensor: bool = False,
+                  num_classes: int | None = None) -> tuple[Image.Image | torch.Tensor, int, Any]:  # fmt: skip
+    """(RGB image, label, box or None) of a webdataset sample; a missing or bad field is one line naming it.
+    ``plain_jpeg_tensor``: a plain JPEG comes as a (3, H, W) uint8 tensor, decoded as an image file's fast path
+    (:mod:`glsim_pl.data.jpeg`: the same pixels), so shards read no slower than files. ``num_classes``: a label
+    outside ``0..num_classes - 1`` is one line naming the sample."""
     url, key = sample.get("__url__", "?"), sample.get("__key__", "?")
     where = f"{url}: sample {key}"
     ext = next((e for e in IMAGE_EXTS if e in sample), None)
@@ -173,7 +204,13 @@ def decode_sample(sample: dict[str, Any], max_pixels: int | None, need_box: bool
         label = int(bytes(sample["cls"]).decode().strip())
     except (ValueError, UnicodeDecodeError):
         raise UserError(f"{where}.cls: expected a 0-based integer label, found {bytes(sample['cls'])[:20]!r}") from None
-    image, stored = decode_image_bytes(bytes(sample[ext]), f"{where}.{ext}", max_pixels)
+    if num_classes is not None and not 0 <= label < num_classes:
+        raise UserError(f"{where}.cls: label {label} is outside the class list (0..{num_classes - 1})")
+    data = bytes(sample[ext])
+    within_limit = max_pixels is None or max_pixels >= PLAIN_JPEG_MAX_PIXELS
+    image = decode_plain_jpeg(data) if plain_jpeg_tensor and ext in ("jpg", "jpeg") and within_limit else None
+    if image is None:
+        image = decode_image_bytes(data, f"{where}.{ext}", max_pixels)[0]
     box = None
     if need_box:
         meta = json.loads(bytes(sample.get("json", b"{}")).decode() or "{}")
@@ -191,15 +228,33 @@ class _EpochLoader:
         self.module, self.stream, self.counts, self.loader_kw = module, stream, counts, loader_kw
         self.epoch = 0
 
-    def batches(self, epoch: int) -> int | None:
-        """Full batches every rank can fill in ``epoch`` (None: shard sizes unknown)."""
+    def _per_worker(self, epoch: int) -> list[list[int]] | None:
+        """Full batches each rank's each loader worker can fill in ``epoch`` (None: shard sizes unknown)."""
         if self.counts is None:
             return None
         self.stream.set_epoch(epoch)
         workers, bs = max(1, self.loader_kw["num_workers"]), self.loader_kw["batch_size"]
-        per_rank = [sum(sum(self.counts[i] for i in self.stream.shards_of(r, w, workers)) // bs for w in range(workers))
-                    for r in range(self.stream.world_size)]  # fmt: skip
-        return min(per_rank)
+        return [[sum(self.counts[i] for i in self.stream.shards_of(r, w, workers)) // bs for w in range(workers)]
+                for r in range(self.stream.world_size)]  # fmt: skip
+
+    def batches(self, epoch: int) -> int | None:
+        """Full batches every rank can fill in ``epoch`` (None: shard sizes unknown)."""
+        per_worker = self._per_worker(epoch)
+        return None if per_worker is None else min(sum(ranks) for ranks in per_worker)
+
+    def caps(self, epoch: int) -> list[int] | None:
+        """Samples each of this rank's workers gives to the epoch's first ``batches`` batches: a DataLoader asks its
+        workers for batches in turn, skipping those that have none left."""
+        per_worker = self._per_worker(epoch)
+        if per_worker is None:
+            return None
+        limit, mine = min(sum(ranks) for ranks in per_worker), per_worker[self.stream.rank]
+        taken = [0] * len(mine)
+        while sum(taken) < limit:
+            for w, full in enumerate(mine):
+                if taken[w] < full and sum(taken) < limit:
+                    taken[w] += 1
+        return [t * self.loader_kw["batch_size"] for t in taken]
 
     def __len__(self) -> int:
         n = self.batches(self._current_epoch())
@@ -214,102 +269,15 @@ class _EpochLoader:
     def __iter__(self) -> Iterator[Any]:
         epoch = self._current_epoch()
         limit = self.batches(epoch)
+        self.stream.caps = self.caps(epoch)  # before the workers copy the stream
         self.stream.set_epoch(epoch)
         generator = torch.Generator().manual_seed(self.stream.seed * 100_003 + epoch)
         loader = DataLoader(self.stream, generator=generator, drop_last=True, **self.loader_kw)
         for step, batch in enumerate(loader):
-            if limit is not None and step >= limit:
-                break
             yield batch
+            if limit is not None and step + 1 >= limit:
+                break  # the workers stop there too (caps): nothing past the last batch is decoded
         self.epoch = epoch + 1
-
-
-def _image_bytes(source: Any, index: int) -> tuple[bytes, str]:
-    """The stored bytes of a source's image and their extension: files and Hugging Face cells as they are (the
-    round trip decodes the same pixels), anything else encoded as PNG (lossless)."""
-    samples = getattr(source, "samples", None)
-    if samples is not None and hasattr(samples[index], "path"):
-        path = Path(samples[index].path)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise UserError(f"{path}: cannot read ({exc})") from None
-        with Image.open(io.BytesIO(data)) as image:
-            fmt = (image.format or "png").lower()
-        return data, {"jpeg": "jpg", "tiff": "tif"}.get(fmt, fmt)
-    if isinstance(source, HFImageSource):
-        cell, row = source.rows[index]
-        value = cell.table[row][cell.column]
-        data = value.get("bytes") if isinstance(value, dict) else value
-        if data:
-            with Image.open(io.BytesIO(data)) as image:
-                fmt = (image.format or "png").lower()
-            return bytes(data), {"jpeg": "jpg", "tiff": "tif"}.get(fmt, fmt)
-    image = source[index][0]
-    if isinstance(image, torch.Tensor):
-        image = Image.fromarray(image.permute(1, 2, 0).numpy())
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue(), "png"
-
-
-def write_shards(datamodule: FGVCDataModule, out: Path, shard_size: int, progress: bool = True) -> dict[str, Any]:
-    """Write the train / val / test splits of any dataset module as shards under ``out`` (``<split>/shard-
-    NNNNNN.tar`` and ``info.json``); written into ``<out>.partial`` and renamed when complete. Returns the info."""
-    import webdataset as wds
-    from tqdm import tqdm
-
-    if shard_size < 1:
-        raise UserError(f"--shard-size {shard_size}: expected a positive number of samples per shard")
-    out = Path(out).expanduser().absolute()
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out}: already exists and is not empty; choose another --out or remove it")
-    if datamodule.cache != "off":
-        raise UserError(f"glsim-data convert: dataset.cache={datamodule.cache}: convert reads the stored images; set "
-                        "dataset.cache=off")  # fmt: skip
-    datamodule.setup()  # the splits a training run uses: protocol, val rule and the data check applied
-    splits: Splits = datamodule.splits
-    plan = {"train": (splits.train, datamodule.data_train.indices), "val": (splits.train, datamodule.data_val.indices),
-            "test": (splits.test, datamodule.data_test.indices)}  # fmt: skip
-    partial = out.with_name(out.name + ".partial")
-    if partial.exists():
-        import shutil
-
-        shutil.rmtree(partial)  # an earlier interrupted convert
-    has_boxes = all(getattr(s, "boxes", None) is not None for s in (splits.train, splits.test))
-    info: dict[str, Any] = {"format": FORMAT, "class_names": list(splits.class_names), "splits": {},
-                            "has_boxes": has_boxes}  # fmt: skip
-    total = sum(len(idx) for _, idx in plan.values())
-    bar = tqdm(total=total, desc=f"convert -> {out}", unit="img", disable=not progress)
-    for split, (source, indices) in plan.items():
-        if not indices:
-            continue
-        folder = partial / split
-        folder.mkdir(parents=True)
-        counts: list[int] = []
-        boxes = getattr(source, "boxes", None) if has_boxes else None
-        for start in range(0, len(indices), shard_size):
-            name = f"shard-{len(counts):06d}.tar"
-            with wds.TarWriter(str(folder / name), mtime=0) as sink:  # mtime 0: the same input gives the same bytes
-                for position in range(start, min(start + shard_size, len(indices))):
-                    index = indices[position]
-                    data, ext = _image_bytes(source, index)
-                    label = int(source.targets[index])
-                    meta: dict[str, Any] = {"class_name": splits.class_names[label], "index": index}
-                    if boxes is not None and boxes[index] is not None:
-                        meta["box"] = [float(v) for v in boxes[index]]
-                    sink.write({"__key__": f"{split}-{position:09d}", ext: data, "cls": str(label).encode(),
-                                "json": json.dumps(meta).encode()})  # fmt: skip
-                    bar.update()
-            counts.append(min(shard_size, len(indices) - start))
-        info["splits"][split] = {"shards": [f"{split}/shard-{i:06d}.tar" for i in range(len(counts))],
-                                 "counts": counts}  # fmt: skip
-    bar.close()
-    (partial / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n")
-    if out.exists():
-        out.rmdir()  # empty (checked above)
-    os.replace(partial, out)
-    return info
 
 
 class _Stream:
@@ -422,7 +390,6 @@ class WDSDataModule(FGVCDataModule):
         if self.train_stream is not None:
             return
         self.check()
-        rank, world = self._rank()
         splits = self.shard_info["splits"]
         train_urls = splits["train"]["urls"]
         counts = splits["train"]["counts"]
@@ -434,7 +401,7 @@ class WDSDataModule(FGVCDataModule):
         train_tf = build_train_transform(self.image_size, self.resize_size, augs, self.mean, self.std)
         eval_tf = build_eval_transform(self.image_size, self.resize_size, self.mean, self.std)
         boxes = bool(self.shard_info.get("has_boxes"))
-        common = dict(rank=rank, world_size=world, max_pixels=self.max_image_pixels)
+        common = dict(max_pixels=self.max_image_pixels, num_classes=self.num_classes)  # rank: when a loader is made
         self.data_train = self.data_val = self.data_test = _Stream()
         self.train_stream = ShardStream(train_urls, train_tf, self.run_seed, True, buffer=self.shuffle_buffer,
                                         **common)  # fmt: skip
@@ -443,8 +410,18 @@ class WDSDataModule(FGVCDataModule):
         self.test_stream = ShardStream(splits["test"]["urls"], eval_tf, return_boxes=boxes, **common)
         shards = ", ".join(f"{s} {len(v['urls'])}" for s, v in splits.items())
         sizes = ", ".join(f"{s} {sum(v['counts']) if v['counts'] else '?'}" for s, v in splits.items())
-        log.info(f"dataset=wds: shards {shards}; samples {sizes}; {self.num_classes} classes, rank {rank} of {world}, "
+        log.info(f"dataset=wds: shards {shards}; samples {sizes}; {self.num_classes} classes, "
                  f"protocol={self.protocol}")  # fmt: skip
+
+    def _on_this_rank(self, stream: ShardStream, split: str) -> ShardStream:
+        """``stream`` dealt to this process's rank. Set when Lightning asks for a loader: the trainer (and with it
+        the rank) is attached then, while ``glsim-train`` sets the data up before the trainer exists."""
+        stream.rank, stream.world_size = self._rank()
+        if len(stream.urls) < stream.world_size:  # a rank without a shard would have nothing to train or score on
+            raise UserError(f"dataset=wds: the {split} split has {len(stream.urls)} shard(s), fewer than the "
+                            f"{stream.world_size} devices reading it; write at least {stream.world_size} shards "
+                            "(glsim-data convert --shard-size) or run on fewer devices")  # fmt: skip
+        return stream
 
     def _common(self) -> dict[str, Any]:
         return dict(batch_size=self.batch_size, num_workers=self.num_workers,
@@ -455,7 +432,8 @@ class WDSDataModule(FGVCDataModule):
         augs = self.augs
         mixing = augs.mixup_alpha > 0 or augs.cutmix_alpha > 0
         collate = MixUpCutMixCollate(self.num_classes, augs.mixup_alpha, augs.cutmix_alpha) if mixing else None
-        loader = _EpochLoader(self, self.train_stream, self.train_counts, collate_fn=collate, **self._common())
+        stream = self._on_this_rank(self.train_stream, "train")
+        loader = _EpochLoader(self, stream, self.train_counts, collate_fn=collate, **self._common())
         if self.train_counts is not None:
             n = len(loader)
             if n == 0:
@@ -470,16 +448,16 @@ class WDSDataModule(FGVCDataModule):
                 )
         return loader
 
-    def _eval_loader(self, stream: ShardStream | None) -> DataLoader | list:
+    def _eval_loader(self, stream: ShardStream | None, split: str) -> DataLoader | list:
         if stream is None:
             return []
-        return DataLoader(stream, shuffle=False, drop_last=False, **self._common())
+        return DataLoader(self._on_this_rank(stream, split), shuffle=False, drop_last=False, **self._common())
 
     def val_dataloader(self) -> DataLoader | list:
-        return self._eval_loader(self.val_stream)
+        return self._eval_loader(self.val_stream, "val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.test_stream)
+        return self._eval_loader(self.test_stream, "test")
 
     def read_splits(self) -> Splits:
         raise UserError("dataset=wds is read as a stream; it has no random-access splits")
