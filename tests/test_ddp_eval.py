@@ -73,7 +73,7 @@ def test_glsim_eval_on_several_processes_equals_one(tmp_path: Path, world_size: 
     localisation per selector identical to one process's, each image counted once (batches of 4: the ranks run
     different numbers of batches, the last one short)."""
     ckpt = tmp_path / "tiny.ckpt"
-    save_lightning_ckpt(ckpt, gate="confidence")
+    save_lightning_ckpt(ckpt, gate="confidence", spread_gate=True)
     overrides = [*TINY_DATA, f"dataset.test_size={split_size}", "dataset.batch_size=4", f"ckpt_path={ckpt}",
                  "logger=none", "eval.cost=false", "eval.localization=true", "eval.selectors=[gls,center]",
                  "eval.gallery_size=6", "method.gate_threshold=0.999"]  # fmt: skip
@@ -187,7 +187,7 @@ def test_glsim_eval_command_on_two_devices(tmp_path: Path) -> None:
     import sys
 
     ckpt = tmp_path / "tiny.ckpt"
-    save_lightning_ckpt(ckpt, gate="confidence")
+    save_lightning_ckpt(ckpt, gate="confidence", spread_gate=True)
     overrides = [*TINY_DATA, "dataset.test_size=21", "dataset.batch_size=4", f"ckpt_path={ckpt}", "logger=none",
                  "eval.cost=false", "eval.localization=true", "eval.selectors=[gls,center]",
                  "method.gate_threshold=0.999"]  # fmt: skip

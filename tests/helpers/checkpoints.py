@@ -13,13 +13,17 @@ from glsim_pl.training.module import GLSimLitModule
 from tests.helpers.configs import TINY_KW
 
 
-def save_lightning_ckpt(path: Path, num_classes: int = 10, **kwargs) -> GLSimLitModule:
-    """A fresh tiny module saved in Lightning's checkpoint format (what training writes)."""
+def save_lightning_ckpt(path: Path, num_classes: int = 10, spread_gate: bool = False, **kwargs) -> GLSimLitModule:
+    """A fresh tiny module saved in Lightning's checkpoint format (what training writes).
+
+    ``spread_gate``: a gate=confidence model's gate head gets random weights (confidences differ between images);
+    otherwise it stays zero, as built (every first-pass confidence 1/num_classes).
+    """
     torch.manual_seed(0)
     module = GLSimLitModule(num_classes=num_classes, class_names=[f"c{i}" for i in range(num_classes)],
                             net={**TINY_KW, **kwargs})  # fmt: skip
     torch.nn.init.normal_(module.net.head.weight, std=0.5)  # confident, partly wrong predictions
-    if getattr(module.net, "gate_head", None) is not None:  # gate=confidence: confidences spread, not all equal
+    if spread_gate:
         torch.nn.init.normal_(module.net.gate_head.weight, std=0.5)
     ckpt = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
             "pytorch-lightning_version": lightning.__version__}  # fmt: skip
