@@ -109,6 +109,25 @@ smoke-reproduce: $(STAMP) ## both stages on the synthetic set with a tiny model 
 
 .PHONY: reproduce-table smoke-reproduce $(REPRO_TARGETS)
 
+# -- foundation backbones: 5 backbones x {full, linear, lora} x {vit, glsim} x SEEDS, each with its family's recipe
+# (conf/recipe/<model preset>.yaml) -> one table with the GLSim - ViT delta per backbone x regime (docs/foundation.md)
+FOUNDATION_MODELS ?= vit_b16,dinov2_b14_reg,clip_b16,siglip2_b16,dinov3_b16
+FOUNDATION_REGIMES ?= full,linear,lora
+foundation_run = $(PY) -m glsim_pl.train -m experiment=$(1) model=$(FOUNDATION_MODELS) finetune=$(FOUNDATION_REGIMES) \
+	method=vit,glsim seed=$(2) hydra.sweep.dir=$(3) $(ARGS); code=$$?; \
+	$(PY) -m glsim_pl.aggregate $(3) --out $(4) --name $(5) --pair method=vit --formats "" && exit $$code
+
+foundation: $(STAMP) ## which regime, does GLSim help, per backbone: make foundation DATASET=cub -> results/foundation_<dataset>.md
+	$(call foundation_run,foundation dataset=$(or $(DATASET),cub),$(SEEDS),multirun/foundation/$(or $(DATASET),cub)/$(RUN_ID),$(RESULTS),foundation_$(or $(DATASET),cub))
+
+# a check, not a result: tiny random-init variants of every family on the synthetic set, into a new temporary folder
+SMOKE_SEEDS ?= 1
+SMOKE_FOUNDATION_DIR ?= $(or $(TMPDIR),/tmp)/glsim-smoke-foundation-$(RUN_ID)
+smoke-foundation: $(STAMP) ## make foundation with tiny random-init backbones on the synthetic set (CPU, minutes) -> $TMPDIR/glsim-smoke-foundation-<now>/
+	$(call foundation_run,smoke_foundation,$(SMOKE_SEEDS),$(SMOKE_FOUNDATION_DIR)/runs,$(SMOKE_FOUNDATION_DIR),smoke_foundation)
+
+.PHONY: foundation smoke-foundation
+
 # -- packaging: the wheel (conf/ inside) and the lowest supported versions -----------------------------------------
 MIN_VENV ?= .venv-min
 DIST ?= dist
