@@ -14,6 +14,8 @@ other ``--dataset`` is used as configured (add ``dataset.root=...`` among the tr
     python -m glsim_pl.bench train                                   # ViT-B/16, 224, batch 8, glsim+vit, eager+compiled
     python -m glsim_pl.bench train --batch 32 --size 448 -- trainer.precision=16-mixed
     python -m glsim_pl.bench train --tiny --device cpu --compile eager   # CPU smoke run
+    python -m glsim_pl.bench train --regimes full,linear,lora,dora,vpt --model vit_s16 --methods vit \\
+        --warmup 1 --steps 2 --rounds 3 --device cpu    # each regime's cost, ratios to full (make bench-regimes)
 """
 
 from __future__ import annotations
@@ -172,6 +174,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("bench_results/train"))
     p.add_argument("--timeout", type=int, default=900, help="seconds per (method, compile) run")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: method:compiled, run in this process
+    p.add_argument(
+        "--regimes",
+        default=None,
+        help="comma list of finetune regimes: bare training steps of each, "
+        "timed in alternation, img/s and memory as ratios to full (glsim_pl.bench._regimes)",
+    )
+    p.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)  # internal: method:regime, a memory child
     p.add_argument("overrides", nargs="*", help="Hydra overrides for every run (after --)")
     return p
 
@@ -181,6 +190,11 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.device != "cpu" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda but no CUDA device is visible (use --device cpu --tiny for a smoke run)")
+    if args.regimes or args.memory_of:  # what each fine-tuning regime costs, not the Lightning loop
+        from glsim_pl.bench import _regimes
+
+        _regimes.main(args)
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     if args.one:
         method, compiled = args.one.split(":")
