@@ -16,6 +16,8 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
+from glsim_pl.analysis.protocol_text import protocol_text, split_protocols
+
 __all__ = ["Job", "build_rows", "one_per_seed", "render_csv", "render_latex", "render_markdown", "setting_of"]
 
 Job = dict[str, Any]
@@ -76,30 +78,6 @@ def _pct(job: Job, key: str) -> float | None:
     return None if value is None else 100.0 * float(value)
 
 
-def _protocol_text(protocol: dict[str, Any], config: dict[str, Any] | None = None) -> str:
-    """The splits and epochs, then the training recipe the resolved config records (regime, optimizer, LR, layer
-    decay, EMA) and the test pass's TTA; parts an older record lacks are left out."""
-    train, select = protocol.get("train_split", "?"), protocol.get("selection_split", "?")
-    text = f"train: {train}; select: {select}; test: {protocol.get('test_split', '?')}; {protocol.get('epochs')} ep"
-    return "; ".join([text, *_recipe_parts(config or {}), *([f"TTA {protocol['tta']}"] if "tta" in protocol else [])])
-
-
-def _recipe_parts(config: dict[str, Any]) -> list[str]:
-    parts = []
-    if isinstance(config.get("finetune"), dict) and "regime" in config["finetune"]:
-        parts.append(f"finetune {config['finetune']['regime']}")
-    if isinstance(config.get("recipe"), dict) and config["recipe"].get("name"):
-        parts.append(f"recipe {config['recipe']['name']}")
-    optim = config.get("optim")
-    if isinstance(optim, dict) and "lr" in optim:
-        parts.append(f"{optim.get('optimizer', '?')} lr {optim['lr']:g}")
-        parts.append(f"layer decay {optim['layer_decay']:g}" if optim.get("layer_decay") else "layer decay off")
-    if isinstance(config.get("ema"), dict):
-        decay = config["ema"].get("decay")
-        parts.append(f"EMA {decay:g}" if decay is not None else "EMA off")
-    return parts
-
-
 def build_rows(jobs: list[Job], metric: str = "test/acc1", baseline: str | None = None,
                pair: str | None = None) -> tuple[list[str], list[dict]]:  # fmt: skip
     """(setting keys that differ between rows, rows). ``baseline``: ``key=value`` pairs (space separated) naming the
@@ -134,7 +112,7 @@ def build_rows(jobs: list[Job], metric: str = "test/acc1", baseline: str | None 
             "gflops": cost[0].get("gflops"),
             "img_s": statistics.fmean(img_s) if img_s else None,
             "paper_acc1": paper.get("acc1"), "paper_std": paper.get("std"),
-            "protocol": _protocol_text(members[0].get("protocol", {}), members[0].get("config")),
+            "protocol": protocol_text(members[0].get("protocol", {}), members[0].get("config")),
             "trainable": members[0].get("metrics", {}).get("params/trainable"),
             "wall_time_s": round(sum(j.get("wall_time_s", 0.0) for j in members), 1),
         })  # fmt: skip
@@ -216,13 +194,6 @@ def _params(value: float | None) -> str:
     return f"{value / 1e6:.2f} M" if value >= 1e5 else f"{value / 1e3:.1f} k"
 
 
-def _protocol_split(rows: list[dict]) -> tuple[list[str], dict[int, str]]:
-    """(the protocol parts every row shares, row id -> the parts that are its own): the column shows only the latter."""
-    parts = {id(r): r["protocol"].split("; ") for r in rows}
-    common = [p for p in parts[id(rows[0])] if all(p in other for other in parts.values())] if rows else []
-    return common, {key: "; ".join(p for p in own if p not in common) for key, own in parts.items()}
-
-
 def _pm(mean: float | None, std: float | None, digits: int = 2) -> str:
     if mean is None:
         return "n/a"
@@ -244,7 +215,7 @@ def _cells(keys: list[str], rows: list[dict]) -> tuple[list[str], list[list[str]
     header += ["trainable params"] * any_params
     header += ["fit img/s"] * any_img_s + ["Δ top-1"] * any_base + ["paper (%)", "Δ paper"] * any_paper
     header += ["protocol"] * show_protocol
-    own_protocol = _protocol_split(rows)[1]
+    own_protocol = split_protocols(rows)[1]
     table = []
     for r in rows:
         cells = [r["label"][k] for k in keys] if keys else [r["setting"]]
@@ -282,7 +253,7 @@ def _notes(rows: list[dict], failed: list[Job], missing: list[str], metric: str,
         lines.append("trainable params: parameters the optimizer updates (`params/trainable` of the job's record).")
     if any(r["img_s"] for r in rows):
         lines.append("fit img/s: training images / fit wall time (validation included), as recorded by the job.")
-    common = _protocol_split(rows)[0]
+    common = split_protocols(rows)[0]
     if common:
         lines.append(f"Protocol (every row): {'; '.join(common)}" + ("." if len({r['protocol'] for r in rows}) == 1
                      else "; the protocol column shows the rest."))  # fmt: skip

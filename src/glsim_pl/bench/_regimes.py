@@ -33,7 +33,7 @@ def build_regime(args: argparse.Namespace, method: str, regime: str) -> tuple[nn
     """(classifier, optimizer, trainable parameters) of one regime, from the composed configs."""
     from omegaconf import OmegaConf
 
-    from glsim_pl.bench.train import _compose
+    from glsim_pl.bench._compose import compose_train
     from glsim_pl.config.groups import module_kwargs
     from glsim_pl.models.finetune import param_counts
     from glsim_pl.training.module import GLSimLitModule
@@ -43,7 +43,7 @@ def build_regime(args: argparse.Namespace, method: str, regime: str) -> tuple[nn
     overrides = [*(model if args.tiny else [f"model={args.model}", "model.pretrained=false"]), f"method={method}",
                  f"finetune={regime}", f"dataset.num_classes={args.classes}", f"dataset.image_size={args.size}",
                  "optim.optimizer=adamw", *args.overrides]  # fmt: skip
-    cfg = _compose(overrides, Path(tempfile.gettempdir()) / "glsim_bench_regimes")
+    cfg = compose_train(overrides, Path(tempfile.gettempdir()) / "glsim_bench_regimes")
     net = GLSimLitModule(**module_kwargs(cfg, [str(i) for i in range(args.classes)])).net.to(args.device).train()
     optimizer = build_optimizer(net, OmegaConf.to_container(cfg.optim, resolve=True), {})
     return net, optimizer, param_counts(net)[0]
@@ -112,7 +112,9 @@ def _gpu_memory(net: nn.Module, step: Any) -> dict[str, float]:
 
 def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     """One row per (method, regime): trainable parameters, img/s and ms/step (interleaved), memory."""
-    regimes, rows = args.regimes.split(","), []
+    from glsim_pl.models.finetune import REGIMES
+
+    regimes, rows = list(REGIMES) if args.regimes == "all" else args.regimes.split(","), []
     for method in args.methods.split(","):
         built = {r: build_regime(args, method, r) for r in regimes}
         steps = {r: step_fn(net, opt, args.batch, args.size, args.classes, args.device) for r, (net, opt, _) in
