@@ -44,9 +44,9 @@ bench-model: $(STAMP) ## cost table (throughput, latency, memory, selector FLOPs
 bench-train: $(STAMP) ## the real Lightning training loop's img/s, GPU busy share, MFU vs the bare loop -> bench_results/train
 	$(PY) -m glsim_pl.bench train --out bench_results/train
 
-bench-regimes: $(STAMP) ## each finetune regime's training img/s and memory as ratios to full, interleaved (CPU: ViT-S/16 224, ~3 min) -> bench_results/regimes
-	$(PY) -m glsim_pl.bench train --regimes all --model vit_s16 --size 224 --batch 8 \
-		--methods vit --warmup 1 --steps 2 --rounds 3 --device cpu --out bench_results/regimes $(ARGS)
+bench-regimes: $(STAMP) ## each finetune regime's training img/s and memory as ratios to full, interleaved (CPU: ViT-Ti/16 224, a few minutes) -> bench_results/regimes
+	$(PY) -m glsim_pl.bench train --regimes all --model vit_t16 --size 224 --batch 8 \
+		--methods vit --warmup 1 --steps 1 --rounds 9 --device cpu --out bench_results/regimes $(ARGS)
 
 bench-gate: $(STAMP) ## adaptive GLSim: measured vs analytic cost per second-pass share (ViT-Ti/16 224; GPU: ARGS="--backbone vit_base_patch16_224")
 	$(PY) -m glsim_pl.bench gate $(ARGS)

@@ -1,4 +1,4 @@
-"""What a fine-tuning regime costs to train: ``python -m glsim_pl.bench train --regimes full,linear,lora,dora,vpt``.
+"""What a fine-tuning regime costs to train: ``python -m glsim_pl.bench train --regimes all``.
 
 Every regime's classifier is built from the real configs (``model=``, ``method=``, ``finetune=<regime>``, random init)
 with the optimizer training builds (``training.optim.build_optimizer``, only the parameters that train), and its bare
@@ -7,7 +7,8 @@ process, in alternation (full, linear, lora, ..., full, linear, ...): load on th
 ratios to ``full`` come from one run. Memory per regime: on CUDA the peak allocated during the steps above what the
 built model and optimizer hold (``torch.cuda.max_memory_allocated``); on CPU each regime runs its steps in a child
 process of its own, which reports its peak resident set (``resource.getrusage``) and the rise of that peak over the
-resident set of the built model before its first step.
+resident set after one forward pass without gradients (it leaves the kernel libraries' buffers and the allocator's
+arenas in place, so what remains is what training adds: activations kept for backward, gradients, optimizer state).
 """
 
 from __future__ import annotations
@@ -15,16 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-
-from glsim_pl.analysis.timing import interleaved_median_seconds
 
 __all__ = ["build_regime", "main", "render_regimes", "step_fn"]
 
@@ -76,6 +77,8 @@ def _memory_child(args: argparse.Namespace, method: str, regime: str) -> dict[st
     """In this (child) process: build one regime, run its steps, report the peak resident set."""
     net, optimizer, _ = build_regime(args, method, regime)
     step = step_fn(net, optimizer, args.batch, args.size, args.classes, args.device)
+    with torch.no_grad():  # the kernel libraries' buffers and the allocator's arenas exist before the baseline
+        net(torch.randn(args.batch, 3, args.size, args.size))
     idle = _rss_now_mib()
     for _ in range(max(2, args.warmup + 1)):  # the optimizer's state exists after the first step
         step()
@@ -110,6 +113,21 @@ def _gpu_memory(net: nn.Module, step: Any) -> dict[str, float]:
     return {"peak_alloc_mib": round(peak / 2**20, 1), "step_mib": round((peak - held) / 2**20, 1)}
 
 
+def _interleaved_rounds(steps: dict[str, Any], rounds: int, per_window: int, device: str) -> dict[str, list[float]]:
+    """Seconds of ``per_window`` steps of each regime in every round, the regimes in alternation."""
+    sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            sync()
+            start = time.perf_counter()
+            for _ in range(per_window):
+                step()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
 def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     """One row per (method, regime): trainable parameters, img/s and ms/step (interleaved), memory."""
     from glsim_pl.models.finetune import REGIMES
@@ -121,18 +139,18 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
                  built.items()}  # fmt: skip
         memory = {r: (_gpu_memory(built[r][0], steps[r]) if args.device != "cpu" else _cpu_memory(args, method, r))
                   for r in regimes}  # fmt: skip
-        for _ in range(args.warmup):  # interleaved_median_seconds adds one untimed call of each
+        for _ in range(args.warmup + 1):  # untimed: peft's first call, the allocator's first pages
             for step in steps.values():
                 step()
-
-        def window(step: Any) -> Any:
-            return lambda: [step() for _ in range(args.steps)]
-
-        seconds = interleaved_median_seconds({r: window(s) for r, s in steps.items()}, repeats=args.rounds)
+        times = _interleaved_rounds(steps, args.rounds, args.steps, args.device)
+        full = times.get("full")
         for regime in regimes:
-            ms = 1e3 * seconds[regime] / args.steps
+            ms = 1e3 * statistics.median(times[regime]) / args.steps
+            # each round's full / regime time: two windows timed seconds apart, so a burst of other load on the
+            # machine that spans rounds cancels out; the median over rounds drops the rounds it hit unevenly
+            speedup = statistics.median(f / t for f, t in zip(full, times[regime], strict=True)) if full else None
             rows.append({"method": method, "regime": regime, "trainable": built[regime][2], "ms_per_step": ms,
-                         "img_s": args.batch / (ms / 1e3), **memory[regime]})  # fmt: skip
+                         "img_s": args.batch / (ms / 1e3), "speedup": speedup, **memory[regime]})  # fmt: skip
         del built, steps
     return rows
 
@@ -145,7 +163,7 @@ def render_regimes(rows: list[dict[str, Any]], header: str) -> str:
     for r in rows:
         base = full.get(r["method"])
         peak = r.get("peak_rss_mib", r.get("peak_alloc_mib"))
-        speed = f"{r['img_s'] / base['img_s']:.2f}" if base else "n/a"
+        speed = f"{r['speedup']:.2f}" if r.get("speedup") else "n/a"
         mem = (
             f"{r['step_mib'] / base['step_mib']:.2f}" if base and r.get("step_mib") and base.get("step_mib") else "n/a"
         )
@@ -169,7 +187,8 @@ def main(args: argparse.Namespace) -> None:
     device = torch.cuda.get_device_name() if args.device != "cpu" else f"CPU, {torch.get_num_threads()} threads"
     header = (f"device: {device}; torch {torch.__version__}; model {'tiny' if args.tiny else args.model} (random "
               f"init), {args.size} px, batch {args.batch}, fp32, AdamW; median of {args.rounds} interleaved rounds of "
-              f"{args.steps} steps after {args.warmup + 1} untimed; memory: {memory}")  # fmt: skip
+              f"{args.steps} step(s) after {args.warmup + 1} untimed; img/s / full: median over the rounds of each "
+              f"round's ratio; memory: {memory}")  # fmt: skip
     text = render_regimes(rows, header)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)

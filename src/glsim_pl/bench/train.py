@@ -14,8 +14,8 @@ other ``--dataset`` is used as configured (add ``dataset.root=...`` among the tr
     python -m glsim_pl.bench train                                   # ViT-B/16, 224, batch 8, glsim+vit, eager+compiled
     python -m glsim_pl.bench train --batch 32 --size 448 -- trainer.precision=16-mixed
     python -m glsim_pl.bench train --tiny --device cpu --compile eager   # CPU smoke run
-    python -m glsim_pl.bench train --regimes all --model vit_s16 --methods vit \\
-        --warmup 1 --steps 2 --rounds 3 --device cpu    # each regime's cost, ratios to full (make bench-regimes)
+    python -m glsim_pl.bench train --regimes all --model vit_t16 --methods vit \\
+        --warmup 1 --steps 1 --rounds 9 --device cpu    # each regime's cost, ratios to full (make bench-regimes)
 """
 
 from __future__ import annotations
