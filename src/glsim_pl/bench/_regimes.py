@@ -146,8 +146,8 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
         full = times.get("full")
         for regime in regimes:
             ms = 1e3 * statistics.median(times[regime]) / args.steps
-            # each round's full / regime time: two windows timed seconds apart, so a burst of other load on the
-            # machine that spans rounds cancels out; the median over rounds drops the rounds it hit unevenly
+            # each round's full / regime time: two windows timed within seconds of each other, so load on the
+            # machine that lasts longer cancels out; the median over rounds drops the rounds a short burst hit
             speedup = statistics.median(f / t for f, t in zip(full, times[regime], strict=True)) if full else None
             rows.append({"method": method, "regime": regime, "trainable": built[regime][2], "ms_per_step": ms,
                          "img_s": args.batch / (ms / 1e3), "speedup": speedup, **memory[regime]})  # fmt: skip
