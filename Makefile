@@ -44,6 +44,10 @@ bench-model: $(STAMP) ## cost table (throughput, latency, memory, selector FLOPs
 bench-train: $(STAMP) ## the real Lightning training loop's img/s, GPU busy share, MFU vs the bare loop -> bench_results/train
 	$(PY) -m glsim_pl.bench train --out bench_results/train
 
+bench-regimes: $(STAMP) ## each finetune regime's training img/s and memory as ratios to full, interleaved (CPU: ViT-Ti/16 224, a few minutes) -> bench_results/regimes
+	$(PY) -m glsim_pl.bench train --regimes all --model vit_t16 --size 224 --batch 8 \
+		--methods vit --warmup 1 --steps 1 --rounds 9 --device cpu --out bench_results/regimes $(ARGS)
+
 bench-gate: $(STAMP) ## adaptive GLSim: measured vs analytic cost per second-pass share (ViT-Ti/16 224; GPU: ARGS="--backbone vit_base_patch16_224")
 	$(PY) -m glsim_pl.bench gate $(ARGS)
 
@@ -65,7 +69,7 @@ gpu-check: ## on one GPU, no venv (after gpu-bundle): parity, bench train/forwar
 	PYTHONPATH=$(CURDIR)/$(GPU_DIR)/site:$(CURDIR)/src $(GPU_PY) -m glsim_pl.bench gpu_check --out $(or $(OUT),gpu_report) \
 		$(if $(SECTIONS),--sections $(SECTIONS))
 
-.PHONY: bench-train bench-gate gpu-bundle gpu-check
+.PHONY: bench-train bench-regimes bench-gate gpu-bundle gpu-check
 
 eval: $(STAMP) ## test a checkpoint (ours, official or hf-hub:...): make eval CKPT=path [DATASET=cub]
 	$(PY) -m glsim_pl.eval $(if $(DATASET),dataset=$(DATASET)) ckpt_path=$(CKPT)
@@ -108,6 +112,25 @@ smoke-reproduce: $(STAMP) ## both stages on the synthetic set with a tiny model 
 		--seeds $(SEEDS) $(if $(LR),--lr $(LR)) -- $(ARGS)
 
 .PHONY: reproduce-table smoke-reproduce $(REPRO_TARGETS)
+
+# -- foundation backbones: 5 backbones x {full, linear, lora} x {vit, glsim} x SEEDS, each with its family's recipe
+# (conf/recipe/<model preset>.yaml) -> one table with the GLSim - ViT delta per backbone x regime (docs/foundation.md)
+FOUNDATION_MODELS ?= vit_b16,dinov2_b14_reg,clip_b16,siglip2_b16,dinov3_b16
+FOUNDATION_REGIMES ?= full,linear,lora
+foundation_run = $(PY) -m glsim_pl.train -m experiment=$(1) model=$(FOUNDATION_MODELS) finetune=$(FOUNDATION_REGIMES) \
+	method=vit,glsim seed=$(2) hydra.sweep.dir=$(3) $(ARGS); code=$$?; \
+	$(PY) -m glsim_pl.aggregate $(3) --out $(4) --name $(5) --pair method=vit --formats "" && exit $$code
+
+foundation: $(STAMP) ## which regime, does GLSim help, per backbone: make foundation DATASET=cub -> results/foundation_<dataset>.md
+	$(call foundation_run,foundation dataset=$(or $(DATASET),cub),$(SEEDS),multirun/foundation/$(or $(DATASET),cub)/$(RUN_ID),$(RESULTS),foundation_$(or $(DATASET),cub))
+
+# a check, not a result: tiny random-init variants of every family on the synthetic set, into a new temporary folder
+SMOKE_SEEDS ?= 1
+SMOKE_FOUNDATION_DIR ?= $(or $(TMPDIR),/tmp)/glsim-smoke-foundation-$(RUN_ID)
+smoke-foundation: $(STAMP) ## make foundation with tiny random-init backbones on the synthetic set (CPU, minutes) -> $TMPDIR/glsim-smoke-foundation-<now>/
+	$(call foundation_run,smoke_foundation,$(SMOKE_SEEDS),$(SMOKE_FOUNDATION_DIR)/runs,$(SMOKE_FOUNDATION_DIR),smoke_foundation)
+
+.PHONY: foundation smoke-foundation
 
 # -- packaging: the wheel (conf/ inside) and the lowest supported versions -----------------------------------------
 MIN_VENV ?= .venv-min

@@ -114,16 +114,18 @@ def _name(done: list[dict[str, Any]], sweep_dir: Path) -> str:
 
 def aggregate(sweep_dir: str | Path, out_dir: str | Path = "results", name: str | None = None,
               formats: Sequence[str] = ("png",), metric: str = METRIC, baseline: str | None = None,
-              quiet: bool = False, include: Sequence[str] | None = None) -> list[Path]:  # fmt: skip
+              quiet: bool = False, include: Sequence[str] | None = None,
+              pair: str | None = None) -> list[Path]:  # fmt: skip
     """Write ``<out_dir>/<name>.md``, ``.csv``, ``.tex`` and the figure (one per format in ``formats``; none when
     empty); print the Markdown table; return the paths. ``name``: default the common experiment, else the task name,
-    else the folder's name."""
+    else the folder's name. ``pair``: ``key=value`` pairs; each row's Δ is against the row with the same other
+    settings and these values (``method=vit``: GLSim - ViT per backbone x regime) instead of one baseline."""
     formats = check_formats(formats) if formats else []
     sweep_dir = Path(sweep_dir)
     done, failed = load_jobs(sweep_dir, metric, include)
     done, repeats = one_per_seed(done)  # a seed run twice (re-run, resumed) is one result, not two seeds
     missing = missing_seeds(done, failed)
-    keys, rows = build_rows(done, metric, baseline)
+    keys, rows = build_rows(done, metric, baseline, pair)
     name = name or _name(done, sweep_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

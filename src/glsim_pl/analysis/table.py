@@ -16,11 +16,14 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
+from glsim_pl.analysis.protocol_text import protocol_text, split_protocols
+
 __all__ = ["Job", "build_rows", "one_per_seed", "render_csv", "render_latex", "render_markdown", "setting_of"]
 
 Job = dict[str, Any]
 _NOT_SETTINGS = ("seed", "hydra.", "paths.", "logger", "callbacks", "trainer.enable_", "ckpt_path", "task_name", "tags")
 _ABSENT = "—"
+_NOT_CSV = ("label", "by_seed", "base_seeds")  # row entries that are not CSV columns
 
 
 def setting_of(job: Job) -> dict[str, str]:
@@ -75,20 +78,21 @@ def _pct(job: Job, key: str) -> float | None:
     return None if value is None else 100.0 * float(value)
 
 
-def _protocol_text(protocol: dict[str, Any]) -> str:
-    train, select = protocol.get("train_split", "?"), protocol.get("selection_split", "?")
-    return f"train: {train}; select: {select}; test: {protocol.get('test_split', '?')}; {protocol.get('epochs')} ep"
-
-
-def build_rows(jobs: list[Job], metric: str = "test/acc1", baseline: str | None = None) -> tuple[list[str], list[dict]]:
+def build_rows(jobs: list[Job], metric: str = "test/acc1", baseline: str | None = None,
+               pair: str | None = None) -> tuple[list[str], list[dict]]:  # fmt: skip
     """(setting keys that differ between rows, rows). ``baseline``: ``key=value`` pairs (space separated) naming the
-    baseline row; None picks the ``method=vit`` row when there is exactly one. Δ = row mean - baseline mean."""
+    baseline row; None picks the ``method=vit`` row when there is exactly one. Δ = row mean - baseline mean.
+    ``pair``: ``key=value`` pairs instead of one baseline: each row is compared with the row that has the same
+    labels but these values (``method=vit``: every backbone x regime gets its own GLSim - ViT Δ)."""
     groups: dict[tuple, list[Job]] = defaultdict(list)
     for job in jobs:
         groups[tuple(sorted(setting_of(job).items()))].append(job)
     keys = sorted({k for job in jobs for k in setting_of(job)})
     labels = {g: {k: dict(g).get(k) or _config_value(members[0], k) for k in keys} for g, members in groups.items()}
     differing = [k for k in keys if len({lab[k] for lab in labels.values()}) > 1]
+    if pair:  # the command line's order (backbone, regime), the compared setting last
+        given = {k: n for n, k in enumerate(dict.fromkeys(k for job in jobs for k in setting_of(job)))}
+        differing = sorted(differing, key=lambda k: (k in _pairs(pair), given[k]))
     rows = []
     for g, members in groups.items():
         by_seed = {_seed_key(j): v for j in members if (v := _pct(j, metric)) is not None}
@@ -108,14 +112,18 @@ def build_rows(jobs: list[Job], metric: str = "test/acc1", baseline: str | None 
             "gflops": cost[0].get("gflops"),
             "img_s": statistics.fmean(img_s) if img_s else None,
             "paper_acc1": paper.get("acc1"), "paper_std": paper.get("std"),
-            "protocol": _protocol_text(members[0].get("protocol", {})),
+            "protocol": protocol_text(members[0].get("protocol", {}), members[0].get("config")),
+            "trainable": members[0].get("metrics", {}).get("params/trainable"),
             "wall_time_s": round(sum(j.get("wall_time_s", 0.0) for j in members), 1),
         })  # fmt: skip
-    base = _baseline_row(rows, baseline)
+    bases = _paired_rows(rows, pair) if pair else {id(r): _baseline_row(rows, baseline) for r in rows}
     for row in rows:
-        row["baseline"] = row is base
+        base = bases.get(id(row))
+        row["paired"] = bool(pair)
+        row["baseline"] = row is base or (bool(pair) and _matches(row, pair))
         row["delta"], row["delta_seeds"] = None, ""
         row["delta_paper"] = row["acc1_mean"] - row["paper_acc1"] if row["paper_acc1"] is not None else None
+        row["base_seeds"] = None if base is None or row is base else _seeds(base)
         if base is None or row is base:
             continue
         common = sorted(set(row["by_seed"]) & set(base["by_seed"]), key=_seed_order)
@@ -160,6 +168,32 @@ def _baseline_row(rows: list[dict], baseline: str | None) -> dict | None:
     return vit[0] if len(vit) == 1 else None
 
 
+def _pairs(spec: str) -> dict[str, str]:
+    return dict(p.partition("=")[::2] for p in spec.split())
+
+
+def _matches(row: dict, spec: str) -> bool:
+    return all(row["label"].get(k, row["setting"]) == v for k, v in _pairs(spec).items())
+
+
+def _paired_rows(rows: list[dict], pair: str) -> dict[int, dict | None]:
+    """Row id -> the row with the same labels except the ``pair`` keys, which take the ``pair`` values (or None)."""
+    want = _pairs(pair)
+    if not any(_matches(r, pair) for r in rows):
+        from glsim_pl.errors import UserError
+
+        labels = sorted({f"{k}={r['label'].get(k, '?')}" for r in rows for k in want})
+        raise UserError(f"--pair {pair!r} matches no row; the rows have {', '.join(labels)}")
+    by_label = {tuple(sorted({**r["label"], **want}.items())): r for r in rows if _matches(r, pair)}
+    return {id(r): by_label.get(tuple(sorted({**r["label"], **want}.items()))) for r in rows}
+
+
+def _params(value: float | None) -> str:
+    if value is None:
+        return _ABSENT
+    return f"{value / 1e6:.2f} M" if value >= 1e5 else f"{value / 1e3:.1f} k"
+
+
 def _pm(mean: float | None, std: float | None, digits: int = 2) -> str:
     if mean is None:
         return "n/a"
@@ -175,15 +209,20 @@ def _cells(keys: list[str], rows: list[dict]) -> tuple[list[str], list[list[str]
     any_paper = any(r["paper_acc1"] is not None for r in rows)
     any_img_s = any(r["img_s"] for r in rows)
     any_base = any(r["baseline"] for r in rows)
-    protocols = {r["protocol"] for r in rows}
+    any_params = any(r.get("trainable") is not None for r in rows)
+    show_protocol = len({r["protocol"] for r in rows}) > 1 or any(r.get("paired") for r in rows)
     header = [*(keys or ["setting"]), "n", "top-1 (%)", "macro top-1 (%)", "GFLOPs/img"]
+    header += ["trainable params"] * any_params
     header += ["fit img/s"] * any_img_s + ["Δ top-1"] * any_base + ["paper (%)", "Δ paper"] * any_paper
-    header += ["protocol"] * (len(protocols) > 1)
+    header += ["protocol"] * show_protocol
+    own_protocol = split_protocols(rows)[1]
     table = []
     for r in rows:
         cells = [r["label"][k] for k in keys] if keys else [r["setting"]]
         cells += [str(r["n"]), _pm(r["acc1_mean"], r["acc1_std"]), _pm(r["acc1_macro_mean"], r["acc1_macro_std"])]
         cells.append(_gflops(r["gflops"]))
+        if any_params:
+            cells.append(_params(r.get("trainable")))
         if any_img_s:
             cells.append(f"{r['img_s']:.1f}" if r["img_s"] else _ABSENT)
         if any_base:
@@ -192,27 +231,32 @@ def _cells(keys: list[str], rows: list[dict]) -> tuple[list[str], list[list[str]
             paper = r["paper_acc1"] is not None
             cells += [_pm(r["paper_acc1"], r["paper_std"]) if paper else _ABSENT,
                       f"{r['delta_paper']:+.2f}" if r["delta_paper"] is not None else _ABSENT]  # fmt: skip
-        if len(protocols) > 1:
-            cells.append(r["protocol"])
+        if show_protocol:
+            cells.append(own_protocol[id(r)] or _ABSENT)
         table.append(cells)
     return header, table
 
 
 def _notes(rows: list[dict], failed: list[Job], missing: list[str], metric: str, repeats: list[str]) -> list[str]:
     lines = [f"top-1: `{metric}`, mean ± sample std over the n seeds of a row; GFLOPs: analytic, per image."]
-    if any(r["baseline"] for r in rows):
+    if any(r.get("paired") for r in rows):
+        lines.append("Δ top-1: per row, mean over the seeds both have of (row - its baseline), the baseline being the "
+                     "row with the same other settings marked `baseline`.")  # fmt: skip
+    elif any(r["baseline"] for r in rows):
         lines.append("Δ top-1: mean over the seeds the row and the baseline both have of (row - baseline).")
-    base = next((r for r in rows if r["baseline"]), None)
     for r in rows:
-        if not r["baseline"] and base is not None and set(r["by_seed"]) != set(base["by_seed"]):
+        if r.get("base_seeds") is not None and _seeds(r) != r["base_seeds"]:
             over = f"over seeds {r['delta_seeds']} only" if r["delta_seeds"] else "n/a: no seed in common"
-            lines.append(f"Seed sets differ: {r['setting']} has seeds {_seeds(r)}, the baseline {_seeds(base)}; "
+            lines.append(f"Seed sets differ: {r['setting']} has seeds {_seeds(r)}, the baseline {r['base_seeds']}; "
                          f"its Δ is {over}.")  # fmt: skip
+    if any(r.get("trainable") is not None for r in rows):
+        lines.append("trainable params: parameters the optimizer updates (`params/trainable` of the job's record).")
     if any(r["img_s"] for r in rows):
         lines.append("fit img/s: training images / fit wall time (validation included), as recorded by the job.")
-    protocols = {r["protocol"] for r in rows}
-    if len(protocols) == 1:
-        lines.append(f"Protocol (every row): {protocols.pop()}.")
+    common = split_protocols(rows)[0]
+    if common:
+        lines.append(f"Protocol (every row): {'; '.join(common)}" + ("." if len({r['protocol'] for r in rows}) == 1
+                     else "; the protocol column shows the rest."))  # fmt: skip
     if repeats:
         lines += ["", "Seeds with more than one result (each counted once):", ""]
         lines += [f"- {line}" for line in repeats]
@@ -250,13 +294,16 @@ def render_latex(keys: list[str], rows: list[dict]) -> str:
 def render_csv(keys: list[str], rows: list[dict]) -> str:
     """Raw numbers, one row per setting (the label keys as columns)."""
     fields = [*keys, "setting", "n", "seeds", "acc1_mean", "acc1_std", "acc1_macro_mean", "acc1_macro_std", "gflops",
-              "img_s", "baseline", "delta", "delta_seeds", "paper_acc1", "paper_std", "delta_paper", "protocol",
-              "wall_time_s"]  # fmt: skip
+              "img_s", "trainable", "baseline", "delta", "delta_seeds", "paper_acc1", "paper_std", "delta_paper",
+              "protocol", "wall_time_s"]  # fmt: skip
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for r in rows:
         writer.writerow(
-            {**r["label"], **{k: ("" if v is None else v) for k, v in r.items() if k not in ("label", "by_seed")}}
+            {
+                **r["label"],
+                **{k: ("" if v is None else v) for k, v in r.items() if k not in _NOT_CSV},
+            }
         )
     return buffer.getvalue()

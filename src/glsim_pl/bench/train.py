@@ -14,6 +14,8 @@ other ``--dataset`` is used as configured (add ``dataset.root=...`` among the tr
     python -m glsim_pl.bench train                                   # ViT-B/16, 224, batch 8, glsim+vit, eager+compiled
     python -m glsim_pl.bench train --batch 32 --size 448 -- trainer.precision=16-mixed
     python -m glsim_pl.bench train --tiny --device cpu --compile eager   # CPU smoke run
+    python -m glsim_pl.bench train --regimes all --model vit_t16 --methods vit \\
+        --warmup 1 --steps 1 --rounds 9 --device cpu    # each regime's cost, ratios to full (make bench-regimes)
 """
 
 from __future__ import annotations
@@ -30,11 +32,10 @@ from typing import Any
 
 import torch
 
-from glsim_pl.config.locate import CONFIG_DIR
+from glsim_pl.bench._compose import compose_train
 
 __all__ = ["framework_ratio", "main", "parts_table", "render"]
 
-CONF_DIR = Path(CONFIG_DIR)  # the checkout's conf/ or the copy inside an installed wheel
 TINY = ["model=vit_tiny_scratch", "model.backbone_kwargs={patch_size: 8, embed_dim: 32, depth: 2, num_heads: 2}"]
 
 
@@ -58,22 +59,6 @@ def _overrides(args: argparse.Namespace, method: str, compiled: bool, probe_out:
     ]  # fmt: skip
 
 
-def _compose(overrides: list[str], output_dir: Path) -> Any:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.paths.output_dir = cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.job.num, cfg.hydra.job.id = 0, "bench"
-    HydraConfig.instance().set_config(cfg)
-    return cfg
-
-
 def run_one(args: argparse.Namespace, method: str, compiled: bool, out: Path) -> dict[str, Any]:
     """One Lightning fit with the probe (the bare-loop windows run inside it), then the model's FLOPs per step."""
     from glsim_pl.bench._train_probe import matmul_peak_tflops, train_step_flops
@@ -85,7 +70,7 @@ def run_one(args: argparse.Namespace, method: str, compiled: bool, out: Path) ->
     # a fresh run folder of the bench's own each time (a training run refuses a folder holding an earlier one)
     work = Path(tempfile.mkdtemp(prefix=f"{method}_{'compiled' if compiled else 'eager'}_", dir=out.parent))
     probe_out = work / "probe.json"
-    cfg = _compose(_overrides(args, method, compiled, probe_out), work)
+    cfg = compose_train(_overrides(args, method, compiled, probe_out), work)
     try:
         train(cfg)
         row: dict[str, Any] = {"method": method, "compiled": compiled, **json.loads(probe_out.read_text())}
@@ -172,6 +157,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("bench_results/train"))
     p.add_argument("--timeout", type=int, default=900, help="seconds per (method, compile) run")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: method:compiled, run in this process
+    p.add_argument(
+        "--regimes",
+        default=None,
+        help="comma list of finetune regimes, or all: bare training steps of each, "
+        "timed in alternation, img/s and memory as ratios to full (glsim_pl.bench._regimes)",
+    )
+    p.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)  # internal: method:regime, a memory child
     p.add_argument("overrides", nargs="*", help="Hydra overrides for every run (after --)")
     return p
 
@@ -181,6 +173,11 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.device != "cpu" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda but no CUDA device is visible (use --device cpu --tiny for a smoke run)")
+    if args.regimes or args.memory_of:  # what each fine-tuning regime costs, not the Lightning loop
+        from glsim_pl.bench import _regimes
+
+        _regimes.main(args)
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     if args.one:
         method, compiled = args.one.split(":")

@@ -121,6 +121,7 @@ def _check_section(prefix: str, section: Any, ranges: dict[str, dict[str, Any]])
 def validate_values(cfg: DictConfig) -> None:
     """Sizes, counts, fractions, probabilities, learning rates and smoothing of ``dataset``, ``optim`` and ``augs``
     within their ranges, and a resize no smaller than the crop -- before any data, weights or checkpoint is read."""
+    _check_recipe(cfg)  # first: optim.lr of a recipe reads the regime's entry
     dataset = cfg.get("dataset")
     if dataset is not None:  # before the plain range: this says what the value would do
         size, factor = dataset.get("image_size"), dataset.get("resize_factor")
@@ -146,6 +147,20 @@ def validate_values(cfg: DictConfig) -> None:
     optim = cfg.get("optim")
     if optim is not None and optim.get("optimizer") is not None:
         _choice("optim.optimizer", optim.get("optimizer"), ("sgd", "adamw"))
+
+
+def _check_recipe(cfg: DictConfig) -> None:
+    """A recipe (``recipe=<preset>``) names its learning rate and stochastic depth per fine-tuning regime."""
+    recipe, finetune = cfg.get("recipe"), cfg.get("finetune")
+    if recipe is None or finetune is None:
+        return
+    regime = finetune.get("regime", "full")
+    for key in ("lr", "drop_path"):
+        table = recipe.get(key)
+        if table is not None and regime not in table:
+            raise UserError(f"finetune={regime}: recipe {recipe.get('name')!r} has no recipe.{key} for this regime "
+                            f"(it has {', '.join(table)}); add recipe.{key}.{regime}=<value> or pick another "
+                            "recipe")  # fmt: skip
 
 
 def validate_predict(cfg: DictConfig) -> None:
