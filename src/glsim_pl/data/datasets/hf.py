@@ -39,7 +39,7 @@ from glsim_pl.errors import UserError
 from glsim_pl.utils.logging import RankedLogger
 
 # HFImageSource, decode_image_bytes, check_image_bytes and the column names live in hf_images / hf_columns;
-# they stay importable from here, where other code and older configs name them
+# they stay importable from here, the module other code, tests and run configs name
 __all__ = [
     "BOX_FORMATS",
     "BOX_NAMES",

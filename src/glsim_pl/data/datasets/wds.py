@@ -30,10 +30,10 @@ from glsim_pl.errors import UserError
 from glsim_pl.utils.logging import RankedLogger
 
 # expand_urls, ShardStream, decode_sample and IMAGE_EXTS live in wds_shards / wds_stream / wds_samples; they stay
-# importable from here, where other code and older configs name them
+# importable from here, the module other code, tests and run configs name
 __all__ = ["FORMAT", "IMAGE_EXTS", "INFO_FILE", "ShardStream", "WDSDataModule", "decode_sample", "expand_urls"]
 
-_EpochLoader = EpochLoader  # its earlier name, still imported by older code
+_EpochLoader = EpochLoader  # its name before the split, which tests import from here
 
 log = RankedLogger(__name__)
 
