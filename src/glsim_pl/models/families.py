@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from glsim_pl.errors import UserError
 from glsim_pl.models.attention import attention_modules
+from glsim_pl.models.finetune import has_prompts
 from glsim_pl.models.selectors import SelectorSpec, get_selector, selector_names
 
 __all__ = [
@@ -51,7 +52,7 @@ def selector_problem(spec: SelectorSpec, encoder: nn.Module) -> str | None:
     """Why ``spec`` cannot run on ``encoder`` (one phrase), or None when it can."""
     if not spec.records_attention:
         return None
-    if int(getattr(encoder, "vpt_tokens", 0)) > 0:
+    if has_prompts(encoder):
         return "reads attention maps, and finetune=vpt adds prompt tokens to them"
     if not has_cls_token(encoder):
         pool = getattr(encoder, "global_pool", "")

@@ -309,15 +309,10 @@ class ViTClassifier(nn.Module):
         x = feats.tokens[:, 0]
         return x if pre_logits else self.head(x)
 
-    def forward(self, images: Tensor) -> GLSimOutput:
-        """images (B, 3, H, W) -> GLSimOutput(logits (B, K), None, None)."""
-        if self.tta != "none" and not self.training:
-            return with_tta(self._forward, images, self.tta)
-        return self._forward(images)
-
     def _forward(self, images: Tensor) -> GLSimOutput:
         return GLSimOutput(self.forward_head(self.forward_features(images)), None, None)
 
+    forward = GLSim.forward  # images (B, 3, H, W) -> GLSimOutput(logits (B, K), None, None); tta at eval
     no_weight_decay = GLSim.no_weight_decay
     set_grad_checkpointing = GLSim.set_grad_checkpointing
 

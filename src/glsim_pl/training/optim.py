@@ -56,16 +56,22 @@ def warmup_cosine(step: int, total: int, lr: float, warmup_steps: int, warmup_lr
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
 
 
+def decay_exempt(net: nn.Module) -> Callable[[str, nn.Parameter], bool]:
+    """Whether a named parameter of ``net`` skips weight decay: biases, norms and timm's ``no_weight_decay`` names."""
+    skip = net.no_weight_decay() if hasattr(net, "no_weight_decay") else set()
+    return lambda name, param: param.ndim <= 1 or name in skip
+
+
 def param_groups(net: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """[decayed, not decayed] trainable parameters; biases, norms and timm's ``no_weight_decay`` names not decayed.
 
     The order is part of the checkpoint format: optimizer states are stored per group index.
     """
-    skip = net.no_weight_decay() if hasattr(net, "no_weight_decay") else set()
+    exempt = decay_exempt(net)
     decay, no_decay = [], []
     for name, param in net.named_parameters():
         if param.requires_grad:
-            (no_decay if param.ndim <= 1 or name in skip else decay).append(param)
+            (no_decay if exempt(name, param) else decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -88,7 +94,7 @@ def layer_decay_groups(net: nn.Module, weight_decay: float, lr: float, decay: fl
     (the peak LR, the one the progress lines show) first."""
     depth = len(net.encoder.blocks)
     by_layer: dict[int, list[dict[str, Any]]] = {}
-    skip = net.no_weight_decay() if hasattr(net, "no_weight_decay") else set()
+    exempt = decay_exempt(net)
     for name, param in net.named_parameters():
         if not param.requires_grad:
             continue
@@ -97,7 +103,7 @@ def layer_decay_groups(net: nn.Module, weight_decay: float, lr: float, decay: fl
             {"params": [], "weight_decay": weight_decay, "lr": lr * decay ** (depth + 1 - layer)},
             {"params": [], "weight_decay": 0.0, "lr": lr * decay ** (depth + 1 - layer)},
         ])  # fmt: skip
-        groups[1 if param.ndim <= 1 or name in skip else 0]["params"].append(param)
+        groups[1 if exempt(name, param) else 0]["params"].append(param)
     return [g for layer in sorted(by_layer, reverse=True) for g in by_layer[layer] if g["params"]]
 
 
