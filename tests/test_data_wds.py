@@ -20,7 +20,7 @@ from glsim_pl.config.instantiate import instantiate
 from glsim_pl.data.datasets.wds import ShardStream, decode_sample
 from glsim_pl.errors import UserError
 from tests.helpers.configs import TINY
-from tests.helpers.data_trees import birds
+from tests.helpers.data_trees import N_TRAIN, birds, folder, write_image
 
 
 def _dm(make_cfg, *overrides: str):
@@ -67,6 +67,26 @@ def test_convert_round_trip_keeps_images_labels_boxes_and_trains(make_cfg, tmp_p
     metrics = train(make_cfg(*TINY, "dataset=wds", f"dataset.root={out}", "dataset.batch_size=4", "logger=none",
                              tiny=False, output_dir=tmp_path / "run"))  # fmt: skip
     assert 0.0 <= metrics["test/acc1"] <= 1.0 and metrics["best_ckpt"]  # checkpointed on the val shards
+
+
+def test_convert_keeps_a_given_val_split(tmp_path: Path, capsys) -> None:
+    """A folder dataset with its own val folder: the val shards hold those images (they follow train in the source)."""
+    from glsim_pl.dataset import main
+
+    tree = folder(tmp_path, separate_test=True)
+    val_dir = tmp_path / "mine_val"
+    val_files = [write_image(val_dir / c / f"v{k}.jpg", 200 + k) for c in tree.class_names for k in (0, 1)]
+    out = tmp_path / "mine-wds"
+    main(["convert", *tree.overrides, f"dataset.root={tree.root}", f"dataset.num_classes={tree.num_classes}",
+          f"dataset.val_root={val_dir}", f"dataset.check_cache_dir={tmp_path / 'check'}", "--to", "wds",
+          "--out", str(out), "--shard-size", "4", "--no-progress"])  # fmt: skip
+    assert f"train {3 * N_TRAIN} in" in capsys.readouterr().out
+    info = json.loads((out / "info.json").read_text())
+    stream = ShardStream([str(out / s) for s in info["splits"]["val"]["shards"]], transform=None)
+    got = [decode_sample(s, None, False) for s in stream.raw()]  # a folder dataset has no boxes
+    assert sorted(label for _, label, _ in got) == [0, 0, 1, 1, 2, 2]
+    want = sorted(np.asarray(Image.open(f).convert("RGB")).tobytes() for f in val_files)
+    assert sorted(np.asarray(image).tobytes() for image, _, _ in got) == want
 
 
 def _write_shards(folder: Path, shards: int, per_shard: int) -> list[str]:

@@ -96,12 +96,12 @@ def write_shards(datamodule: FGVCDataModule, out: Path, shard_size: int, progres
                         "dataset.cache=off")  # fmt: skip
     datamodule.setup()  # the splits a training run uses: protocol, val rule and the data check applied
     splits: Splits = datamodule.splits
-    plan = {"train": (splits.train, datamodule.data_train.indices), "val": (splits.train, datamodule.data_val.indices),
-            "test": (splits.test, datamodule.data_test.indices)}  # fmt: skip
+    views = {"train": datamodule.data_train, "val": datamodule.data_val, "test": datamodule.data_test}
+    plan = {split: (view.source, view.indices) for split, view in views.items()}  # a given val split: train + val
     partial = out.with_name(out.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)  # an earlier interrupted convert
-    has_boxes = all(getattr(s, "boxes", None) is not None for s in (splits.train, splits.test))
+    has_boxes = all(getattr(source, "boxes", None) is not None for source, _ in plan.values())
     info: dict[str, Any] = {"format": FORMAT, "class_names": list(splits.class_names), "splits": {},
                             "has_boxes": has_boxes}  # fmt: skip
     total = sum(len(idx) for _, idx in plan.values())
