@@ -133,3 +133,22 @@ def test_data_check_command_skips_what_is_not_an_image(tmp_path: Path, capsys: p
     (tmp_path / "oak" / "._1.jpg").write_bytes(b"\x00\x05\x16\x07" + bytes(60))
     main([str(tmp_path), "--no-cache"])
     assert capsys.readouterr().out == ""  # no file reported bad
+
+
+def test_data_info_counts_a_given_val_split(tmp_path: Path, capsys) -> None:
+    """glsim-data info reads the splits as training does: the given val folder is val, nothing carved from train."""
+    import json
+
+    from glsim_pl.dataset import main
+
+    tree = folder(tmp_path, separate_test=True)
+    for c in tree.class_names:
+        for k in (0, 1):
+            write_image(tmp_path / "mine_val" / c / f"v{k}.jpg", 200 + k)
+    base = [*tree.overrides, f"dataset.root={tree.root}", f"dataset.num_classes={tree.num_classes}",
+            f"dataset.val_root={tmp_path / 'mine_val'}"]  # fmt: skip
+    main(["info", *base])
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["splits"] == {"train": 3 * N_TRAIN, "val": 6, "test": 3 * N_TEST} and shown["val_split"] == "given"
+    main(["info", *base, "dataset.protocol=paper"])
+    assert json.loads(capsys.readouterr().out)["splits"] == {"train": 3 * N_TRAIN + 6, "val": 0, "test": 3 * N_TEST}

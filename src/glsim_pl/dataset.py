@@ -55,8 +55,9 @@ def _info(datamodule: Any) -> dict[str, Any]:
         out["boxes"] = bool(datamodule.shard_info.get("has_boxes"))
     else:
         splits = datamodule.splits
-        train, val = datamodule.train_val_indices(splits.train)
+        _, train, val = datamodule.train_val_split()  # a given val split and the protocol, as training reads them
         out["splits"] = {"train": len(train), "val": len(val), "test": len(splits.test)}
+        out["val_split"] = datamodule.val_split
         out["boxes"] = getattr(splits.test, "boxes", None) is not None
     out["first_classes"] = list(datamodule.class_names[:5])
     return out

@@ -324,12 +324,10 @@ class FGVCDataModule(L.LightningDataModule):
         """Only checks files; never downloads."""
         self.check()
 
-    def setup(self, stage: str | None = None) -> None:
-        """Build the three splits once."""
-        if self.data_train is not None:
-            return
-        self.check()
-        train_src, test_src, val_src = self.splits.train, self.splits.test, self.splits.val
+    def train_val_split(self) -> tuple[Dataset, list[int], list[int]]:
+        """(train source, train indices, val indices) under the protocol, and ``val_split`` saying where val comes
+        from: a given val split joins the train source after train, else val is the format's own or carved."""
+        train_src, val_src = self.splits.train, self.splits.val
         if val_src is not None:  # selection on the given val split; it is never carved from train
             train_idx = list(range(len(train_src)))
             val_idx = list(range(len(train_src), len(train_src) + len(val_src)))
@@ -343,6 +341,15 @@ class FGVCDataModule(L.LightningDataModule):
             train_idx, val_idx = list(range(len(train_src))), []  # a given val split is fitted on too
             given = ": the given val split is trained on)" if val_src else ")"
             self.val_split = f"none (protocol={self.protocol}{given}"
+        return train_src, train_idx, val_idx
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the three splits once."""
+        if self.data_train is not None:
+            return
+        self.check()
+        test_src = self.splits.test
+        train_src, train_idx, val_idx = self.train_val_split()
         self._finish_batch = resolve_device_normalize(self.device_normalize, self.trainer, self.augs)
         augs = self.effective_augs()
         train_tf = build_train_transform(self.image_size, self.resize_size, augs, self.mean, self.std,
