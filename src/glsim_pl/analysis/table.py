@@ -18,7 +18,16 @@ from typing import Any
 
 from glsim_pl.analysis.protocol_text import protocol_text, split_protocols
 
-__all__ = ["Job", "build_rows", "one_per_seed", "render_csv", "render_latex", "render_markdown", "setting_of"]
+__all__ = [
+    "Job",
+    "build_rows",
+    "format_params",
+    "one_per_seed",
+    "render_csv",
+    "render_latex",
+    "render_markdown",
+    "setting_of",
+]
 
 Job = dict[str, Any]
 _NOT_SETTINGS = ("seed", "hydra.", "paths.", "logger", "callbacks", "trainer.enable_", "ckpt_path", "task_name", "tags")
@@ -156,8 +165,7 @@ def _seed_order(seed: str) -> tuple:
 
 def _baseline_row(rows: list[dict], baseline: str | None) -> dict | None:
     if baseline:
-        want = dict(p.partition("=")[::2] for p in baseline.split())
-        found = [r for r in rows if all(r["label"].get(k, r["setting"]) == v for k, v in want.items())]
+        found = [r for r in rows if _matches(r, baseline)]
         if len(found) != 1:
             from glsim_pl.errors import UserError
 
@@ -188,7 +196,8 @@ def _paired_rows(rows: list[dict], pair: str) -> dict[int, dict | None]:
     return {id(r): by_label.get(tuple(sorted({**r["label"], **want}.items()))) for r in rows}
 
 
-def _params(value: float | None) -> str:
+def format_params(value: float | None) -> str:
+    """A parameter count as the tables print it: 5.56 M, 38.6 k."""
     if value is None:
         return _ABSENT
     return f"{value / 1e6:.2f} M" if value >= 1e5 else f"{value / 1e3:.1f} k"
@@ -222,7 +231,7 @@ def _cells(keys: list[str], rows: list[dict]) -> tuple[list[str], list[list[str]
         cells += [str(r["n"]), _pm(r["acc1_mean"], r["acc1_std"]), _pm(r["acc1_macro_mean"], r["acc1_macro_std"])]
         cells.append(_gflops(r["gflops"]))
         if any_params:
-            cells.append(_params(r.get("trainable")))
+            cells.append(format_params(r.get("trainable")))
         if any_img_s:
             cells.append(f"{r['img_s']:.1f}" if r["img_s"] else _ABSENT)
         if any_base:

@@ -7,7 +7,10 @@ from typing import Any
 
 from glsim_pl.config.locate import CONFIG_DIR  # the checkout's conf/ or the copy inside an installed wheel
 
-__all__ = ["compose_train"]
+__all__ = ["TINY", "compose_train"]
+
+# --tiny: a random-init 2-block ViT of width 32 in place of the named model
+TINY = ["model=vit_tiny_scratch", "model.backbone_kwargs={patch_size: 8, embed_dim: 32, depth: 2, num_heads: 2}"]
 
 
 def compose_train(overrides: list[str], output_dir: Path) -> Any:

@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from glsim_pl.analysis.table import format_params
+
 __all__ = ["build_regime", "main", "render_regimes", "step_fn"]
 
 
@@ -34,14 +36,13 @@ def build_regime(args: argparse.Namespace, method: str, regime: str) -> tuple[nn
     """(classifier, optimizer, trainable parameters) of one regime, from the composed configs."""
     from omegaconf import OmegaConf
 
-    from glsim_pl.bench._compose import compose_train
+    from glsim_pl.bench._compose import TINY, compose_train
     from glsim_pl.config.groups import module_kwargs
     from glsim_pl.models.finetune import param_counts
     from glsim_pl.training.module import GLSimLitModule
     from glsim_pl.training.optim import build_optimizer
 
-    model = ["model=vit_tiny_scratch", "model.backbone_kwargs={patch_size: 8, embed_dim: 32, depth: 2, num_heads: 2}"]
-    overrides = [*(model if args.tiny else [f"model={args.model}", "model.pretrained=false"]), f"method={method}",
+    overrides = [*(TINY if args.tiny else [f"model={args.model}", "model.pretrained=false"]), f"method={method}",
                  f"finetune={regime}", f"dataset.num_classes={args.classes}", f"dataset.image_size={args.size}",
                  "optim.optimizer=adamw", *args.overrides]  # fmt: skip
     cfg = compose_train(overrides, Path(tempfile.gettempdir()) / "glsim_bench_regimes")
@@ -169,7 +170,7 @@ def render_regimes(rows: list[dict[str, Any]], header: str) -> str:
         )
         shown = f"{peak:.0f}" if peak is not None else f"failed: {r.get('error', '?')}"
         step = f"{r['step_mib']:.0f}" if r.get("step_mib") is not None else "n/a"
-        params = f"{r['trainable'] / 1e6:.2f} M" if r["trainable"] >= 1e5 else f"{r['trainable'] / 1e3:.1f} k"
+        params = format_params(r["trainable"])
         lines.append(f"| {r['method']} | {r['regime']} | {params} | {r['img_s']:.1f} "
                      f"| {r['ms_per_step']:.0f} | {speed} | {shown} | {step} | {mem} |")  # fmt: skip
     return "\n".join(lines)

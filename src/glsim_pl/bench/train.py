@@ -32,11 +32,9 @@ from typing import Any
 
 import torch
 
-from glsim_pl.bench._compose import compose_train
+from glsim_pl.bench._compose import TINY, compose_train
 
 __all__ = ["framework_ratio", "main", "parts_table", "render"]
-
-TINY = ["model=vit_tiny_scratch", "model.backbone_kwargs={patch_size: 8, embed_dim: 32, depth: 2, num_heads: 2}"]
 
 
 def _overrides(args: argparse.Namespace, method: str, compiled: bool, probe_out: Path) -> list[str]:
