@@ -21,25 +21,11 @@ __all__ = ["load_datamodule", "main"]
 
 def load_datamodule(overrides: list[str]) -> Any:
     """The dataset module ``glsim-train <overrides>`` would build (the train config composed with them)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
+    from glsim_pl.config.compose import compose_train
     from glsim_pl.config.groups import transform_augs
     from glsim_pl.config.instantiate import instantiate
-    from glsim_pl.config.locate import CONFIG_DIR
 
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
-            cfg = compose("train", overrides=overrides, return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)  # paths resolve as in a run (${hydra:runtime.cwd})
-    except (HydraException, OmegaConfBaseException) as exc:
-        raise UserError(f"glsim-data: bad overrides {' '.join(overrides)} ({str(exc).splitlines()[0]})") from None
-    finally:
-        GlobalHydra.instance().clear()
+    cfg = compose_train(overrides, what="glsim-data: bad overrides")  # paths resolve as in a run
     return instantiate(cfg.dataset, augs=transform_augs(cfg))
 
 

@@ -182,23 +182,11 @@ def reproduce(
 
 def _effective_batch(experiment: str, extra: list[str]) -> int:
     """The effective batch (per-device batch x devices x accumulation) the experiment's runs train with."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
     from glsim_pl.analysis.run_record import protocol
-    from glsim_pl.config.locate import CONFIG_DIR
+    from glsim_pl.config.compose import compose_train
 
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(version_base="1.3", config_dir=CONFIG_DIR):
-            cfg = compose("train", overrides=[f"experiment={experiment}", *extra])
-    except (HydraException, OmegaConfBaseException) as exc:
-        raise UserError(f"--protocol vpt: cannot compose experiment={experiment} {' '.join(extra)} to read its batch "
-                        f"size ({str(exc).splitlines()[0]})") from None  # fmt: skip
-    finally:
-        GlobalHydra.instance().clear()
+    what = "--protocol vpt: cannot compose, to read its batch size,"
+    cfg = compose_train([f"experiment={experiment}", *extra], what=what)
     return int(protocol(cfg)["effective_batch_size"])
 
 
