@@ -32,6 +32,7 @@ from glsim_pl.data.datasets.hf_images import (
     check_image_bytes,
     column_values,
     decode_image_bytes,
+    stored_image,
 )
 from glsim_pl.data.datasets.hf_loading import dataset_provenance, load_dataset_dict
 from glsim_pl.data.image_io import decode_image
@@ -123,10 +124,10 @@ class HFDataModule(FGVCDataModule):
         kept = []
         for row, value in zip(rows, column_values(table, cell.column, rows), strict=True):
             try:
-                if isinstance(value, dict) and value.get("bytes") is None and value.get("path"):
-                    decode_image(value["path"], self.max_image_pixels)
+                path, data = stored_image(value)
+                if path:
+                    decode_image(path, self.max_image_pixels)
                 else:
-                    data = value.get("bytes") if isinstance(value, dict) else value
                     if not isinstance(data, bytes | bytearray | None):
                         raise UserError(f"{cell.where(row)}: expected image bytes, found {type(data).__name__}")
                     check_image_bytes(bytes(data or b""), cell.where(row), full, self.max_image_pixels)

@@ -77,22 +77,34 @@ class ImageCell:
     def where(self, row: int) -> str:
         return f"split '{self.split}', row {row}, column '{self.column}'"
 
-    def read(self, row: int, max_pixels: int | None, draft: int | None) -> tuple[Image.Image, tuple[int, int]]:
-        value = self.table[row][self.column]
-        if isinstance(value, dict) and value.get("bytes") is None and value.get("path"):
-            return decode_image(value["path"], max_pixels, draft)  # an Image feature that points to a local file
-        data = value.get("bytes") if isinstance(value, dict) else value
+    def payload(self, row: int) -> tuple[str | None, Any]:
+        """The row's stored image: (local file path, None) or (None, the cell's bytes as stored)."""
+        return stored_image(self.table[row][self.column])
+
+    def read(self, row: int, max_pixels: int | None, draft: int | None,
+             payload: tuple[str | None, Any] | None = None) -> tuple[Image.Image, tuple[int, int]]:  # fmt: skip
+        path, data = payload or self.payload(row)
+        if path:
+            return decode_image(path, max_pixels, draft)  # an Image feature that points to a local file
         if not isinstance(data, bytes | bytearray | None):
             raise UserError(f"{self.where(row)}: expected image bytes, found {type(data).__name__}")
         return decode_image_bytes(bytes(data or b""), self.where(row), max_pixels, draft)
 
-    def read_plain_jpeg(self, row: int) -> torch.Tensor | None:
+    @staticmethod
+    def read_plain_jpeg(payload: tuple[str | None, Any]) -> torch.Tensor | None:
         """A plain JPEG cell as a (3, H, W) uint8 tensor, as an image file's (:mod:`glsim_pl.data.jpeg`); else None."""
-        value = self.table[row][self.column]
-        if isinstance(value, dict) and value.get("bytes") is None and value.get("path"):
-            return read_plain_jpeg(value["path"])
-        data = value.get("bytes") if isinstance(value, dict) else value
+        path, data = payload
+        if path:
+            return read_plain_jpeg(path)
         return decode_plain_jpeg(data) if isinstance(data, bytes) and data else None
+
+
+def stored_image(value: Any) -> tuple[str | None, Any]:
+    """An image cell's value as (local file path, None) for an Image feature that points to a file, else (None, the
+    stored bytes, or whatever the cell holds instead)."""
+    if isinstance(value, dict) and value.get("bytes") is None and value.get("path"):
+        return value["path"], None
+    return None, (value.get("bytes") if isinstance(value, dict) else value)
 
 
 class HFImageSource(Dataset):
@@ -115,8 +127,11 @@ class HFImageSource(Dataset):
         return len(self.rows)
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int, Box | None]:
+        return self._item(index)
+
+    def _item(self, index: int, payload: tuple[str | None, Any] | None = None) -> tuple[Image.Image, int, Box | None]:
         cell, row = self.rows[index]
-        image, stored = cell.read(row, self.max_pixels, self.draft)
+        image, stored = cell.read(row, self.max_pixels, self.draft, payload)
         box = self.boxes[index] if self.boxes is not None else None
         scale = max(image.size) / max(stored)  # a draft decode is smaller than the stored image
         if box is not None and scale != 1:
@@ -127,10 +142,11 @@ class HFImageSource(Dataset):
         """``self[index]``, with a plain JPEG as a (3, H, W) uint8 tensor: the same pixels and the same decoder as
         an image file's fast path (``ImageFileList.fast_item``), so parquet reads no slower than files."""
         cell, row = self.rows[index]
+        payload = cell.payload(row)  # one Arrow read, for the fast path and the fallback
         within_limit = self.max_pixels is None or self.max_pixels >= PLAIN_JPEG_MAX_PIXELS
-        if self.draft is None and within_limit and (image := cell.read_plain_jpeg(row)) is not None:
+        if self.draft is None and within_limit and (image := cell.read_plain_jpeg(payload)) is not None:
             return image, self.targets[index], self.boxes[index] if self.boxes is not None else None
-        return self[index]
+        return self._item(index, payload)
 
 
 def column_values(table: Any, column: str, rows: list[int], chunk: int = 1024) -> Iterator[Any]:

@@ -42,8 +42,7 @@ def _image_bytes(source: Any, index: int) -> tuple[bytes, str]:
         return data, {"jpeg": "jpg", "tiff": "tif"}.get(fmt, fmt)
     if isinstance(source, HFImageSource):
         cell, row = source.rows[index]
-        value = cell.table[row][cell.column]
-        data = value.get("bytes") if isinstance(value, dict) else value
+        _, data = cell.payload(row)
         if data:
             with Image.open(io.BytesIO(data)) as image:
                 fmt = (image.format or "png").lower()
