@@ -36,7 +36,14 @@ from pathlib import Path
 from typing import Any
 
 from glsim_pl.analysis.aggregate import METRIC, aggregate, load_jobs
-from glsim_pl.analysis.lr_search import VPT_LR_GRID, VPT_WD_GRID, choose_lr_wd, lr_wd_section, scaled_lr
+from glsim_pl.analysis.lr_search import (
+    VPT_LR_GRID,
+    VPT_WD_GRID,
+    best_point,
+    choose_lr_wd,
+    lr_wd_section,
+    scaled_lr,
+)
 from glsim_pl.errors import UserError, user_message
 
 __all__ = ["GRID", "SELECT", "choose_lr", "gpu_hours", "main", "reproduce"]
@@ -50,10 +57,7 @@ ROWS = ("cub", "nabirds", "inat17", "dogs", "pets", "flowers", "food", "vegfru",
 
 def choose_lr(results: dict[float, float]) -> float:
     """The LR with the best validation top-1; ties -> the smaller LR."""
-    if not results:
-        raise UserError("stage 1 gave no validation result (every LR run failed); see the runs' train.log")
-    best = max(results.values())
-    return min(lr for lr, acc in results.items() if acc == best)
+    return best_point(results)
 
 
 def _multirun(overrides: list[str], sweep_dir: Path) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 
 from glsim_pl.errors import UserError
 
-__all__ = ["VPT_LR_GRID", "VPT_WD_GRID", "choose_lr_wd", "lr_wd_section", "scaled_lr"]
+__all__ = ["VPT_LR_GRID", "VPT_WD_GRID", "best_point", "choose_lr_wd", "lr_wd_section", "scaled_lr"]
 
 # VPT's grid for linear probing and prompts (tune_fgvc.py); full fine-tuning there searches {0.005, 0.001, 0.0005,
 # 0.0001}: pass it with --lr-grid
@@ -25,13 +25,18 @@ def scaled_lr(base_lr: float, effective_batch: int) -> float:
     return base_lr * effective_batch / 256
 
 
-def choose_lr_wd(results: dict[tuple[float, float], float]) -> tuple[float, float]:
-    """The (lr, weight decay) with the best validation top-1; ties -> the smaller LR, then the smaller decay."""
+def best_point(results: dict[Any, float], runs: str = "LR") -> Any:
+    """The grid point (an LR, or an (lr, weight decay) tuple) with the best validation top-1; ties -> the smallest
+    point (the smaller LR, then the smaller decay). ``runs`` names the grid in the error when every run failed."""
     if not results:
-        raise UserError("stage 1 gave no validation result (every LR / weight-decay run failed); see the runs' "
-                        "train.log")  # fmt: skip
+        raise UserError(f"stage 1 gave no validation result (every {runs} run failed); see the runs' train.log")
     best = max(results.values())
     return min(point for point, acc in results.items() if acc == best)
+
+
+def choose_lr_wd(results: dict[tuple[float, float], float]) -> tuple[float, float]:
+    """The (lr, weight decay) with the best validation top-1; ties -> the smaller LR, then the smaller decay."""
+    return best_point(results, "LR / weight-decay")
 
 
 def lr_wd_section(chosen: dict[str, dict[str, Any]], lr_grid: tuple[float, ...], wd_grid: tuple[float, ...],
