@@ -31,7 +31,7 @@ from glsim_pl.config.run_dir import upgrade_target
 from glsim_pl.config.validate import validate_config
 from glsim_pl.data.verify import write_removed_files
 from glsim_pl.errors import UserError, exit_on_user_error, user_message
-from glsim_pl.models.finetune import param_counts
+from glsim_pl.models.finetune import check_finetune, param_counts
 from glsim_pl.training.checkpointing import AtomicCheckpointIO, check_checkpoint_readable, resume_steps
 from glsim_pl.training.module import GLSimLitModule
 from glsim_pl.training.run_guard import (
@@ -167,9 +167,9 @@ def _train(cfg: DictConfig, started: Callable[[], None] | None = None) -> dict[s
         datamodule.device_normalize = "true" if cuda else "false"
     datamodule.setup("fit")  # the data check of every split, before the model is built
     module = GLSimLitModule(**module_kwargs(cfg, datamodule.class_names))
-    trainable, total = param_counts(module.net)
-    regime = (cfg.get("finetune") or {}).get("regime", "full")
-    log.info(f"parameters: {trainable:,} trainable of {total:,} (finetune={regime})")
+    params = param_counts(module.net)  # (trainable, total)
+    regime = check_finetune(cfg.get("finetune"))["regime"]
+    log.info(f"parameters: {params[0]:,} trainable of {params[1]:,} (finetune={regime})")
     resolve_trainer_precision(cfg)
     prepare_classifier(module.net, cfg.get("compile"), cfg.get("compile_mode"), cuda, int(datamodule.batch_size))
     loggers = instantiate_collection(cfg.get("logger"))
@@ -206,16 +206,18 @@ def _train(cfg: DictConfig, started: Callable[[], None] | None = None) -> dict[s
         last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
         # the file holding the tested weights (the model card shows test/* for that file only)
         metrics["tested_ckpt"] = best or (last if cfg.get("train", True) and last and Path(last).is_file() else "")
-    metrics.update(_input_metrics(cfg, datamodule, module))
+    metrics.update(_input_metrics(cfg, datamodule, module, params))
     write_run_record(cfg, trainer, metrics, time.perf_counter() - start, fit_seconds, start_step)  # for aggregate
     _summary(cfg, trainer, metrics)
     finish_trackers(trainer.loggers)  # the next job of a sweep (same process) gets its own W&B run
     return metrics
 
 
-def _input_metrics(cfg: DictConfig, datamodule: Any, module: GLSimLitModule) -> dict[str, float]:
+def _input_metrics(
+    cfg: DictConfig, datamodule: Any, module: GLSimLitModule, params: tuple[int, int]
+) -> dict[str, float]:
     """Files the data check removed per split (listed in removed_files.csv), the share of pretrained tensors and the
-    trainable / total parameter counts."""
+    (trainable, total) parameter counts ``params`` counted at the start."""
     out: dict[str, float] = {}
     check = getattr(datamodule, "data_check", None)
     if check is not None:
@@ -223,7 +225,7 @@ def _input_metrics(cfg: DictConfig, datamodule: Any, module: GLSimLitModule) -> 
         listed = write_removed_files(check, Path(cfg.paths.output_dir))
         if listed is not None:
             log.info(f"files left out by the data check: {listed}")
-    out["params/trainable"], out["params/total"] = (float(n) for n in param_counts(module.net))
+    out["params/trainable"], out["params/total"] = (float(n) for n in params)
     share = getattr(module.net.encoder, "pretrained_share", None)
     if share is not None:
         out["pretrained/loaded_share"] = float(share)
