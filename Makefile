@@ -20,6 +20,9 @@ install: $(STAMP) ## create .venv (if missing) and install the package with dev 
 train: $(STAMP) ## the embedded default: GLSim on the synthetic fine-grained set, CPU, a few minutes
 	$(PY) -m glsim_pl.train
 
+synthetic-backbone: $(STAMP) ## re-make the default's pretrained tiny ViT (src/glsim_pl/backbones/, CPU, about 2 minutes)
+	$(PY) -m glsim_pl.pretrain_synthetic
+
 test: $(STAMP) ## the fast test suite (CPU, a few minutes)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not slow"
 
@@ -146,7 +149,7 @@ test-min: wheel ## opt-in: a separate venv with the lowest supported torch/torch
 
 .PHONY: wheel test-min
 
-.PHONY: help install train test test-full smoke lint format bench bench-model eval gate-sweep export predict
+.PHONY: help install train synthetic-backbone test test-full smoke lint format bench bench-model eval gate-sweep export predict
 
 # -- interactive demo in the browser (the [demo] extra: Gradio) ----------------------------------------------------
 DEMO_STAMP := $(VENV)/.installed-demo
