@@ -10,7 +10,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "glsim_pl"
 
-COMMANDS = {"train", "eval", "predict", "export", "visualize", "demo", "aggregate", "reproduce", "dataset"}
+COMMANDS = {"train", "eval", "predict", "export", "visualize", "demo", "aggregate", "reproduce", "dataset",
+            "pretrain_synthetic"}  # fmt: skip
 TOP_LEVEL = COMMANDS | {"errors", "__init__"}
 # package -> the glsim_pl packages it may import besides itself and errors (bottom of the stack first)
 MAY_IMPORT = {

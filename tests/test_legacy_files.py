@@ -70,6 +70,7 @@ def test_old_run_folder_resumes_with_ckpt_path_last(tmp_path: Path) -> None:
         "-m",
         "glsim_pl.train",
         *overrides,
+        "method.top_o=8",  # the synthetic default's top-O when this folder was written (now 4): a resume must match it
         "trainer.max_epochs=2",
         "logger=csv",
         "ckpt_path=last",

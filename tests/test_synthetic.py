@@ -65,8 +65,7 @@ def _pale_share_inside_the_box(data: SyntheticFGVC, count: int = 20) -> float:
 
 
 def test_in_the_default_look_the_bird_is_the_only_pale_region(make_cfg) -> None:
-    # A from-scratch ViT's CLS token is closest to its flattest, least saturated patches (docs/synthetic.md): the
-    # default keeps those on the bird, so the crop box lands on the evidence. The marking look does the opposite.
+    # The pale bird is the one region unlike the rest: its box is the evidence the crop box is compared with.
     cfg = make_cfg(tiny=False).dataset
     options = dict(image_px=cfg.image_px, body_sat=cfg.body_sat, body_frac=tuple(cfg.body_frac),
                    clutter=tuple(cfg.clutter), margin=cfg.margin)  # fmt: skip

@@ -31,7 +31,7 @@ def test_bad_model_arguments_fail_with_one_message(make_cfg, override: str, expe
 def test_valid_configs_pass(make_cfg) -> None:
     validate_config(make_cfg())
     validate_config(make_cfg("method.top_o=16"))
-    validate_config(make_cfg("method=vit", "+method.top_o=0"))  # the plain ViT has no crop: top_o is unused
+    validate_config(make_cfg("method=vit", "++method.top_o=0"))  # the plain ViT has no crop: top_o is unused
 
 
 def test_patch_size_from_kwargs_or_timm_name() -> None:

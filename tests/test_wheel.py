@@ -55,6 +55,7 @@ def test_wheel_console_scripts_run_outside_the_checkout(tmp_path: Path) -> None:
     wheel = build_wheel(tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
     assert "glsim_pl/conf/train.yaml" in names and "glsim_pl/conf/dataset/synthetic.yaml" in names
+    assert "glsim_pl/backbones/synthetic_vit_tiny.safetensors" in names  # the default's pretrained backbone
     assert not any(n.startswith("glsim_pl/conf/local/") and n.endswith(".yaml") for n in names)
     venv = fresh_venv(tmp_path, wheel)
     bin_dir = venv / "bin"
@@ -76,7 +77,7 @@ def test_wheel_console_scripts_run_outside_the_checkout(tmp_path: Path) -> None:
         "+trainer.limit_test_batches=1", "logger=none")  # fmt: skip
     (ckpt,) = [p for p in work.glob("outputs/*/*/checkpoints/*.ckpt") if p.name != "last.ckpt"]
     record = torch.load(ckpt, map_location="cpu", weights_only=True)["preprocessing"]
-    assert (record["input_size"], record["resize_size"]) == (48, 64)  # the embedded default: 48 px, 1.34
+    assert (record["input_size"], record["resize_size"]) == (64, 85)  # the embedded default: 64 px, 1.34
 
     run(str(bin_dir / "glsim-eval"), f"ckpt_path={ckpt}", "eval.cost=false", "logger=none")
     (metrics,) = (ckpt.parents[1] / "eval" / ckpt.stem).glob("*/eval_metrics.json")
@@ -89,4 +90,4 @@ def test_wheel_console_scripts_run_outside_the_checkout(tmp_path: Path) -> None:
         Image.fromarray(rng.integers(0, 255, (60, 90, 3), dtype=np.uint8)).save(photos / f"p{i}.png")
     run(str(bin_dir / "glsim-predict"), f"ckpt_path={ckpt}", "input=photos", "output=preds")
     rows = list(csv.DictReader((work / "preds" / "predictions.csv").open()))
-    assert len(rows) == 2 and all(not r["error"] and float(r["x2"]) <= 90 and int(r["input_x2"]) <= 48 for r in rows)
+    assert len(rows) == 2 and all(not r["error"] and float(r["x2"]) <= 90 and int(r["input_x2"]) <= 64 for r in rows)

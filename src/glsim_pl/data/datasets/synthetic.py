@@ -5,10 +5,10 @@ bird's hue (``num_classes`` hues, ``hue_step`` apart). Two looks (``evidence``):
 
 - ``body`` (the default): the whole bird is pale (saturation ``body_sat``) in its class hue, on a saturated ground
   covered with saturated clutter of random hues. The bird is the evidence, and its box (``boxes``) is what the crop
-  box is compared with. A from-scratch ViT's global-local similarity ranks the flat, pale body patches above the busy
-  saturated ones, so GLSim's crop lands on the bird (docs/synthetic.md).
+  box is compared with. Where the selector looks depends on the backbone, not on this set: the default's backbone is
+  pretrained so that the bird's patch tokens resemble its CLS (docs/synthetic.md).
 - ``marking``: a grey-brown bird on a grey ground with grey clutter, and a small saturated marking of the class hue on
-  a random side of the body. The marking is the evidence, but the selector ranks it *last* (docs/synthetic.md).
+  a random side of the body. The marking is the evidence.
 
 ``decoys`` adds pale (``body``) or saturated (``marking``) discs of other classes' hues away from the bird.
 Flips keep the class; colour augmentations change the hue, so they are not label-preserving and the data module
@@ -95,8 +95,9 @@ class SyntheticFGVC(Dataset):
         return (x1, y1, x1 + w, y1 + h), rng.uniform(-0.15, 0.15)
 
     def class_name(self, label: int) -> str:
-        """``hue_0.12`` style names."""
-        return f"hue_{label * self.hue_step:.2f}"
+        """``hue_0.12`` style names (three decimals when the step needs them: ``hue_0.045``)."""
+        digits = 2 if float(round(self.hue_step * 100, 9)).is_integer() else 3
+        return f"hue_{label * self.hue_step:.{digits}f}"
 
     def __len__(self) -> int:
         return self.size
