@@ -229,5 +229,6 @@ def write_examples(out_dir: str | Path, options: dict | None = None, labels: tup
             top = int(np.clip((y1 + y2) / 2 - side / 3, 0, side - 2 * side // 3))
             image, name = image.crop((0, top, side, top + 2 * side // 3)), name + "_wide"
         written.append(out / f"{name}.jpg")
-        image.save(written[-1], quality=90)
+        # full-resolution colour: neighbouring classes differ by a few RGB levels, which 4:2:0 chroma subsampling moves
+        image.save(written[-1], quality=95, subsampling=0)
     return written
