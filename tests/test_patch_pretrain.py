@@ -90,8 +90,11 @@ def test_the_command_writes_a_backbone_the_model_preset_loads(tmp_path, capsys) 
 
 def test_the_command_refuses_a_dataset_without_boxes_it_draws(tmp_path) -> None:
     with pytest.raises(UserError, match="dataset must be synthetic"):
-        pretrain(["dataset=cub", "dataset.root=" + str(tmp_path), *TINY_ENCODER], tmp_path / "b.safetensors", 1, 8,
+        pretrain(["dataset=cub", "dataset.root=" + str(tmp_path), *TINY_ENCODER], tmp_path / "b.safetensors", 1, 40,
                  PatchPretrainConfig(epochs=1))  # fmt: skip
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(UserError, match=r"--size 8 / --epochs 1: expected at least one batch \(32 images\)"):
+        pretrain(TINY_ENCODER, tmp_path / "b.safetensors", 1, 8, PatchPretrainConfig(epochs=1))
     assert not list(tmp_path.iterdir())
 
 

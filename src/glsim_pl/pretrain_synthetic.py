@@ -53,6 +53,9 @@ def _tensors(data_module, split: str) -> tuple[torch.Tensor, torch.Tensor, torch
 def pretrain(
     overrides: list[str], out: Path, data_seed: int, size: int, config: PatchPretrainConfig, hue_step: float = 0.1
 ) -> dict:
+    if size < config.batch_size or config.epochs < 1:
+        raise UserError(f"pretrain_synthetic: --size {size} / --epochs {config.epochs}: expected at least one batch "
+                        f"({config.batch_size} images) and one epoch")  # fmt: skip
     cfg = compose_train(overrides, what="pretrain_synthetic: bad overrides")
     target = str(cfg.dataset.get("_target_", ""))
     if target.rsplit(".", 1)[-1] != SyntheticDataModule.__name__:
