@@ -123,6 +123,7 @@ def _plan(args: argparse.Namespace, out: Path) -> list[tuple[str, str, list[str]
                  "--workers", "0"]  # fmt: skip
         fwd, crop = ["--backbone", "vit_tiny_patch16_224", "--size", "64", "--repeats", "1"], ["--size", "64"]
         tiny_run = [
+            "model=vit_tiny_scratch",  # a narrower ViT than the default's pretrained one: from scratch
             "model.backbone_kwargs={patch_size: 8, embed_dim: 32, depth: 1, num_heads: 2}",
             "dataset.train_size=40",
             "dataset.test_size=10",
