@@ -29,7 +29,7 @@ def test_default_is_the_synthetic_embedded_run(make_cfg) -> None:
     cfg = make_cfg(tiny=False)
     assert cfg.dataset._target_.endswith("SyntheticDataModule")
     assert cfg.model.backbone == "vit_tiny_patch16_224" and cfg.model.pretrained is True
-    assert cfg.model.pretrained_file == "glsim_pl:backbones/synthetic_vit_tiny.safetensors"  # ships in the package
+    assert cfg.model.pretrained_file == "synthetic:pretrained"  # built on first use, cached by its settings
     assert (cfg.dataset.image_size, cfg.method.top_o, cfg.method.box_rule) == (64, 4, "inclusive")
     assert cfg.callbacks.model_checkpoint.monitor == "val/acc1"
 

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import timm
 import torch
 from safetensors import safe_open
 
+from glsim_pl.config.synthetic_backbone import MARKER, Pretraining, backbone_path, build_backbone, resolve_backbone
 from glsim_pl.errors import UserError
 from glsim_pl.models.encoder import create_encoder
-from glsim_pl.models.weights import weights_path
-from glsim_pl.pretrain_synthetic import DEFAULT_OUT, main, pretrain
+from glsim_pl.pretrain_synthetic import main
 from glsim_pl.training.patch_pretrain import (
     PatchPretrainConfig,
     _flip,
@@ -83,34 +84,41 @@ def test_the_command_writes_a_backbone_the_model_preset_loads(tmp_path, capsys) 
     with safe_open(str(out), "pt") as f:
         record = json.loads(f.metadata()["glsim_pl_pretrain"])
     assert record["data_seed"] == 1 and record["images"] == 40 and record["look"]["num_classes"] == 4
+    assert record["look"]["hue_step"] == 0.015  # the run's look is recorded; the pretraining classes are coarser
+    assert record["hue_step"] == 0.1 and record["loop"]["epochs"] == 1
     encoder = create_encoder("vit_tiny_patch16_224", 32, pretrained_file=str(out),
                              backbone_kwargs=dict(patch_size=8, embed_dim=32, depth=2, num_heads=2))  # fmt: skip
     assert encoder.pretrained_share == 1.0
 
 
-def test_the_command_refuses_a_dataset_without_boxes_it_draws(tmp_path) -> None:
+def test_bad_sizes_and_a_dataset_without_boxes_are_one_line(tmp_path) -> None:
+    cub = compose_cfg(["dataset=cub", "dataset.root=" + str(tmp_path), *TINY_ENCODER], tmp_path / "run")
     with pytest.raises(UserError, match="dataset must be synthetic"):
-        pretrain(["dataset=cub", "dataset.root=" + str(tmp_path), *TINY_ENCODER], tmp_path / "b.safetensors", 1, 40,
-                 PatchPretrainConfig(epochs=1))  # fmt: skip
-    assert not list(tmp_path.iterdir())
+        build_backbone(cub, tmp_path / "b.safetensors", Pretraining(images=40, loop=PatchPretrainConfig(epochs=1)))
+    synthetic = compose_cfg(TINY_ENCODER, tmp_path / "run")
     with pytest.raises(UserError, match=r"--size 8 / --epochs 1: expected at least one batch \(32 images\)"):
-        pretrain(TINY_ENCODER, tmp_path / "b.safetensors", 1, 8, PatchPretrainConfig(epochs=1))
-    assert not list(tmp_path.iterdir())
+        build_backbone(synthetic, tmp_path / "b.safetensors", Pretraining(images=8, loop=PatchPretrainConfig(epochs=1)))
+    assert not (tmp_path / "b.safetensors").exists()
 
 
-def test_the_shipped_backbone_is_the_defaults_and_matches_its_look(tmp_path) -> None:
-    cfg = compose_cfg([], tmp_path / "run")
-    assert weights_path(cfg.model.pretrained_file) == DEFAULT_OUT and DEFAULT_OUT.is_file()
-    with safe_open(str(DEFAULT_OUT), "pt") as f:
-        record = json.loads(f.metadata()["glsim_pl_pretrain"])
-    look = {k: list(v) if isinstance(v, tuple) else v for k, v in record["look"].items()}
-    assert look.pop("hue_step") * look["num_classes"] == pytest.approx(1.0)  # coarse: hues around the whole wheel
-    assert cfg.dataset.hue_step * cfg.dataset.num_classes < 0.2  # the default's classes: fine, unseen in pretraining
-    for key, value in look.items():  # a change of the default look must come with a re-made backbone
-        expected = cfg.dataset[key]
-        assert (list(expected) if not isinstance(expected, (int, float, str)) else expected) == value, key
-    assert record["image_size"] == cfg.dataset.image_size and record["data_seed"] != cfg.dataset.seed
-    assert record["backbone_kwargs"] == dict(cfg.model.backbone_kwargs)
-    encoder = create_encoder(cfg.model.backbone, cfg.dataset.image_size, pretrained_file=cfg.model.pretrained_file,
-                             backbone_kwargs=dict(cfg.model.backbone_kwargs))  # fmt: skip
-    assert encoder.pretrained_share == 1.0
+def test_the_default_builds_its_backbone_once_per_setting(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("GLSIM_CACHE_DIR", str(tmp_path / "cache"))
+    small = Pretraining(images=40, loop=PatchPretrainConfig(epochs=1))
+    tiny = ["model.backbone_kwargs={patch_size: 8, embed_dim: 32, depth: 2, num_heads: 2}", "dataset.image_size=32"]
+    cfg = compose_cfg(tiny, tmp_path / "run")
+    assert cfg.model.pretrained_file == MARKER  # the default names no file: the run builds or finds it
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    resolve_backbone(cfg, small)
+    assert torch.equal(torch.get_rng_state(), state)  # the run's seeded state is untouched by the build
+    path = Path(cfg.model.pretrained_file)
+    assert path.parent == tmp_path / "cache" / "backbones" and path.is_file()
+    built = path.stat().st_mtime_ns
+    again = compose_cfg(tiny, tmp_path / "run")
+    resolve_backbone(again, small)
+    assert again.model.pretrained_file == str(path) and path.stat().st_mtime_ns == built  # found, not rebuilt
+    other = compose_cfg([*tiny, "dataset.body_frac=[0.3,0.4]"], tmp_path / "run")
+    assert backbone_path(other, small) != path  # another look: another file, never this one
+    scratch = compose_cfg(["model=vit_tiny_scratch"], tmp_path / "run")
+    resolve_backbone(scratch, small)
+    assert scratch.model.pretrained_file is None

@@ -28,6 +28,7 @@ from glsim_pl.config.instantiate import instantiate, instantiate_collection
 from glsim_pl.config.locate import CONFIG_DIR
 from glsim_pl.config.plugins import import_user_modules
 from glsim_pl.config.run_dir import upgrade_target
+from glsim_pl.config.synthetic_backbone import resolve_backbone
 from glsim_pl.config.validate import validate_config
 from glsim_pl.data.verify import write_removed_files
 from glsim_pl.errors import UserError, exit_on_user_error, user_message
@@ -158,6 +159,7 @@ def _train(cfg: DictConfig, started: Callable[[], None] | None = None) -> dict[s
     datamodule.check()
     with open_dict(cfg):
         cfg.dataset.num_classes = datamodule.num_classes  # read from the files when left unset (folder, csv)
+    resolve_backbone(cfg)  # the synthetic default's pretrained backbone: its cached file, built on first use
     resume = _resume_path(cfg)
     check_resume(cfg, resume, upgrade_target)  # a resume with another lr / batch / dataset / model: refused by name
     if started is not None:

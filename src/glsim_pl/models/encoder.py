@@ -15,7 +15,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from glsim_pl.errors import UserError
-from glsim_pl.models.weights import load_encoder_weights, weights_path
+from glsim_pl.models.weights import load_encoder_weights
 
 log = logging.getLogger(__name__)  # not utils.logging: models/ imports no Lightning
 
@@ -87,7 +87,7 @@ def create_encoder(
     if layer_norm_eps is not None:
         kwargs["norm_layer"] = partial(nn.LayerNorm, eps=layer_norm_eps)
     if pretrained_file is not None:
-        path = weights_path(pretrained_file)
+        path = Path(pretrained_file).expanduser()
         if not path.is_file():
             raise UserError(f"model.pretrained_file={pretrained_file!r}: no such file")
     from_hub = pretrained and pretrained_file is None  # a local file is loaded below, after the model is built
@@ -134,7 +134,7 @@ def load_weights_file(encoder: nn.Module, pretrained_file: str | Path) -> nn.mod
     ``.npz``; glsim_pl checkpoints and exports; official GLSim checkpoints). Fewer than 90 % of the encoder's
     tensors matching is an error naming the keys; the share loaded is kept as ``encoder.pretrained_share``.
     """
-    path = weights_path(pretrained_file)
+    path = Path(pretrained_file).expanduser()
     if not isinstance(encoder, VisionTransformer):
         raise UserError(f"model.pretrained_file={str(pretrained_file)!r}: local files load into timm ViTs only")
     result = load_encoder_weights(encoder, path)

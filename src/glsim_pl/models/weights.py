@@ -36,22 +36,12 @@ __all__ = [
     "read_checkpoint",
     "read_official_checkpoint",
     "read_weights",
-    "weights_path",
 ]
 
 log = logging.getLogger(__name__)  # not utils.logging: models/ imports no Lightning
 MIN_SHARE = 0.9
 _SHOWN = 5
 _HEAD_PARTS = ("head.", "aggregator.", "gate_head.")  # what a classifier file holds besides its encoder
-PACKAGE_PREFIX = "glsim_pl:"  # weights shipped inside the package: glsim_pl:backbones/<file>
-
-
-def weights_path(pretrained_file: str | Path) -> Path:
-    """The file a ``model.pretrained_file`` value names: a path, or ``glsim_pl:<path inside the package>``."""
-    text = str(pretrained_file)
-    if text.startswith(PACKAGE_PREFIX):
-        return Path(__file__).resolve().parents[1] / text[len(PACKAGE_PREFIX) :]
-    return Path(text).expanduser()
 
 
 @dataclass
@@ -139,7 +129,7 @@ def load_encoder_weights(encoder: nn.Module, pretrained_file: str | Path) -> Enc
     """Load the encoder part of ``pretrained_file`` into a headless timm ViT; too few matching tensors is an error."""
     from timm.models.vision_transformer import checkpoint_filter_fn
 
-    path = weights_path(pretrained_file)
+    path = Path(pretrained_file).expanduser()
     if path.suffix == ".npz":
         before = {k: v.clone() for k, v in encoder.state_dict().items()}
         with torch.no_grad():  # a NaN sentinel marks what the npz loader did not write (an init value could match)
@@ -174,7 +164,7 @@ def load_encoder_weights(encoder: nn.Module, pretrained_file: str | Path) -> Enc
 
 def load_head_weights(net: nn.Module, pretrained_file: str | Path) -> list[str]:
     """The head (and aggregator) of a classifier file, when its class count matches ``net``'s; returns the keys."""
-    path = weights_path(pretrained_file)
+    path = Path(pretrained_file).expanduser()
     if path.suffix == ".npz":
         log.warning(f"model.pretrained_head=true: {path} holds a backbone only; the head keeps its init")
         return []
