@@ -20,7 +20,7 @@ install: $(STAMP) ## create .venv (if missing) and install the package with dev 
 train: $(STAMP) ## the embedded default: GLSim on the synthetic fine-grained set, CPU, a few minutes
 	$(PY) -m glsim_pl.train
 
-synthetic-backbone: $(STAMP) ## re-make the default's pretrained tiny ViT (src/glsim_pl/backbones/, CPU, about 2 minutes)
+synthetic-backbone: $(STAMP) ## build the default's pretrained tiny ViT ahead of the first run (into the cache, CPU, about 2 minutes)
 	$(PY) -m glsim_pl.pretrain_synthetic
 
 test: $(STAMP) ## the fast test suite (CPU, a few minutes)
