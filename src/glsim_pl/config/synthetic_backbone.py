@@ -25,6 +25,7 @@ from glsim_pl.config.instantiate import instantiate
 from glsim_pl.data.base import TransformedView
 from glsim_pl.data.datasets.synthetic import SyntheticDataModule
 from glsim_pl.data.transforms import build_eval_transform
+from glsim_pl.data.verify import cache_root
 from glsim_pl.errors import UserError
 from glsim_pl.models.encoder import create_encoder
 from glsim_pl.training.patch_pretrain import PatchPretrainConfig, patch_pretrain, selector_hit_rate
@@ -46,11 +47,6 @@ class Pretraining:
     loop: PatchPretrainConfig = PatchPretrainConfig()
 
 
-def _cache_root() -> Path:
-    base = os.environ.get("GLSIM_CACHE_DIR")
-    return Path(base) if base else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "glsim_pl"
-
-
 def _settings(cfg: Any, pretraining: Pretraining) -> dict:
     """Everything the built file depends on, as plain values (the cache key and the file's metadata)."""
     dataset = {k: v for k, v in cfg.dataset.items() if k not in ("seed", "train_size", "test_size", "num_workers")}
@@ -69,7 +65,7 @@ def _plain(value: Any) -> Any:
 
 def backbone_path(cfg: Any, pretraining: Pretraining = Pretraining()) -> Path:
     key = hashlib.sha256(json.dumps(_settings(cfg, pretraining), sort_keys=True).encode()).hexdigest()[:12]
-    return _cache_root() / "backbones" / f"synthetic_{key}.safetensors"
+    return cache_root() / "backbones" / f"synthetic_{key}.safetensors"
 
 
 def _tensors(data_module: SyntheticDataModule, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -30,7 +30,7 @@ from glsim_pl.data.image_io import check_image_file
 from glsim_pl.errors import UserError
 from glsim_pl.utils.logging import RankedLogger
 
-__all__ = ["VERIFY_MODES", "DataCheck", "default_cache_dir", "run_data_check", "write_removed_files"]
+__all__ = ["VERIFY_MODES", "DataCheck", "cache_root", "default_cache_dir", "run_data_check", "write_removed_files"]
 
 log = RankedLogger(__name__)
 VERIFY_MODES = ("fast", "full", "off")
@@ -39,12 +39,15 @@ _SHOWN = 20  # bad files listed in the error message
 _BATCH = 64  # files per loader item: progress granularity and worker hand-off cost
 
 
-def default_cache_dir() -> Path:
-    """``$GLSIM_CACHE_DIR/data_check``, else ``$XDG_CACHE_HOME/glsim_pl/data_check`` (``~/.cache/...`` when unset)."""
+def cache_root() -> Path:
+    """``$GLSIM_CACHE_DIR``, else ``$XDG_CACHE_HOME/glsim_pl`` (``~/.cache/glsim_pl`` when unset)."""
     base = os.environ.get("GLSIM_CACHE_DIR")
-    if base:
-        return Path(base) / "data_check"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "glsim_pl" / "data_check"
+    return Path(base) if base else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "glsim_pl"
+
+
+def default_cache_dir() -> Path:
+    """``<cache_root()>/data_check``: the data check's results."""
+    return cache_root() / "data_check"
 
 
 @dataclass

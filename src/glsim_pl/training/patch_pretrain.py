@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from glsim_pl.models.selectors import gls_scores
+
 __all__ = ["PatchPretrainConfig", "patch_targets", "patch_pretrain", "selector_hit_rate"]
 
 
@@ -113,7 +115,7 @@ def selector_hit_rate(encoder: nn.Module, images: Tensor, boxes: Tensor, top_o: 
     patch, prefix = encoder.patch_embed.patch_size[0], encoder.num_prefix_tokens
     grid = images.shape[-1] // patch
     tokens = encoder.forward_features(images)
-    scores = F.cosine_similarity(tokens[:, :1], tokens[:, prefix:], dim=-1)
+    scores = gls_scores(tokens[:, 0], tokens[:, prefix:])
     inside = _inside(boxes, grid, patch)
     top = scores.topk(top_o, dim=-1).indices
     return inside.gather(1, top).float().mean().item(), inside.float().mean().item()
