@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +17,8 @@ from tests.helpers.configs import FIXTURES, TINY_SYNTHETIC, compose_cfg
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a forgotten pretrained=true fails at once, not after a timeout
 torch.set_num_threads(min(2, torch.get_num_threads()))
-os.environ["GLSIM_CACHE_DIR"] = tempfile.mkdtemp(prefix="glsim-test-cache-")  # no test writes to ~/.cache
+os.environ["GLSIM_CACHE_DIR"] = _CACHE_DIR = tempfile.mkdtemp(prefix="glsim-test-cache-")  # no test writes to ~/.cache
+atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
 
 
 @pytest.fixture
