@@ -84,6 +84,14 @@ def test_disk_cache_reused_and_rebuilt_when_a_file_changes(
     assert torch.equal(first[3][0], again[3][0]) and again.path == first.path
 
 
+def test_disk_cache_default_folder_follows_glsim_cache_dir(
+    jpeg_source: ImageFileList, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GLSIM_CACHE_DIR", str(tmp_path / "caches"))
+    cache = PrefixCache(jpeg_source, R, "disk", key="t")  # no cache_dir: the package's cache root decides
+    assert cache.path is not None and cache.path.parent == tmp_path / "caches" / "prefix"
+
+
 def test_device_normalize_equals_the_cpu_pipeline() -> None:
     """Over a few hundred seeded samples: uint8 crop + erasing rectangle, finished as a batch == the full pipeline."""
     torch.manual_seed(0)

@@ -39,6 +39,7 @@ from torchvision.transforms.v2 import functional as F
 from glsim_pl.data.image_io import DECODE_RULES
 from glsim_pl.errors import UserError
 from glsim_pl.utils.atomic_io import atomic_write
+from glsim_pl.utils.cache_dir import cache_root
 from glsim_pl.utils.logging import RankedLogger
 
 try:
@@ -55,8 +56,8 @@ _PARALLEL_FROM = 256  # fewer images build in this process (forking costs more t
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/glsim_pl/prefix`` (``~/.cache/glsim_pl/prefix``)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "glsim_pl" / "prefix"
+    """``<cache_root()>/prefix``: ``$GLSIM_CACHE_DIR/prefix``, else ``~/.cache/glsim_pl/prefix``."""
+    return cache_root() / "prefix"
 
 
 def _human(nbytes: int) -> str:

@@ -28,21 +28,16 @@ from torch.utils.data import DataLoader, Dataset
 
 from glsim_pl.data.image_io import check_image_file
 from glsim_pl.errors import UserError
+from glsim_pl.utils.cache_dir import cache_root
 from glsim_pl.utils.logging import RankedLogger
 
-__all__ = ["VERIFY_MODES", "DataCheck", "cache_root", "default_cache_dir", "run_data_check", "write_removed_files"]
+__all__ = ["VERIFY_MODES", "DataCheck", "default_cache_dir", "run_data_check", "write_removed_files"]
 
 log = RankedLogger(__name__)
 VERIFY_MODES = ("fast", "full", "off")
 _LEVEL = {"fast": 1, "full": 2}  # a cached full check also answers a fast one
 _SHOWN = 20  # bad files listed in the error message
 _BATCH = 64  # files per loader item: progress granularity and worker hand-off cost
-
-
-def cache_root() -> Path:
-    """``$GLSIM_CACHE_DIR``, else ``$XDG_CACHE_HOME/glsim_pl`` (``~/.cache/glsim_pl`` when unset)."""
-    base = os.environ.get("GLSIM_CACHE_DIR")
-    return Path(base) if base else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "glsim_pl"
 
 
 def default_cache_dir() -> Path:
