@@ -25,10 +25,10 @@ from glsim_pl.config.instantiate import instantiate
 from glsim_pl.data.base import TransformedView
 from glsim_pl.data.datasets.synthetic import SyntheticDataModule
 from glsim_pl.data.transforms import build_eval_transform
-from glsim_pl.utils.cache_dir import cache_root
 from glsim_pl.errors import UserError
 from glsim_pl.models.encoder import create_encoder
 from glsim_pl.training.patch_pretrain import PatchPretrainConfig, patch_pretrain, selector_hit_rate
+from glsim_pl.utils.cache_dir import cache_root
 
 __all__ = ["MARKER", "Pretraining", "backbone_path", "build_backbone", "resolve_backbone"]
 
