@@ -61,22 +61,26 @@ def test_old_run_folder_evaluates_to_the_same_metrics(tmp_path: Path) -> None:
         assert result[key] == pytest.approx(expected[key], rel=1e-6)
 
 
-def test_old_run_folder_resumes_with_ckpt_path_last(tmp_path: Path) -> None:
-    run = _run_copy(tmp_path)
+def _resume_old_run(run: Path, *extra: str) -> subprocess.CompletedProcess:
     overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
     overrides = [o for o in overrides if not o.startswith(("trainer.max_epochs=", "logger="))]
-    args = [
-        sys.executable,
-        "-m",
-        "glsim_pl.train",
-        *overrides,
-        "method.top_o=8",  # the synthetic default's top-O when this folder was written (now 4): a resume must match it
-        "trainer.max_epochs=2",
-        "logger=csv",
-        "ckpt_path=last",
-        f"hydra.run.dir={run}",
-    ]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    args = [sys.executable, "-m", "glsim_pl.train", *overrides, "method.top_o=8", *extra, "trainer.max_epochs=2",
+            "logger=csv", "ckpt_path=last", f"hydra.run.dir={run}"]  # fmt: skip
+    # method.top_o=8: the synthetic default's top-O when this folder was written (now 4): a resume must match it
+    return subprocess.run(args, capture_output=True, text=True, timeout=300)
+
+
+def test_old_run_folder_resume_names_a_recipe_key_whose_default_changed(tmp_path: Path) -> None:
+    run = _run_copy(tmp_path)  # written without layer-wise LR decay; the synthetic default now has 0.75
+    proc = _resume_old_run(run)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "optim.layer_decay: checkpoint null, now 0.75" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_old_run_folder_resumes_with_ckpt_path_last(tmp_path: Path) -> None:
+    run = _run_copy(tmp_path)
+    proc = _resume_old_run(run, "optim.layer_decay=null")  # the recipe it was written with
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["protocol"]["epochs"] == 2

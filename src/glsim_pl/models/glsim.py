@@ -165,7 +165,7 @@ class GLSim(nn.Module):
             nn.init.zeros_(self.gate_head.weight)
             nn.init.zeros_(self.gate_head.bias)
         apply_finetune(self, finetune)  # last: the regime freezes or adapts the encoder built above
-        check_selector_support(self._selector, self.encoder, backbone)  # after the regime: vpt's prompts change what can run
+        check_selector_support(self._selector, self.encoder, backbone)  # after the regime: vpt prompts change support
 
     def forward_features(self, images: Tensor) -> GLSimFeatures:
         """Encode, select, crop, encode the crop, aggregate. images (B, 3, H, W)."""

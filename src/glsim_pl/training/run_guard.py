@@ -55,7 +55,7 @@ class FolderRefused(UserError):
 CKPT_KEY = "glsim_run_identity"
 # what a resume must keep: the learning rate, the batch, the data and the model
 RESULT_KEYS = (
-    "optim.optimizer", "optim.lr", "optim.weight_decay", "optim.warmup_steps", "optim.min_lr",
+    "optim.optimizer", "optim.lr", "optim.weight_decay", "optim.warmup_steps", "optim.min_lr", "optim.layer_decay",
     "dataset._target_", "dataset.num_classes", "dataset.image_size", "dataset.batch_size", "dataset.train_fraction",
     "dataset.protocol", "trainer.accumulate_grad_batches", "model.backbone", "model.backbone_kwargs",
     "method.method", "method.selector", "method.top_o", "method.gate",
@@ -172,12 +172,14 @@ def check_resume(cfg: DictConfig, ckpt_path: str | None, upgrade: Callable[[str]
     if ckpt_path is None:
         return
     try:
-        saved = read_checkpoint(ckpt_path, mmap=True).get(CKPT_KEY)
+        checkpoint = read_checkpoint(ckpt_path, mmap=True)
     except UserError:
-        saved = None
+        checkpoint = {}
+    saved = checkpoint.get(CKPT_KEY)
     if not saved:
         log.info(f"ckpt_path={ckpt_path}: no run config stored in it (older checkpoint); the resume is not compared")
         return
+    saved = {**_inferred_identity(checkpoint), **saved}
     if upgrade is not None:
         saved = {key: upgrade(value) for key, value in saved.items()}
     now = run_identity(cfg)
@@ -191,6 +193,17 @@ def check_resume(cfg: DictConfig, ckpt_path: str | None, upgrade: Callable[[str]
                         "Resume with the checkpoint's values, start a new run without ckpt_path, or set "
                         "resume_mismatch=warn to continue anyway")  # fmt: skip
     log.warning(f"resume from {ckpt_path} with a different config: {text}")
+
+
+def _inferred_identity(checkpoint: dict[str, Any]) -> dict[str, str]:
+    """Values an older checkpoint did not store but its optimizer state shows. ``optim.layer_decay``: without it the
+    optimizer has exactly two parameter groups (decayed, not decayed) at one LR; with it, one pair per layer at
+    different LRs (resuming across the two fails inside the optimizer, so it is compared first)."""
+    states = checkpoint.get("optimizer_states") or []
+    groups = states[0].get("param_groups", []) if states and isinstance(states[0], dict) else []
+    if len(groups) == 2 and len({g.get("initial_lr", g.get("lr")) for g in groups}) == 1:
+        return {"optim.layer_decay": "null"}
+    return {}
 
 
 class RunIdentityCheckpoint(Callback):
