@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--methods", default="glsim,vit", help="comma list of method config names")
     p.add_argument("--threshold", type=float, default=0.90)
     p.add_argument("--out", type=Path, default=Path("outputs/bench_seeds"))
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds for one run")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds for one run (the default on a CPU: ~2.5 min)")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time (a GPU has room for several tiny runs)")
     p.add_argument("--budget", type=float, default=1e9, help="seconds for all runs; later runs are not started")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep each run's checkpoints/ (default: removed)")
