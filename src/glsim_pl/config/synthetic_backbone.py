@@ -49,10 +49,9 @@ class Pretraining:
 
 def _settings(cfg: Any, pretraining: Pretraining) -> dict:
     """Everything the built file depends on, as plain values (the cache key and the file's metadata)."""
-    dataset = {k: v for k, v in cfg.dataset.items() if k not in ("seed", "train_size", "test_size", "num_workers")}
     keep = ("num_classes", "hue_step", "evidence", "body_sat", "body_frac", "clutter", "margin", "marking_frac",
             "decoys", "image_px", "image_size", "resize_factor", "normalize", "mean", "std")  # fmt: skip
-    look = {k: _plain(dataset[k]) for k in keep if k in dataset}
+    look = {k: _plain(cfg.dataset[k]) for k in keep if k in cfg.dataset}  # not the data seed or split sizes
     model = {"backbone": cfg.model.backbone, "backbone_kwargs": _plain(cfg.model.get("backbone_kwargs") or {})}
     return {"look": look, **model, "top_o": int(cfg.method.get("top_o", 4)), **asdict(pretraining)}
 

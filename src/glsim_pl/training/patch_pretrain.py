@@ -7,7 +7,7 @@ trained, through the same linear head as the CLS, to name the class of the objec
 the object to name an extra background class (token labelling, Jiang et al., "All Tokens Matter", 2021). The
 object's tokens and the CLS then point the same way, which is the property the selector relies on.
 
-Pure torch: a plain loop over tensors already in memory (a few thousand 48 px images), flips as the only
+Pure torch: a plain loop over tensors already in memory (a few thousand small images), flips as the only
 augmentation, AdamW with a linear warmup and a cosine.
 """
 
